@@ -1,0 +1,301 @@
+// dynrnn: the LSTM cell, forward and backward through time over a packed batch.
+//
+// Dimensions: T time, B batch, I input features, H hidden units,
+//             P valid (row, step) pairs = sum of lengths (see packed_schedule.hpp).
+//
+// The cell is TensorFlow 1.x's LSTMCell without peepholes or projection:
+//
+//   [i j f o] = [x_t, h_{t-1}] · kernel + bias            (1, 4H) pre-activations
+//   c_t = sigmoid(f + forget_bias) ⊙ c_{t-1} + sigmoid(i) ⊙ tanh(j)
+//   h_t = sigmoid(o) ⊙ tanh(c_t)                           (output = h_t)
+//
+// Fused weight layout, identical to TensorFlow's `kernel` and `bias`:
+//
+//                  0      H      2H     3H     4H
+//                  +------+------+------+------+
+//    rows 0..I-1   |  i   |  j   |  f   |  o   |   input weights W_x
+//    rows I..I+H-1 |  i   |  j   |  f   |  o   |   recurrent weights W_h
+//                  +------+------+------+------+
+//    bias (4H)     |  i   |  j   |  f   |  o   |
+//
+// PyTorch orders the gates i, f, g(=j), o and stores W_x, W_h transposed, so
+// its weights must be reordered and transposed before they are copied in.
+#pragma once
+
+#include "../core/check.hpp"
+#include "../core/random.hpp"
+#include "../core/types.hpp"
+#include "../rnn/packed_schedule.hpp"
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace dynrnn {
+
+/// \brief Recurrent state of an LSTM: cell state `c` and hidden state `h`, each `(B, H)`.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct LSTMState {
+  Matrix<Scalar> c;  ///< (B, H) cell state.
+  Matrix<Scalar> h;  ///< (B, H) hidden state, which is also the cell's output.
+
+  /// \brief A state of zeros for `batch` rows of `hidden` units.
+  static LSTMState zeros(Index batch, Index hidden) {
+    return {Matrix<Scalar>::Zero(batch, hidden), Matrix<Scalar>::Zero(batch, hidden)};
+  }
+
+  /// \brief Applies `f` to each member matrix and returns the results as a new state.
+  template <class F>
+  LSTMState transform(F f) const {
+    return {f(c), f(h)};
+  }
+
+  /// \brief Throws std::invalid_argument unless both members are `(batch, hidden)`.
+  void check(const char* function, const char* argument, Index batch, Index hidden) const {
+    const std::string name(argument);
+    detail::check_shape(function, (name + ".c").c_str(), c, batch, hidden);
+    detail::check_shape(function, (name + ".h").c_str(), h, batch, hidden);
+  }
+};
+
+/// \brief Gradients of an LSTMCell's parameters, shaped like the parameters.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct LSTMGradients {
+  Matrix<Scalar> kernel;  ///< (I+H, 4H) dLoss/dkernel.
+  Vector<Scalar> bias;    ///< (4H) dLoss/dbias.
+
+  LSTMGradients() = default;
+  /// \brief Zero gradients for a cell of the given sizes.
+  LSTMGradients(Index input_size, Index hidden_size)
+      : kernel(Matrix<Scalar>::Zero(input_size + hidden_size, 4 * hidden_size)),
+        bias(Vector<Scalar>::Zero(4 * hidden_size)) {}
+
+  /// \brief Sets every gradient to zero, keeping the shapes.
+  void setZero() {
+    kernel.setZero();
+    bias.setZero();
+  }
+};
+
+/// \brief What LSTMCell::forward keeps for LSTMCell::backward. All packed, `P` rows,
+/// step after step; within a step the rows are sorted longest sequence first.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct LSTMCache {
+  Matrix<Scalar> x;       ///< (P, I)  inputs x_t.
+  Matrix<Scalar> h_prev;  ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0).
+  Matrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
+                          ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o).
+  Matrix<Scalar> c;       ///< (P, H)  c_t.
+  Matrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t).
+  Matrix<Scalar> h;       ///< (P, H)  h_t, the outputs.
+  Matrix<Scalar> c0;      ///< (B, H)  initial c, sorted order.
+};
+
+/// \brief Long short-term memory cell with TensorFlow 1.x LSTMCell semantics.
+///
+/// \tparam Scalar `float` or `double`.
+///
+/// \code
+/// dynrnn::LSTMCell<float> cell(/*input_size=*/8, /*hidden_size=*/32);
+/// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);   // x: Tensor3<float> [T, B, 8]
+/// \endcode
+template <class Scalar_>
+class LSTMCell {
+ public:
+  using Scalar = Scalar_;                     ///< Element type.
+  using State = LSTMState<Scalar>;            ///< Recurrent state type.
+  using Cache = LSTMCache<Scalar>;            ///< Forward cache type.
+  using Gradients = LSTMGradients<Scalar>;    ///< Parameter gradient type.
+
+  /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
+  static constexpr std::uint64_t default_seed = 0x5eed;
+
+  /// \brief Creates a cell with Glorot-uniform kernel (TensorFlow's default initialiser, drawn
+  /// from Rng(default_seed)) and zero bias. Call reset_parameters() to draw other weights.
+  /// \param input_size I, features per step (> 0).
+  /// \param hidden_size H, hidden units (> 0).
+  /// \param forget_bias added to the forget gate's pre-activation (TensorFlow's default 1).
+  LSTMCell(Index input_size, Index hidden_size, Scalar forget_bias = Scalar(1))
+      : input_size_(input_size), hidden_size_(hidden_size), forget_bias_(forget_bias) {
+    detail::check_positive("LSTMCell", "input_size", input_size);
+    detail::check_positive("LSTMCell", "hidden_size", hidden_size);
+    kernel_.resize(input_size + hidden_size, 4 * hidden_size);
+    bias_.resize(4 * hidden_size);
+    Rng rng(default_seed);
+    reset_parameters(rng);
+  }
+
+  /// \brief Redraws the kernel Glorot-uniform, limit sqrt(6 / (I + H + 4H)), and zeroes the bias.
+  void reset_parameters(Rng& rng) {
+    fill_uniform(kernel_, rng, std::sqrt(6.0 / double(kernel_.rows() + kernel_.cols())));
+    bias_.setZero();
+  }
+
+  Index input_size() const { return input_size_; }    ///< I.
+  Index hidden_size() const { return hidden_size_; }  ///< H.
+  Index output_size() const { return hidden_size_; }  ///< Width of the outputs, H.
+  Scalar forget_bias() const { return forget_bias_; } ///< Constant added to the forget gate.
+
+  /// \brief The fused weights, `(I+H, 4H)`; see the layout diagram at the top of this header.
+  Matrix<Scalar>& kernel() { return kernel_; }
+  const Matrix<Scalar>& kernel() const { return kernel_; }  ///< \copydoc kernel()
+  /// \brief The fused bias, `(4H)`, gates i, j, f, o.
+  Vector<Scalar>& bias() { return bias_; }
+  const Vector<Scalar>& bias() const { return bias_; }  ///< \copydoc bias()
+
+  /// \brief Zero gradients shaped like this cell's parameters.
+  Gradients make_gradients() const { return Gradients(input_size_, hidden_size_); }
+  /// \brief The zero state for `batch` rows.
+  State zero_state(Index batch) const { return State::zeros(batch, hidden_size_); }
+
+  /// \brief Throws std::invalid_argument unless the parameters still have their constructed shapes.
+  void check_parameters(const char* function) const {
+    check_like_parameters(function, "cell.kernel()", kernel_, "cell.bias()", bias_);
+  }
+  /// \brief Throws std::invalid_argument unless `g` is shaped like this cell's parameters.
+  void check_gradients(const char* function, const Gradients& g) const {
+    check_like_parameters(function, "grads.kernel", g.kernel, "grads.bias", g.bias);
+  }
+
+  /// \brief Runs the cell over a packed batch. Used by dynamic_rnn; call that instead.
+  /// \param s      the batch's packed schedule.
+  /// \param x      (P, I) packed inputs.
+  /// \param s0     initial state, rows in sorted order, (B, H) each.
+  /// \param cache  filled with everything backward() needs.
+  /// \param final  receives the state after each row's last valid step, sorted order.
+  void forward(const PackedSchedule& s, Matrix<Scalar> x, const State& s0, Cache& cache,
+               State& final) const {
+    const Index H = hidden_size_, P = s.total();
+    cache.x = std::move(x);
+    cache.c0 = s0.c;
+    cache.h_prev.resize(P, H);
+    cache.c.resize(P, H);
+    cache.tanh_c.resize(P, H);
+    cache.h.resize(P, H);
+
+    // Input projection for every valid (row, step) pair at once.
+    cache.gates.noalias() = cache.x * kernel_.topRows(input_size_);
+    cache.gates.rowwise() += bias_.transpose();
+
+    const auto W_h = kernel_.bottomRows(H);  // (H, 4H)
+    if (s.steps > 0) cache.h_prev.topRows(s.active[0]) = s0.h.topRows(s.active[0]);
+    for (Index t = 0; t < s.steps; ++t) {
+      const Index n = s.active[t], o = s.offset[t];
+      auto g = cache.gates.middleRows(o, n);  // (n, 4H)
+      g.noalias() += cache.h_prev.middleRows(o, n) * W_h;
+
+      auto i = g.leftCols(H).array();
+      auto j = g.middleCols(H, H).array();
+      auto f = g.middleCols(2 * H, H).array();
+      auto og = g.rightCols(H).array();
+      i = i.logistic();
+      j = j.tanh();
+      f = (f + forget_bias_).logistic();
+      og = og.logistic();
+
+      // c_{t-1} of the n continuing rows: the first n rows of the previous step's block.
+      const Eigen::Ref<const Matrix<Scalar>> c_prev =
+          t == 0 ? cache.c0.topRows(n) : cache.c.middleRows(s.offset[t - 1], n);
+      auto c = cache.c.middleRows(o, n).array();
+      auto tc = cache.tanh_c.middleRows(o, n).array();
+      c = f * c_prev.array() + i * j;
+      tc = c.tanh();
+      cache.h.middleRows(o, n).array() = og * tc;
+
+      if (t + 1 < s.steps) {
+        const Index next = s.active[t + 1];
+        cache.h_prev.middleRows(s.offset[t + 1], next) = cache.h.middleRows(o, next);
+      }
+    }
+
+    // A row's final state is its state at its last valid step; rows of length 0 keep s0.
+    final = s0;
+    for (Index j = 0; j < s.batch; ++j) {
+      const int len = s.lengths[s.order[j]];
+      if (len == 0) continue;
+      final.c.row(j) = cache.c.row(s.offset[len - 1] + j);
+      final.h.row(j) = cache.h.row(s.offset[len - 1] + j);
+    }
+  }
+
+  /// \brief The packed outputs of a forward pass, `(P, H)`.
+  static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
+
+  /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
+  /// \param s      the schedule forward() ran with.
+  /// \param cache  forward()'s cache.
+  /// \param dh     (P, H) dLoss/d outputs, packed.
+  /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
+  /// \param grads  parameter gradients, added to.
+  /// \param dx     receives (P, I) dLoss/d inputs, packed.
+  void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
+                Gradients& grads, Matrix<Scalar>& dx) const {
+    const Index H = hidden_size_, P = s.total();
+    Matrix<Scalar> dgates(P, 4 * H);  // (P, 4H) dLoss/d gate pre-activations
+    // dstate.h, dstate.c carry dLoss/dh_t and dLoss/dc_t of each sorted row back through
+    // time. A row joins the recursion at its last step, carrying its final-state gradient.
+    auto& dh_next = dstate.h;
+    auto& dc_next = dstate.c;
+    const auto W_h = kernel_.bottomRows(H);  // (H, 4H)
+
+    for (Index t = s.steps - 1; t >= 0; --t) {
+      const Index n = s.active[t], o = s.offset[t];
+      auto dh_t = dh_next.topRows(n).array();  // becomes the total dLoss/dh_t
+      auto dc_t = dc_next.topRows(n).array();  // becomes the total dLoss/dc_t
+      dh_t += dh.middleRows(o, n).array();
+
+      const auto g = cache.gates.middleRows(o, n);
+      const auto i = g.leftCols(H).array();
+      const auto j = g.middleCols(H, H).array();
+      const auto f = g.middleCols(2 * H, H).array();
+      const auto og = g.rightCols(H).array();
+      const auto tc = cache.tanh_c.middleRows(o, n).array();
+      const Eigen::Ref<const Matrix<Scalar>> c_prev =
+          t == 0 ? cache.c0.topRows(n) : cache.c.middleRows(s.offset[t - 1], n);
+
+      // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
+      dc_t += dh_t * og * (Scalar(1) - tc.square());
+      auto dg = dgates.middleRows(o, n);
+      dg.leftCols(H).array() = dc_t * j * i * (Scalar(1) - i);
+      dg.middleCols(H, H).array() = dc_t * i * (Scalar(1) - j.square());
+      dg.middleCols(2 * H, H).array() = dc_t * c_prev.array() * f * (Scalar(1) - f);
+      dg.rightCols(H).array() = dh_t * tc * og * (Scalar(1) - og);
+
+      // dc flows into c_{t-1} through the forget gate; dh into h_{t-1} through W_h.
+      dc_t *= f;
+      dh_next.topRows(n).noalias() = dg * W_h.transpose();
+    }
+
+    // Weight gradients: one GEMM each over all valid (row, step) pairs.
+    grads.kernel.topRows(input_size_).noalias() += cache.x.transpose() * dgates;
+    grads.kernel.bottomRows(H).noalias() += cache.h_prev.transpose() * dgates;
+    grads.bias += dgates.colwise().sum().transpose();
+    dx.noalias() = dgates * kernel_.topRows(input_size_).transpose();
+  }
+
+ private:
+  void check_like_parameters(const char* function, const char* kernel_name, const Matrix<Scalar>& kernel,
+                             const char* bias_name, const Vector<Scalar>& bias) const {
+    detail::check_shape(function, kernel_name, kernel, input_size_ + hidden_size_, 4 * hidden_size_);
+    detail::check_shape(function, bias_name, bias, 4 * hidden_size_, 1);
+  }
+
+  Index input_size_;
+  Index hidden_size_;
+  Scalar forget_bias_;
+  Matrix<Scalar> kernel_;  // (I+H, 4H)
+  Vector<Scalar> bias_;    // (4H)
+};
+
+/// \brief Visits each (parameter, gradient) pair of an LSTMCell; optimisers use this.
+template <class Scalar, class F>
+void visit_parameters(LSTMCell<Scalar>& cell, const LSTMGradients<Scalar>& g, F&& f) {
+  f(cell.kernel(), g.kernel);
+  f(cell.bias(), g.bias);
+}
+
+}  // namespace dynrnn

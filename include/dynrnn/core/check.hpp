@@ -1,0 +1,74 @@
+// dynrnn: argument validation.
+//
+// Every public entry point checks its arguments before doing any work and
+// throws std::invalid_argument whose message names the function, the argument,
+// what was expected and what was given. Messages are built only on failure, so
+// a correct call costs a few integer comparisons.
+#pragma once
+
+#include "types.hpp"
+
+#include <initializer_list>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace dynrnn::detail {
+
+/// Formats a shape as "[a, b, c]".
+inline std::string shape_string(std::initializer_list<Index> dims) {
+  std::ostringstream s;
+  s << '[';
+  const char* sep = "";
+  for (Index d : dims) {
+    s << sep << d;
+    sep = ", ";
+  }
+  s << ']';
+  return s.str();
+}
+
+[[noreturn]] inline void throw_argument(const char* function, const char* argument,
+                                        const std::string& expected, const std::string& actual) {
+  throw std::invalid_argument(std::string("dynrnn::") + function + ": argument '" + argument +
+                              "' must be " + expected + ", got " + actual);
+}
+
+/// Requires a matrix of exactly rows x cols.
+template <class Derived>
+void check_shape(const char* function, const char* argument, const Eigen::EigenBase<Derived>& m,
+                 Index rows, Index cols) {
+  if (m.rows() != rows || m.cols() != cols)
+    throw_argument(function, argument, "of shape " + shape_string({rows, cols}),
+                   shape_string({m.rows(), m.cols()}));
+}
+
+/// Requires a rank-3 tensor of exactly [d0, d1, d2].
+template <class Scalar>
+void check_shape(const char* function, const char* argument, const Tensor3<Scalar>& x, Index d0,
+                 Index d1, Index d2) {
+  if (x.dimension(0) != d0 || x.dimension(1) != d1 || x.dimension(2) != d2)
+    throw_argument(function, argument, "of shape " + shape_string({d0, d1, d2}),
+                   shape_string({x.dimension(0), x.dimension(1), x.dimension(2)}));
+}
+
+/// Requires a positive size (a layer dimension).
+inline void check_positive(const char* function, const char* argument, Index value) {
+  if (value <= 0) throw_argument(function, argument, "positive", std::to_string(value));
+}
+
+/// Requires one length per batch row, each in [0, max_time].
+inline void check_lengths(const char* function, const std::vector<int>& lengths, Index batch,
+                          Index max_time) {
+  if (static_cast<Index>(lengths.size()) != batch)
+    throw_argument(function, "lengths", "of size " + std::to_string(batch) + " (the batch size)",
+                   "size " + std::to_string(lengths.size()));
+  for (std::size_t b = 0; b < lengths.size(); ++b)
+    if (lengths[b] < 0 || lengths[b] > max_time)
+      throw_argument(function, "lengths",
+                     "in [0, " + std::to_string(max_time) + "] (max_time) at every row",
+                     "lengths[" + std::to_string(b) + "] = " + std::to_string(lengths[b]));
+}
+
+}  // namespace dynrnn::detail

@@ -1,0 +1,29 @@
+// dynrnn: recurrent neural networks over batches of variable-length sequences.
+//
+// One include for the whole library:
+//
+//   core/      types, argument checks, portable random numbers
+//   cells/     recurrent cells: forward and backward through time on a packed batch
+//   rnn/       dynamic_rnn and its backward pass, the packed layout, last-output gather
+//   layers/    Dense, Embedding
+//   losses/    softmax cross-entropy
+//   optim/     RMSProp
+#pragma once
+
+#include "core/check.hpp"
+#include "core/random.hpp"
+#include "core/types.hpp"
+#include "core/version.hpp"
+
+#include "cells/lstm_cell.hpp"
+
+#include "rnn/dynamic_rnn.hpp"
+#include "rnn/last_outputs.hpp"
+#include "rnn/packed_schedule.hpp"
+
+#include "layers/dense.hpp"
+#include "layers/embedding.hpp"
+
+#include "losses/softmax_cross_entropy.hpp"
+
+#include "optim/rmsprop.hpp"

@@ -1,0 +1,125 @@
+// dynrnn: fully connected layer, y = x · W + b.
+//
+// Dimensions: N rows (samples), I input features, O output features.
+#pragma once
+
+#include "../core/check.hpp"
+#include "../core/random.hpp"
+#include "../core/types.hpp"
+
+#include <cmath>
+
+namespace dynrnn {
+
+/// \brief Gradients of a Dense layer's parameters.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct DenseGradients {
+  Matrix<Scalar> weight;  ///< (I, O) dLoss/dW.
+  Vector<Scalar> bias;    ///< (O) dLoss/db.
+
+  DenseGradients() = default;
+  /// \brief Zero gradients for a layer of the given sizes.
+  DenseGradients(Index input_size, Index output_size)
+      : weight(Matrix<Scalar>::Zero(input_size, output_size)), bias(Vector<Scalar>::Zero(output_size)) {}
+
+  /// \brief Sets every gradient to zero, keeping the shapes.
+  void setZero() {
+    weight.setZero();
+    bias.setZero();
+  }
+};
+
+/// \brief Fully connected layer `y = x · W + b`, with `W` of shape (I, O) as in TensorFlow.
+///
+/// \tparam Scalar `float` or `double`.
+///
+/// \code
+/// dynrnn::Dense<float> out(64, 15);
+/// dynrnn::Matrix<float> logits = out.forward(last_outputs);         // (B, 15)
+/// dynrnn::DenseGradients<float> g = out.make_gradients();
+/// dynrnn::Matrix<float> d_last = out.backward(last_outputs, d_logits, g);
+/// \endcode
+template <class Scalar_>
+class Dense {
+ public:
+  using Scalar = Scalar_;                   ///< Element type.
+  using Gradients = DenseGradients<Scalar>; ///< Parameter gradient type.
+
+  /// \brief Seed used by the constructor's initialisation.
+  static constexpr std::uint64_t default_seed = 0xde75e;
+
+  /// \brief Creates a layer with a Glorot-uniform weight (drawn from Rng(default_seed)) and zero bias.
+  /// \param input_size I (> 0).
+  /// \param output_size O (> 0).
+  Dense(Index input_size, Index output_size) {
+    detail::check_positive("Dense", "input_size", input_size);
+    detail::check_positive("Dense", "output_size", output_size);
+    weight_.resize(input_size, output_size);
+    bias_.resize(output_size);
+    Rng rng(default_seed);
+    reset_parameters(rng);
+  }
+
+  /// \brief Redraws the weight Glorot-uniform, limit sqrt(6 / (I + O)), and zeroes the bias.
+  void reset_parameters(Rng& rng) {
+    fill_uniform(weight_, rng, std::sqrt(6.0 / double(weight_.rows() + weight_.cols())));
+    bias_.setZero();
+  }
+
+  Index input_size() const { return weight_.rows(); }   ///< I.
+  Index output_size() const { return weight_.cols(); }  ///< O.
+
+  /// \brief The weight, (I, O).
+  Matrix<Scalar>& weight() { return weight_; }
+  const Matrix<Scalar>& weight() const { return weight_; }  ///< \copydoc weight()
+  /// \brief The bias, (O).
+  Vector<Scalar>& bias() { return bias_; }
+  const Vector<Scalar>& bias() const { return bias_; }  ///< \copydoc bias()
+
+  /// \brief Zero gradients shaped like the parameters.
+  Gradients make_gradients() const { return Gradients(input_size(), output_size()); }
+
+  /// \brief y = x · W + b.
+  /// \param x (N, I).
+  /// \return (N, O).
+  Matrix<Scalar> forward(const Eigen::Ref<const Matrix<Scalar>>& x) const {
+    detail::check_shape("Dense::forward", "x", x, x.rows(), input_size());
+    Matrix<Scalar> y(x.rows(), output_size());
+    y.noalias() = x * weight_;
+    y.rowwise() += bias_.transpose();
+    return y;
+  }
+
+  /// \brief Adds dLoss/dW and dLoss/db to `grads` and returns dLoss/dx.
+  /// \param x  (N, I) the input forward() was given.
+  /// \param dy (N, O) dLoss/dy.
+  /// \param grads parameter gradients, added to.
+  /// \return (N, I) dLoss/dx.
+  Matrix<Scalar> backward(const Eigen::Ref<const Matrix<Scalar>>& x,
+                          const Eigen::Ref<const Matrix<Scalar>>& dy, Gradients& grads) const {
+    constexpr const char* fn = "Dense::backward";
+    detail::check_shape(fn, "x", x, x.rows(), input_size());
+    detail::check_shape(fn, "dy", dy, x.rows(), output_size());
+    detail::check_shape(fn, "grads.weight", grads.weight, input_size(), output_size());
+    detail::check_shape(fn, "grads.bias", grads.bias, output_size(), 1);
+    grads.weight.noalias() += x.transpose() * dy;
+    grads.bias += dy.colwise().sum().transpose();
+    Matrix<Scalar> dx(x.rows(), input_size());
+    dx.noalias() = dy * weight_.transpose();
+    return dx;
+  }
+
+ private:
+  Matrix<Scalar> weight_;  // (I, O)
+  Vector<Scalar> bias_;    // (O)
+};
+
+/// \brief Visits each (parameter, gradient) pair of a Dense layer; optimisers use this.
+template <class Scalar, class F>
+void visit_parameters(Dense<Scalar>& layer, const DenseGradients<Scalar>& g, F&& f) {
+  f(layer.weight(), g.weight);
+  f(layer.bias(), g.bias);
+}
+
+}  // namespace dynrnn

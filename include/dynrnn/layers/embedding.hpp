@@ -1,0 +1,140 @@
+// dynrnn: embedding lookup table.
+//
+// Dimensions: V vocabulary size, D embedding width, N looked-up ids.
+//
+// Ids are a flat list, so a time-major [T, B] id grid (id of row b at step t at
+// index t*B + b) embeds straight into a [T, B, D] tensor for dynamic_rnn:
+//
+//   Tensor3<float> x = emb.forward_sequences(ids, T, B);
+//
+// Padded positions need a valid id (0 will do). dynamic_rnn never reads them and
+// returns exactly zero gradient there, so they change nothing in training.
+#pragma once
+
+#include "../core/check.hpp"
+#include "../core/random.hpp"
+#include "../core/types.hpp"
+
+#include <string>
+#include <vector>
+
+namespace dynrnn {
+
+/// \brief Gradient of an Embedding's table.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct EmbeddingGradients {
+  Matrix<Scalar> table;  ///< (V, D) dLoss/dtable.
+
+  EmbeddingGradients() = default;
+  /// \brief Zero gradient for a table of the given size.
+  EmbeddingGradients(Index vocab_size, Index dim) : table(Matrix<Scalar>::Zero(vocab_size, dim)) {}
+  /// \brief Sets the gradient to zero, keeping the shape.
+  void setZero() { table.setZero(); }
+};
+
+/// \brief Lookup table mapping integer ids in [0, V) to rows of a (V, D) matrix.
+///
+/// \tparam Scalar `float` or `double`.
+///
+/// \code
+/// dynrnn::Embedding<float> emb(/*vocab_size=*/2, /*dim=*/2);
+/// dynrnn::Matrix<float> rows = emb.forward({0, 1, 1});      // (3, 2)
+/// \endcode
+template <class Scalar_>
+class Embedding {
+ public:
+  using Scalar = Scalar_;                       ///< Element type.
+  using Gradients = EmbeddingGradients<Scalar>; ///< Parameter gradient type.
+
+  /// \brief Seed used by the constructor's initialisation.
+  static constexpr std::uint64_t default_seed = 0xe3bed;
+
+  /// \brief Creates a table drawn uniformly from [-0.05, 0.05) with Rng(default_seed)
+  /// (Keras' default embedding initialiser).
+  /// \param vocab_size V (> 0).
+  /// \param dim D (> 0).
+  Embedding(Index vocab_size, Index dim) {
+    detail::check_positive("Embedding", "vocab_size", vocab_size);
+    detail::check_positive("Embedding", "dim", dim);
+    table_.resize(vocab_size, dim);
+    Rng rng(default_seed);
+    reset_parameters(rng);
+  }
+
+  /// \brief Redraws the table uniformly from [-0.05, 0.05).
+  void reset_parameters(Rng& rng) { fill_uniform(table_, rng, 0.05); }
+
+  Index vocab_size() const { return table_.rows(); }  ///< V.
+  Index dim() const { return table_.cols(); }         ///< D.
+
+  /// \brief The table, (V, D); row v is the embedding of id v.
+  Matrix<Scalar>& table() { return table_; }
+  const Matrix<Scalar>& table() const { return table_; }  ///< \copydoc table()
+
+  /// \brief Zero gradient shaped like the table.
+  Gradients make_gradients() const { return Gradients(vocab_size(), dim()); }
+
+  /// \brief Looks up each id.
+  /// \param ids N ids, each in [0, V).
+  /// \return (N, D), row n = table row ids[n].
+  Matrix<Scalar> forward(const std::vector<int>& ids) const {
+    check_ids("Embedding::forward", ids);
+    Matrix<Scalar> y(static_cast<Index>(ids.size()), dim());
+    for (std::size_t n = 0; n < ids.size(); ++n) y.row(Index(n)) = table_.row(ids[n]);
+    return y;
+  }
+
+  /// \brief Looks up a time-major [T, B] grid of ids (id of row b at step t at t*B + b).
+  /// \return [T, B, D], ready for dynamic_rnn.
+  Tensor3<Scalar> forward_sequences(const std::vector<int>& ids, Index max_time, Index batch) const {
+    check_grid("Embedding::forward_sequences", ids, max_time, batch);
+    Tensor3<Scalar> y(max_time, batch, dim());
+    detail::as_matrix(y) = forward(ids);
+    return y;
+  }
+
+  /// \brief Adds dLoss/dtable to `grads`: row ids[n] of the table receives dy row n.
+  /// \param ids the ids forward() was given.
+  /// \param dy (N, D) dLoss/d looked-up rows.
+  /// \param grads gradient, added to.
+  void backward(const std::vector<int>& ids, const Eigen::Ref<const Matrix<Scalar>>& dy,
+                Gradients& grads) const {
+    constexpr const char* fn = "Embedding::backward";
+    check_ids(fn, ids);
+    detail::check_shape(fn, "dy", dy, static_cast<Index>(ids.size()), dim());
+    detail::check_shape(fn, "grads.table", grads.table, vocab_size(), dim());
+    for (std::size_t n = 0; n < ids.size(); ++n) grads.table.row(ids[n]) += dy.row(Index(n));
+  }
+
+  /// \brief backward() for forward_sequences(): `dy` is [T, B, D], e.g. dynamic_rnn's input gradient.
+  void backward_sequences(const std::vector<int>& ids, const Tensor3<Scalar>& dy, Gradients& grads) const {
+    check_grid("Embedding::backward_sequences", ids, dy.dimension(0), dy.dimension(1));
+    backward(ids, detail::as_matrix(dy), grads);
+  }
+
+ private:
+  void check_ids(const char* function, const std::vector<int>& ids) const {
+    for (std::size_t n = 0; n < ids.size(); ++n)
+      if (ids[n] < 0 || ids[n] >= vocab_size())
+        detail::throw_argument(function, "ids", "in [0, " + std::to_string(vocab_size()) + ") (vocab_size)",
+                               "ids[" + std::to_string(n) + "] = " + std::to_string(ids[n]));
+  }
+
+  static void check_grid(const char* function, const std::vector<int>& ids, Index max_time, Index batch) {
+    if (static_cast<Index>(ids.size()) != max_time * batch)
+      detail::throw_argument(function, "ids",
+                             "of size max_time * batch = " + std::to_string(max_time * batch),
+                             "size " + std::to_string(ids.size()));
+  }
+
+  Matrix<Scalar> table_;  // (V, D)
+};
+
+/// \brief Visits the (parameter, gradient) pair of an Embedding; optimisers use this.
+template <class Scalar, class F>
+void visit_parameters(Embedding<Scalar>& layer, const EmbeddingGradients<Scalar>& g, F&& f) {
+  f(layer.table(), g.table);
+}
+
+}  // namespace dynrnn

@@ -1,0 +1,86 @@
+// dynrnn: softmax cross-entropy on logits, numerically stable.
+//
+// Dimensions: N samples, C classes.
+//
+//   loss_n = logsumexp(z_n) - z_n[y_n],   logsumexp(z) = m + log Σ_k exp(z_k - m), m = max_k z_k
+//   dloss_n/dz_n = softmax(z_n) - onehot(y_n)
+//
+// The input is raw logits. Passing probabilities (softmax applied first) would
+// compute a different, wrong loss whose gradient vanishes as training
+// progresses; there is no softmax to apply before calling this.
+#pragma once
+
+#include "../core/check.hpp"
+#include "../core/types.hpp"
+
+#include <string>
+#include <vector>
+
+namespace dynrnn {
+
+/// \brief How per-sample losses are combined.
+enum class Reduction {
+  mean,  ///< Average over samples (PyTorch's and Keras' default).
+  sum,   ///< Sum over samples (tf.reduce_sum of TF's per-sample loss).
+};
+
+/// \brief Loss and gradient of softmax_cross_entropy().
+/// \tparam Scalar element type.
+template <class Scalar>
+struct SoftmaxCrossEntropy {
+  Scalar loss;               ///< Reduced loss.
+  Matrix<Scalar> d_logits;   ///< (N, C) dloss/dlogits for the reduced loss.
+};
+
+/// \brief Row-wise softmax, computed stably.
+/// \param logits (N, C).
+/// \return (N, C) probabilities; each row sums to 1.
+template <class Scalar>
+Matrix<Scalar> softmax(const Matrix<Scalar>& logits) {
+  Matrix<Scalar> p = (logits.colwise() - logits.rowwise().maxCoeff()).array().exp().matrix();
+  p.array().colwise() /= p.rowwise().sum().array();
+  return p;
+}
+
+/// \brief Sparse softmax cross-entropy of logits against integer labels, with its gradient.
+///
+/// \param logits (N, C) unnormalised scores; N >= 1.
+/// \param labels N class indices, each in [0, C).
+/// \param reduction Reduction::mean (default) or Reduction::sum.
+/// \throws std::invalid_argument for a label count other than N, a label outside [0, C), or N == 0.
+///
+/// \code
+/// auto ce = dynrnn::softmax_cross_entropy(logits, labels);
+/// // ce.loss: mean loss; ce.d_logits: feed to Dense::backward
+/// \endcode
+template <class Scalar>
+SoftmaxCrossEntropy<Scalar> softmax_cross_entropy(const Matrix<Scalar>& logits, const std::vector<int>& labels,
+                                                  Reduction reduction = Reduction::mean) {
+  constexpr const char* fn = "softmax_cross_entropy";
+  const Index N = logits.rows(), C = logits.cols();
+  if (N == 0 || C == 0)
+    detail::throw_argument(fn, "logits", "non-empty", "shape " + detail::shape_string({N, C}));
+  if (static_cast<Index>(labels.size()) != N)
+    detail::throw_argument(fn, "labels", "of size " + std::to_string(N) + " (rows of logits)",
+                           "size " + std::to_string(labels.size()));
+  for (Index n = 0; n < N; ++n)
+    if (labels[n] < 0 || labels[n] >= C)
+      detail::throw_argument(fn, "labels", "in [0, " + std::to_string(C) + ") (columns of logits)",
+                             "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]));
+
+  SoftmaxCrossEntropy<Scalar> r{Scalar(0), softmax(logits)};
+  const Scalar scale = reduction == Reduction::mean ? Scalar(1) / Scalar(N) : Scalar(1);
+  // Sum in double: the per-sample losses of a large float batch would otherwise round.
+  double total = 0;
+  for (Index n = 0; n < N; ++n) {
+    const Scalar m = logits.row(n).maxCoeff();
+    const Scalar lse = m + std::log((logits.row(n).array() - m).exp().sum());
+    total += double(lse - logits(n, labels[n]));
+    r.d_logits(n, labels[n]) -= Scalar(1);
+  }
+  r.d_logits *= scale;
+  r.loss = Scalar(total) * scale;
+  return r;
+}
+
+}  // namespace dynrnn

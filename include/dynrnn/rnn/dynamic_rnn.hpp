@@ -1,0 +1,179 @@
+// dynrnn: dynamic_rnn and its backward pass, TensorFlow 1.x semantics, strictly.
+//
+// Dimensions: T max_time, B batch, I input features, H cell output width.
+//
+// For each batch row b with length L_b (0 <= L_b <= T):
+//   - outputs(t, b, :) is the cell output at step t for t < L_b, and exactly 0 after;
+//   - final_state row b is the state after step L_b - 1 (the initial state if L_b == 0);
+//   - inputs at padded steps (t >= L_b) are never read, so they may hold anything,
+//     NaN and Inf included, and gradients arriving at padded outputs are ignored.
+// Rows are independent of each other and of T.
+//
+// The work happens in the cell on a packed batch (packed_schedule.hpp). This file
+// validates arguments and moves data between the caller's padded time-major
+// layout and the packed layout.
+//
+// A Cell type provides: Scalar, State, Cache, Gradients; input_size(),
+// output_size(), zero_state(B), make_gradients(), check_parameters(fn),
+// check_gradients(fn, grads);
+// forward(schedule, packed x, sorted s0, cache, sorted final);
+// packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate,
+// grads, packed dx). State provides transform(f) and check(fn, arg, B, H).
+#pragma once
+
+#include "../core/check.hpp"
+#include "../core/types.hpp"
+#include "packed_schedule.hpp"
+
+#include <string>
+#include <vector>
+
+namespace dynrnn {
+
+/// \brief Result of dynamic_rnn: the outputs, the final state, and what the backward pass needs.
+/// \tparam Cell the recurrent cell type, e.g. LSTMCell<float>.
+template <class Cell>
+struct DynamicRNNResult {
+  using Scalar = typename Cell::Scalar;  ///< Element type.
+  using State = typename Cell::State;    ///< The cell's state type.
+
+  Tensor3<Scalar> outputs;        ///< [T, B, H] cell outputs, exactly 0 at padded steps.
+  State final_state;              ///< (B, H) per member: state after each row's last valid step.
+  PackedSchedule schedule;        ///< The packed layout the cell ran on.
+  typename Cell::Cache cache;     ///< Activations kept for dynamic_rnn_backward.
+};
+
+/// \brief Gradients from dynamic_rnn_backward: the cell's parameter gradients (as members of
+/// Cell::Gradients, e.g. `kernel` and `bias` for an LSTM), plus the inputs and initial state.
+/// \tparam Cell the recurrent cell type.
+template <class Cell>
+struct DynamicRNNGradients : Cell::Gradients {
+  using Scalar = typename Cell::Scalar;  ///< Element type.
+
+  Tensor3<typename Cell::Scalar> inputs;  ///< [T, B, I] dLoss/dx, exactly 0 at padded steps.
+  typename Cell::State initial_state;     ///< (B, H) per member: dLoss/d initial state.
+
+  DynamicRNNGradients() = default;
+  /// \brief Zero parameter gradients for `cell`; inputs and initial_state are left empty.
+  explicit DynamicRNNGradients(const Cell& cell) : Cell::Gradients(cell.make_gradients()) {}
+};
+
+/// \brief Runs `cell` over a batch of variable-length sequences from an initial state.
+///
+/// \tparam Cell a recurrent cell such as LSTMCell<float>.
+/// \param cell     the cell; its parameters must not change before dynamic_rnn_backward.
+/// \param x        [T, B, I] time-major inputs; values at padded steps are never read.
+/// \param lengths  B lengths, each in [0, T].
+/// \param initial_state (B, H) per member.
+/// \return outputs, final state and the cache for dynamic_rnn_backward.
+/// \throws std::invalid_argument naming the argument, the expected and the actual shape or value.
+///
+/// \code
+/// dynrnn::LSTMCell<float> cell(2, 64);
+/// dynrnn::Tensor3<float> x(15, 50, 2);            // fill with data
+/// std::vector<int> lengths(50, 15);
+/// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
+/// float y = fwd.outputs(3, 0, 7);                 // output unit 7 of row 0 at step 3
+/// \endcode
+template <class Cell>
+DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x,
+                                   const std::vector<int>& lengths,
+                                   const typename Cell::State& initial_state) {
+  using Scalar = typename Cell::Scalar;
+  constexpr const char* fn = "dynamic_rnn";
+  cell.check_parameters(fn);
+  const Index T = x.dimension(0), B = x.dimension(1), H = cell.output_size();
+  detail::check_shape(fn, "x", x, T, B, cell.input_size());
+  detail::check_lengths(fn, lengths, B, T);
+  initial_state.check(fn, "initial_state", B, H);
+
+  DynamicRNNResult<Cell> r;
+  r.schedule = PackedSchedule::build(lengths, T);
+  const PackedSchedule& s = r.schedule;
+  Matrix<Scalar> x_packed;
+  detail::pack_rows(s, detail::as_matrix(x), x_packed);
+  const auto sort = [&](const Matrix<Scalar>& m) { return detail::sort_rows(s, m); };
+  const auto unsort = [&](const Matrix<Scalar>& m) { return detail::unsort_rows(s, m); };
+
+  typename Cell::State final_sorted;
+  cell.forward(s, std::move(x_packed), initial_state.transform(sort), r.cache, final_sorted);
+
+  r.outputs.resize(T, B, H);
+  auto out = detail::as_matrix(r.outputs);
+  detail::unpack_rows(s, Cell::packed_outputs(r.cache), out);
+  r.final_state = final_sorted.transform(unsort);
+  return r;
+}
+
+/// \brief Runs `cell` over a batch from the zero state; see the overload with an initial state.
+template <class Cell>
+DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x,
+                                   const std::vector<int>& lengths) {
+  return dynamic_rnn(cell, x, lengths, cell.zero_state(x.dimension(1)));
+}
+
+/// \brief Backpropagation through time for a dynamic_rnn call, accumulating into `grads`.
+///
+/// Parameter gradients are added to `grads` (zero them with setZero() between batches, or
+/// leave them to sum over several batches); `grads.inputs` and `grads.initial_state` are
+/// overwritten with this call's values.
+///
+/// \param cell       the cell dynamic_rnn ran, with unchanged parameters.
+/// \param forward    dynamic_rnn's result.
+/// \param d_outputs  [T, B, H] dLoss/d outputs; entries at padded steps are ignored.
+/// \param d_final    (B, H) per member: dLoss/d final state.
+/// \param grads      receives the gradients.
+/// \throws std::invalid_argument naming the argument, the expected and the actual shape.
+template <class Cell>
+void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forward,
+                          const Tensor3<typename Cell::Scalar>& d_outputs,
+                          const typename Cell::State& d_final, DynamicRNNGradients<Cell>& grads) {
+  using Scalar = typename Cell::Scalar;
+  constexpr const char* fn = "dynamic_rnn_backward";
+  cell.check_parameters(fn);
+  const PackedSchedule& s = forward.schedule;
+  const Index T = s.max_time, B = s.batch, H = cell.output_size(), I = cell.input_size();
+  detail::check_shape(fn, "forward.outputs", forward.outputs, T, B, H);
+  detail::check_shape(fn, "forward.cache.x", forward.cache.x, s.total(), I);
+  detail::check_shape(fn, "d_outputs", d_outputs, T, B, H);
+  d_final.check(fn, "d_final", B, H);
+  cell.check_gradients(fn, grads);
+
+  Matrix<Scalar> dh_packed, dx_packed;
+  detail::pack_rows(s, detail::as_matrix(d_outputs), dh_packed);
+  const auto sort = [&](const Matrix<Scalar>& m) { return detail::sort_rows(s, m); };
+  const auto unsort = [&](const Matrix<Scalar>& m) { return detail::unsort_rows(s, m); };
+
+  typename Cell::State dstate = d_final.transform(sort);
+  cell.backward(s, forward.cache, dh_packed, dstate, grads, dx_packed);
+
+  grads.inputs.resize(T, B, I);
+  auto dx = detail::as_matrix(grads.inputs);
+  detail::unpack_rows(s, dx_packed, dx);
+  grads.initial_state = dstate.transform(unsort);
+}
+
+/// \brief Backpropagation through time for a dynamic_rnn call; returns fresh gradients.
+///
+/// \code
+/// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
+/// auto g = dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final);
+/// // g.kernel, g.bias: parameter gradients; g.inputs: [T, B, I]; g.initial_state.c / .h
+/// \endcode
+template <class Cell>
+DynamicRNNGradients<Cell> dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forward,
+                                               const Tensor3<typename Cell::Scalar>& d_outputs,
+                                               const typename Cell::State& d_final) {
+  DynamicRNNGradients<Cell> g(cell);
+  dynamic_rnn_backward(cell, forward, d_outputs, d_final, g);
+  return g;
+}
+
+/// \brief Backpropagation through time when the loss does not depend on the final state.
+template <class Cell>
+DynamicRNNGradients<Cell> dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forward,
+                                               const Tensor3<typename Cell::Scalar>& d_outputs) {
+  return dynamic_rnn_backward(cell, forward, d_outputs, cell.zero_state(forward.schedule.batch));
+}
+
+}  // namespace dynrnn

@@ -1,0 +1,118 @@
+// Shared helpers for the dynrnn tests: finite differences, random fills, comparisons.
+#pragma once
+
+#include <dynrnn/dynrnn.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace dynrnn::test {
+
+/// Relative error |a - b| / max(|a|, |b|, floor): near zero it becomes an absolute error, so
+/// an analytic 0 against a numeric 1e-12 does not count as a 100% miss.
+inline double relative_error(double a, double b, double floor = 1e-4) {
+  return std::abs(a - b) / std::max({std::abs(a), std::abs(b), floor});
+}
+
+/// Largest relative error between `analytic[k]` and the central difference of `loss` with
+/// respect to `param[k]`, over k in [0, n). `param` is perturbed in place and restored.
+inline double max_gradient_error(double* param, const double* analytic, Index n,
+                                 const std::function<double()>& loss, double eps = 1e-6) {
+  double worst = 0;
+  for (Index k = 0; k < n; ++k) {
+    const double saved = param[k];
+    param[k] = saved + eps;
+    const double up = loss();
+    param[k] = saved - eps;
+    const double down = loss();
+    param[k] = saved;
+    worst = std::max(worst, relative_error(analytic[k], (up - down) / (2 * eps)));
+  }
+  return worst;
+}
+
+/// Gradient check for an Eigen matrix or vector parameter of the same layout as its gradient.
+template <class P, class G>
+double max_gradient_error(P& param, const G& analytic, const std::function<double()>& loss) {
+  EXPECT_EQ(param.size(), analytic.size());
+  return max_gradient_error(param.data(), analytic.data(), param.size(), loss);
+}
+
+/// Gradient check for a [T, B, K] tensor parameter.
+inline double max_gradient_error(Tensor3<double>& param, const Tensor3<double>& analytic,
+                                 const std::function<double()>& loss) {
+  EXPECT_EQ(param.size(), analytic.size());
+  return max_gradient_error(param.data(), analytic.data(), param.size(), loss);
+}
+
+/// Tensor with entries uniform in [-1, 1).
+template <class Scalar>
+Tensor3<Scalar> random_tensor(Index d0, Index d1, Index d2, Rng& rng) {
+  Tensor3<Scalar> x(d0, d1, d2);
+  for (Index k = 0; k < x.size(); ++k) x.data()[k] = Scalar(uniform(rng, -1, 1));
+  return x;
+}
+
+/// Matrix with entries uniform in [-limit, limit).
+template <class Scalar>
+Matrix<Scalar> random_matrix(Index rows, Index cols, Rng& rng, double limit = 1) {
+  Matrix<Scalar> m(rows, cols);
+  fill_uniform(m, rng, limit);
+  return m;
+}
+
+/// Sum of a ⊙ b over all entries of two tensors of the same shape.
+template <class Scalar>
+double dot(const Tensor3<Scalar>& a, const Tensor3<Scalar>& b) {
+  double s = 0;
+  for (Index k = 0; k < a.size(); ++k) s += double(a.data()[k]) * double(b.data()[k]);
+  return s;
+}
+
+/// Sum of a ⊙ b over all entries of two matrices of the same shape.
+template <class Scalar>
+double dot(const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
+  return (a.template cast<double>().array() * b.template cast<double>().array()).sum();
+}
+
+/// True when the two tensors are equal bit for bit (NaN compares equal to NaN).
+template <class Scalar>
+bool identical(const Tensor3<Scalar>& a, const Tensor3<Scalar>& b) {
+  if (a.dimensions() != b.dimensions()) return false;
+  return std::equal(a.data(), a.data() + a.size(), b.data(),
+                    [](Scalar x, Scalar y) { return x == y || (std::isnan(x) && std::isnan(y)); });
+}
+
+/// True when the two matrices have the same shape and are equal bit for bit.
+template <class A, class B>
+bool identical(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
+  return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
+}
+
+/// Expects `call` to throw std::invalid_argument whose message contains every fragment.
+template <class F>
+void expect_invalid_argument(F&& call, const std::vector<std::string>& fragments) {
+  try {
+    call();
+    ADD_FAILURE() << "no std::invalid_argument was thrown";
+  } catch (const std::invalid_argument& e) {
+    const std::string what = e.what();
+    for (const auto& f : fragments) EXPECT_NE(what.find(f), std::string::npos) << "'" << f << "' not in: " << what;
+  }
+}
+
+/// The precision-dependent tolerance for comparing float or double results.
+template <class Scalar>
+constexpr double tolerance() {
+  return std::is_same_v<Scalar, float> ? 2e-5 : 1e-12;
+}
+
+using ScalarTypes = ::testing::Types<float, double>;
+
+}  // namespace dynrnn::test

@@ -1,0 +1,138 @@
+// Dense, Embedding, softmax cross-entropy and the last-output gather: values by hand,
+// gradients by finite differences.
+#include "support.hpp"
+
+namespace dynrnn::test {
+namespace {
+
+template <class Scalar>
+class LayersTyped : public ::testing::Test {};
+TYPED_TEST_SUITE(LayersTyped, ScalarTypes);
+
+TYPED_TEST(LayersTyped, DenseComputesXWPlusB) {
+  using Scalar = TypeParam;
+  Dense<Scalar> d(2, 3);
+  d.weight() << 1, 2, 3, 4, 5, 6;
+  d.bias() << Scalar(0.5), -1, 0;
+  Matrix<Scalar> x(2, 2);
+  x << 1, 0, -1, 2;
+  Matrix<Scalar> expected(2, 3);
+  expected << 1.5, 1, 3,   // [1 0]·W + b
+      7.5, 7, 9;           // [-1 2]·W + b
+  EXPECT_TRUE(d.forward(x).isApprox(expected));
+}
+
+TYPED_TEST(LayersTyped, EmbeddingLooksUpRows) {
+  using Scalar = TypeParam;
+  Embedding<Scalar> e(3, 2);
+  e.table() << 1, 2, 3, 4, 5, 6;
+  const Matrix<Scalar> y = e.forward({2, 0, 2});
+  Matrix<Scalar> expected(3, 2);
+  expected << 5, 6, 1, 2, 5, 6;
+  EXPECT_TRUE(identical(y, expected));
+  const Tensor3<Scalar> seq = e.forward_sequences({0, 1, 2, 0}, 2, 2);
+  EXPECT_EQ(seq(1, 0, 1), Scalar(6));  // step 1, row 0 is id index 1*2 + 0 = 2
+  EXPECT_EQ(seq(0, 1, 0), Scalar(3));
+}
+
+TYPED_TEST(LayersTyped, SoftmaxCrossEntropyByHand) {
+  using Scalar = TypeParam;
+  // Row 0: logits (0, ln 3), label 1: p = (1/4, 3/4), loss = -ln(3/4).
+  // Row 1: logits (2, 2), label 0: p = (1/2, 1/2), loss = ln 2.
+  Matrix<Scalar> z(2, 2);
+  z << 0, Scalar(std::log(3.0)), 2, 2;
+  const auto ce = softmax_cross_entropy<Scalar>(z, {1, 0});
+  EXPECT_NEAR(double(ce.loss), (-std::log(0.75) + std::log(2.0)) / 2, tolerance<Scalar>());
+  Matrix<Scalar> expected(2, 2);
+  expected << 0.25 / 2, -0.25 / 2, -0.5 / 2, 0.5 / 2;
+  EXPECT_TRUE(ce.d_logits.isApprox(expected, Scalar(tolerance<Scalar>())));
+  const auto summed = softmax_cross_entropy<Scalar>(z, {1, 0}, Reduction::sum);
+  EXPECT_NEAR(double(summed.loss), -std::log(0.75) + std::log(2.0), tolerance<Scalar>());
+}
+
+TYPED_TEST(LayersTyped, SoftmaxCrossEntropyIsStableForHugeLogits) {
+  using Scalar = TypeParam;
+  Matrix<Scalar> z(1, 3);
+  z << Scalar(1e4), Scalar(0), Scalar(-1e4);
+  const auto right = softmax_cross_entropy<Scalar>(z, {0});
+  EXPECT_EQ(right.loss, Scalar(0));
+  const auto wrong = softmax_cross_entropy<Scalar>(z, {1});
+  EXPECT_NEAR(double(wrong.loss), 1e4, 1e-2);
+  EXPECT_TRUE(std::isfinite(wrong.d_logits.sum()));
+}
+
+TYPED_TEST(LayersTyped, SoftmaxCrossEntropyTakesLogitsNotProbabilities) {
+  // A confident, correct prediction has a loss near 0. Feeding softmax probabilities in
+  // (the classic mistake) would bound the loss below by ln(1 + (C-1)/e) instead.
+  using Scalar = TypeParam;
+  Matrix<Scalar> z(1, 15);
+  z.setZero();
+  z(0, 7) = 30;
+  EXPECT_LT(double(softmax_cross_entropy<Scalar>(z, {7}).loss), 1e-6);
+}
+
+TEST(LayerGradient, Dense) {
+  Rng rng(11);
+  Dense<double> d(4, 3);
+  d.reset_parameters(rng);
+  fill_uniform(d.bias(), rng, 1);
+  auto x = random_matrix<double>(5, 4, rng);
+  const auto w = random_matrix<double>(5, 3, rng);
+  const auto loss = [&] { return dot(d.forward(x), w); };
+  auto g = d.make_gradients();
+  const Matrix<double> dx = d.backward(x, w, g);
+  EXPECT_LE(max_gradient_error(d.weight(), g.weight, loss), 1e-6);
+  EXPECT_LE(max_gradient_error(d.bias(), g.bias, loss), 1e-6);
+  EXPECT_LE(max_gradient_error(x, dx, loss), 1e-6);
+}
+
+TEST(LayerGradient, EmbeddingWithRepeatedIds) {
+  Rng rng(12);
+  Embedding<double> e(4, 3);
+  const std::vector<int> ids = {1, 3, 1, 0, 1};
+  const auto w = random_matrix<double>(5, 3, rng);
+  const auto loss = [&] { return dot(e.forward(ids), w); };
+  auto g = e.make_gradients();
+  e.backward(ids, w, g);
+  EXPECT_LE(max_gradient_error(e.table(), g.table, loss), 1e-6);
+  EXPECT_EQ(g.table.row(2).cwiseAbs().maxCoeff(), 0.0);  // id 2 never looked up
+}
+
+TEST(LayerGradient, SoftmaxCrossEntropyMeanAndSum) {
+  Rng rng(13);
+  auto z = random_matrix<double>(6, 5, rng, 3);
+  const std::vector<int> labels = {0, 4, 2, 2, 1, 3};
+  for (Reduction r : {Reduction::mean, Reduction::sum}) {
+    const auto loss = [&] { return double(softmax_cross_entropy(z, labels, r).loss); };
+    const auto ce = softmax_cross_entropy(z, labels, r);
+    EXPECT_LE(max_gradient_error(z, ce.d_logits, loss), 1e-6);
+  }
+}
+
+TEST(LayerGradient, GatherLastOutputs) {
+  Rng rng(14);
+  const Index T = 5, B = 4, H = 3;
+  auto outputs = random_tensor<double>(T, B, H, rng);
+  const std::vector<int> lengths = {5, 1, 0, 3};
+  const Matrix<double> last = gather_last_outputs(outputs, lengths);
+  for (Index k = 0; k < H; ++k) {
+    EXPECT_EQ(last(0, k), outputs(4, 0, k));
+    EXPECT_EQ(last(1, k), outputs(0, 1, k));
+    EXPECT_EQ(last(2, k), 0.0);
+    EXPECT_EQ(last(3, k), outputs(2, 3, k));
+  }
+  const auto w = random_matrix<double>(B, H, rng);
+  const auto loss = [&] { return dot(gather_last_outputs(outputs, lengths), w); };
+  const auto d = gather_last_outputs_backward(w, lengths, T);
+  EXPECT_LE(max_gradient_error(outputs, d, loss), 1e-6);
+}
+
+TEST(Softmax, RowsSumToOne) {
+  Rng rng(15);
+  const Matrix<double> p = softmax(random_matrix<double>(3, 7, rng, 50));
+  for (Index r = 0; r < 3; ++r) EXPECT_NEAR(p.row(r).sum(), 1.0, 1e-12);
+  EXPECT_GE(p.minCoeff(), 0.0);
+}
+
+}  // namespace
+}  // namespace dynrnn::test
