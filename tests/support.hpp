@@ -10,6 +10,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace dynrnn::test {
@@ -113,6 +114,13 @@ constexpr double tolerance() {
   return std::is_same_v<Scalar, float> ? 2e-5 : 1e-12;
 }
 
+/// The scalar types every typed test runs with, and their names in test output.
 using ScalarTypes = ::testing::Types<float, double>;
+struct ScalarNames {
+  template <class T>
+  static std::string GetName(int) {
+    return std::is_same_v<T, float> ? "float" : "double";
+  }
+};
 
 }  // namespace dynrnn::test

@@ -7,7 +7,7 @@ namespace {
 
 template <class Scalar>
 class LayersTyped : public ::testing::Test {};
-TYPED_TEST_SUITE(LayersTyped, ScalarTypes);
+TYPED_TEST_SUITE(LayersTyped, ScalarTypes, ScalarNames);
 
 TYPED_TEST(LayersTyped, DenseComputesXWPlusB) {
   using Scalar = TypeParam;

@@ -57,7 +57,7 @@ LSTMState<Scalar> random_state(Index B, Index H, Rng& rng) {
 
 template <class Scalar>
 class LSTMTyped : public ::testing::Test {};
-TYPED_TEST_SUITE(LSTMTyped, ScalarTypes);
+TYPED_TEST_SUITE(LSTMTyped, ScalarTypes, ScalarNames);
 
 TYPED_TEST(LSTMTyped, MatchesScalarReferenceWithMixedLengths) {
   using Scalar = TypeParam;

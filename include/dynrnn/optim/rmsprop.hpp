@@ -145,7 +145,7 @@ class RMSProp {
   template <class Layer, class Grads,
             class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Layer>, Layer>>>
   void apply(Layer& layer, const Grads& grads) {
-    visit_parameters(layer, grads, [this](auto& param, const auto& grad) { apply(param, grad); });
+    visit_parameters(layer, grads, [this](auto& param, const auto& grad) { this->apply(param, grad); });
   }
 
   /// \brief Forgets all slots, as for a fresh optimiser.

@@ -1,0 +1,115 @@
+// dynrnn benchmarks: LSTM forward inference and a full training step, in float.
+//
+// Workloads (I input, H hidden, B batch, T max_time):
+//   S  I=2,   H=64,  B=50, T=15,  lengths uniform in [3, 14]
+//   M  I=128, H=256, B=64, T=50,  all lengths 50
+//   L  I=512, H=512, B=64, T=100, all lengths 100
+//
+// Counters: GFLOP/s counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
+// (row, step) for forward and 3× that for training (forward, input/state
+// gradients, weight gradients); sequences/s is rows processed per second.
+//
+//   dynrnn_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <dynrnn/dynrnn.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace {
+
+struct Workload {
+  dynrnn::Index input, hidden, batch, max_time;
+  int min_length;  // lengths uniform in [min_length, max_time]
+};
+
+constexpr Workload kS{2, 64, 50, 15, 3};
+constexpr Workload kM{128, 256, 64, 50, 50};
+constexpr Workload kL{512, 512, 64, 100, 100};
+constexpr int kClasses = 15;
+
+std::vector<int> make_lengths(const Workload& w, dynrnn::Rng& rng) {
+  std::vector<int> lengths(w.batch);
+  for (int& len : lengths) len = int(dynrnn::uniform_int(rng, w.min_length, w.max_time + 1));
+  return lengths;
+}
+
+double forward_flops(const Workload& w, const std::vector<int>& lengths) {
+  double steps = 0;
+  for (int len : lengths) steps += len;
+  return 2.0 * double(w.input + w.hidden) * 4.0 * double(w.hidden) * steps;
+}
+
+void set_counters(benchmark::State& state, const Workload& w, double flops) {
+  state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["sequences"] =
+      benchmark::Counter(double(w.batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(state.iterations() * w.batch);
+}
+
+template <class Scalar>
+void BM_Forward(benchmark::State& state, Workload w) {
+  dynrnn::Rng rng(1);
+  const dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
+  dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
+  x.setRandom();
+  const auto lengths = make_lengths(w, rng);
+  for (auto _ : state) {
+    auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
+    benchmark::DoNotOptimize(fwd.outputs.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, w, forward_flops(w, lengths));
+}
+
+// One training step of a many-to-one classifier: LSTM, last valid output, dense,
+// softmax cross-entropy, BPTT, RMSProp on every parameter.
+template <class Scalar>
+void BM_TrainStep(benchmark::State& state, Workload w) {
+  dynrnn::Rng rng(2);
+  dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
+  dynrnn::Dense<Scalar> dense(w.hidden, kClasses);
+  dynrnn::RMSProp<Scalar> opt(Scalar(0.001));
+  dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
+  x.setRandom();
+  const auto lengths = make_lengths(w, rng);
+  std::vector<int> labels(w.batch);
+  for (int& y : labels) y = int(dynrnn::uniform_int(rng, 0, kClasses));
+
+  for (auto _ : state) {
+    const auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
+    const auto last = dynrnn::gather_last_outputs(fwd.outputs, lengths);
+    const auto logits = dense.forward(last);
+    const auto ce = dynrnn::softmax_cross_entropy(logits, labels);
+    auto d_dense = dense.make_gradients();
+    const auto d_last = dense.backward(last, ce.d_logits, d_dense);
+    const auto d_cell = dynrnn::dynamic_rnn_backward(
+        cell, fwd, dynrnn::gather_last_outputs_backward(d_last, lengths, w.max_time));
+    opt.apply(cell, d_cell);
+    opt.apply(dense, d_dense);
+    benchmark::DoNotOptimize(cell.kernel().data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(state, w, 3.0 * forward_flops(w, lengths));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  const std::pair<const char*, Workload> workloads[] = {{"S", kS}, {"M", kM}, {"L", kL}};
+  for (const auto& [name, w] : workloads)
+    benchmark::RegisterBenchmark((std::string("BM_Forward<float>/") + name).c_str(), BM_Forward<float>, w)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  for (const auto& [name, w] : workloads)
+    benchmark::RegisterBenchmark((std::string("BM_TrainStep<float>/") + name).c_str(), BM_TrainStep<float>, w)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# dynrnn's one entry point for people and CI. It installs the Debian packages the build
+# needs (apt-get, with sudo when not root), configures a Release build in ./build, then:
+#
+#   ./run.sh example [count_ones flags]   build and train the count-ones example
+#   ./run.sh test                         build everything and run every test (ctest)
+#   ./run.sh bench [benchmark flags]      build and run the benchmarks
+#
+# Environment: DYNRNN_BUILD_DIR (default build), CXX (compiler), JOBS (default nproc).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || usage
+mode=$1
+shift
+
+packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "run.sh: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+build=${DYNRNN_BUILD_DIR:-build}
+jobs=${JOBS:-$(nproc)}
+configure() { cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release "$@"; }
+
+case "$mode" in
+  example)
+    configure
+    cmake --build "$build" -j "$jobs" --target count_ones
+    exec "$build/examples/count_ones/count_ones" --csv "$build/count_ones_loss.csv" "$@"
+    ;;
+  test)
+    configure -DDYNRNN_WERROR=ON
+    cmake --build "$build" -j "$jobs"
+    ctest --test-dir "$build" --output-on-failure -j "$jobs"
+    ;;
+  bench)
+    configure
+    cmake --build "$build" -j "$jobs" --target dynrnn_benchmarks
+    exec "$build/benchmarks/dynrnn_benchmarks" "$@"
+    ;;
+  *) usage ;;
+esac
