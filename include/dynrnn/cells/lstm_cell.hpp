@@ -23,6 +23,7 @@
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/gemm.hpp"
 #include "../core/random.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
@@ -46,10 +47,12 @@ struct LSTMState {
     return {Matrix<Scalar>::Zero(batch, hidden), Matrix<Scalar>::Zero(batch, hidden)};
   }
 
-  /// \brief Applies `f` to each member matrix and returns the results as a new state.
+  /// \brief Calls `f(mine, theirs)` for each member matrix of this state and of `other`,
+  /// e.g. to copy or reorder a state member by member without allocating.
   template <class F>
-  LSTMState transform(F f) const {
-    return {f(c), f(h)};
+  void zip(const LSTMState& other, F&& f) {
+    f(c, other.c);
+    f(h, other.h);
   }
 
   /// \brief Throws std::invalid_argument unless both members are `(batch, hidden)`.
@@ -81,11 +84,12 @@ struct LSTMGradients {
 };
 
 /// \brief What LSTMCell::forward keeps for LSTMCell::backward. All packed, `P` rows,
-/// step after step; within a step the rows are sorted longest sequence first.
+/// step after step; within a step the rows are sorted longest sequence first. Reusing a
+/// cache for a batch of the same shape allocates nothing.
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMCache {
-  Matrix<Scalar> x;       ///< (P, I)  inputs x_t.
+  Matrix<Scalar> x;       ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
   Matrix<Scalar> h_prev;  ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0).
   Matrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
                           ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o).
@@ -93,6 +97,18 @@ struct LSTMCache {
   Matrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t).
   Matrix<Scalar> h;       ///< (P, H)  h_t, the outputs.
   Matrix<Scalar> c0;      ///< (B, H)  initial c, sorted order.
+  Gemm<Scalar> input_gemm;      ///< Packing buffers of the input projection.
+  Gemm<Scalar> recurrent_gemm;  ///< Packing buffers of the per-step h_{t-1} · W_h.
+};
+
+/// \brief Scratch space of LSTMCell::backward, kept between calls so that they allocate nothing.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct LSTMBackwardWorkspace {
+  Matrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
+  Gemm<Scalar> recurrent_gemm;  ///< dgates_t · W_hᵀ inside the loop.
+  Gemm<Scalar> weight_gemm;     ///< [x, h_prev]ᵀ · dgates after the loop.
+  Gemm<Scalar> input_gemm;      ///< dgates · W_xᵀ after the loop.
 };
 
 /// \brief Long short-term memory cell with TensorFlow 1.x LSTMCell semantics.
@@ -110,6 +126,7 @@ class LSTMCell {
   using State = LSTMState<Scalar>;            ///< Recurrent state type.
   using Cache = LSTMCache<Scalar>;            ///< Forward cache type.
   using Gradients = LSTMGradients<Scalar>;    ///< Parameter gradient type.
+  using BackwardWorkspace = LSTMBackwardWorkspace<Scalar>;  ///< Scratch of backward().
 
   /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
   static constexpr std::uint64_t default_seed = 0x5eed;
@@ -163,49 +180,42 @@ class LSTMCell {
 
   /// \brief Runs the cell over a packed batch. Used by dynamic_rnn; call that instead.
   /// \param s      the batch's packed schedule.
-  /// \param x      (P, I) packed inputs.
   /// \param s0     initial state, rows in sorted order, (B, H) each.
-  /// \param cache  filled with everything backward() needs.
+  /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
-  void forward(const PackedSchedule& s, Matrix<Scalar> x, const State& s0, Cache& cache,
-               State& final) const {
+  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
     const Index H = hidden_size_, P = s.total();
-    cache.x = std::move(x);
     cache.c0 = s0.c;
     cache.h_prev.resize(P, H);
+    cache.gates.resize(P, 4 * H);
     cache.c.resize(P, H);
     cache.tanh_c.resize(P, H);
     cache.h.resize(P, H);
 
     // Input projection for every valid (row, step) pair at once.
-    cache.gates.noalias() = cache.x * kernel_.topRows(input_size_);
+    cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N);
     cache.gates.rowwise() += bias_.transpose();
 
     const auto W_h = kernel_.bottomRows(H);  // (H, 4H)
     if (s.steps > 0) cache.h_prev.topRows(s.active[0]) = s0.h.topRows(s.active[0]);
     for (Index t = 0; t < s.steps; ++t) {
       const Index n = s.active[t], o = s.offset[t];
-      auto g = cache.gates.middleRows(o, n);  // (n, 4H)
-      g.noalias() += cache.h_prev.middleRows(o, n) * W_h;
-
-      auto i = g.leftCols(H).array();
-      auto j = g.middleCols(H, H).array();
-      auto f = g.middleCols(2 * H, H).array();
-      auto og = g.rightCols(H).array();
-      i = i.logistic();
-      j = j.tanh();
-      f = (f + forget_bias_).logistic();
-      og = og.logistic();
-
+      cache.recurrent_gemm(cache.gates.middleRows(o, n), cache.h_prev.middleRows(o, n), Op::N, W_h, Op::N,
+                           Scalar(1), Scalar(1));
       // c_{t-1} of the n continuing rows: the first n rows of the previous step's block.
-      const Eigen::Ref<const Matrix<Scalar>> c_prev =
-          t == 0 ? cache.c0.topRows(n) : cache.c.middleRows(s.offset[t - 1], n);
-      auto c = cache.c.middleRows(o, n).array();
-      auto tc = cache.tanh_c.middleRows(o, n).array();
-      c = f * c_prev.array() + i * j;
-      tc = c.tanh();
-      cache.h.middleRows(o, n).array() = og * tc;
-
+      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+      for (Index r = 0; r < n; ++r) {  // one pass over the four gates of each row
+        Scalar* g = cache.gates.row(o + r).data();
+        Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
+        Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
+        i = i.logistic();
+        j = j.tanh();
+        f = (f + forget_bias_).logistic();
+        og = og.logistic();
+        c = f * ConstArray(c_prev + r * H, H) + i * j;
+        tc = c.tanh();
+        Array(cache.h.row(o + r).data(), H) = og * tc;
+      }
       if (t + 1 < s.steps) {
         const Index next = s.active[t + 1];
         cache.h_prev.middleRows(s.offset[t + 1], next) = cache.h.middleRows(o, next);
@@ -213,7 +223,7 @@ class LSTMCell {
     }
 
     // A row's final state is its state at its last valid step; rows of length 0 keep s0.
-    final = s0;
+    final.zip(s0, [](Matrix<Scalar>& dst, const Matrix<Scalar>& src) { dst = src; });
     for (Index j = 0; j < s.batch; ++j) {
       const int len = s.lengths[s.order[j]];
       if (len == 0) continue;
@@ -232,10 +242,11 @@ class LSTMCell {
   /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
   /// \param grads  parameter gradients, added to.
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
+  /// \param ws     scratch space, reused between calls.
   void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
-                Gradients& grads, Matrix<Scalar>& dx) const {
+                Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
-    Matrix<Scalar> dgates(P, 4 * H);  // (P, 4H) dLoss/d gate pre-activations
+    ws.dgates.resize(P, 4 * H);
     // dstate.h, dstate.c carry dLoss/dh_t and dLoss/dc_t of each sorted row back through
     // time. A row joins the recursion at its last step, carrying its final-state gradient.
     auto& dh_next = dstate.h;
@@ -244,40 +255,40 @@ class LSTMCell {
 
     for (Index t = s.steps - 1; t >= 0; --t) {
       const Index n = s.active[t], o = s.offset[t];
-      auto dh_t = dh_next.topRows(n).array();  // becomes the total dLoss/dh_t
-      auto dc_t = dc_next.topRows(n).array();  // becomes the total dLoss/dc_t
-      dh_t += dh.middleRows(o, n).array();
+      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+      for (Index r = 0; r < n; ++r) {
+        const Scalar* g = cache.gates.row(o + r).data();
+        const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
+        const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
+        Array dh_t(dh_next.row(r).data(), H), dc_t(dc_next.row(r).data(), H);  // become totals
+        Scalar* dg = ws.dgates.row(o + r).data();
 
-      const auto g = cache.gates.middleRows(o, n);
-      const auto i = g.leftCols(H).array();
-      const auto j = g.middleCols(H, H).array();
-      const auto f = g.middleCols(2 * H, H).array();
-      const auto og = g.rightCols(H).array();
-      const auto tc = cache.tanh_c.middleRows(o, n).array();
-      const Eigen::Ref<const Matrix<Scalar>> c_prev =
-          t == 0 ? cache.c0.topRows(n) : cache.c.middleRows(s.offset[t - 1], n);
-
-      // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
-      dc_t += dh_t * og * (Scalar(1) - tc.square());
-      auto dg = dgates.middleRows(o, n);
-      dg.leftCols(H).array() = dc_t * j * i * (Scalar(1) - i);
-      dg.middleCols(H, H).array() = dc_t * i * (Scalar(1) - j.square());
-      dg.middleCols(2 * H, H).array() = dc_t * c_prev.array() * f * (Scalar(1) - f);
-      dg.rightCols(H).array() = dh_t * tc * og * (Scalar(1) - og);
-
-      // dc flows into c_{t-1} through the forget gate; dh into h_{t-1} through W_h.
-      dc_t *= f;
-      dh_next.topRows(n).noalias() = dg * W_h.transpose();
+        dh_t += ConstArray(dh.row(o + r).data(), H);
+        // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
+        dc_t += dh_t * og * (Scalar(1) - tc.square());
+        Array(dg, H) = dc_t * j * i * (Scalar(1) - i);
+        Array(dg + H, H) = dc_t * i * (Scalar(1) - j.square());
+        Array(dg + 2 * H, H) = dc_t * ConstArray(c_prev + r * H, H) * f * (Scalar(1) - f);
+        Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
+        // dc flows into c_{t-1} through the forget gate.
+        dc_t *= f;
+      }
+      // dh flows into h_{t-1} through W_h.
+      ws.recurrent_gemm(dh_next.topRows(n), ws.dgates.middleRows(o, n), Op::N, W_h, Op::T);
     }
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
-    grads.kernel.topRows(input_size_).noalias() += cache.x.transpose() * dgates;
-    grads.kernel.bottomRows(H).noalias() += cache.h_prev.transpose() * dgates;
-    grads.bias += dgates.colwise().sum().transpose();
-    dx.noalias() = dgates * kernel_.topRows(input_size_).transpose();
+    ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
+    ws.weight_gemm(grads.kernel.bottomRows(H), cache.h_prev, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
+    grads.bias += ws.dgates.colwise().sum().transpose();
+    dx.resize(P, input_size_);
+    ws.input_gemm(dx, ws.dgates, Op::N, kernel_.topRows(input_size_), Op::T);
   }
 
  private:
+  using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;             // one gate of one row
+  using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+
   void check_like_parameters(const char* function, const char* kernel_name, const Matrix<Scalar>& kernel,
                              const char* bias_name, const Vector<Scalar>& bias) const {
     detail::check_shape(function, kernel_name, kernel, input_size_ + hidden_size_, 4 * hidden_size_);

@@ -84,11 +84,17 @@ class Dense {
   /// \param x (N, I).
   /// \return (N, O).
   Matrix<Scalar> forward(const Eigen::Ref<const Matrix<Scalar>>& x) const {
+    Matrix<Scalar> y;
+    forward(x, y);
+    return y;
+  }
+
+  /// \brief y = x · W + b into `y`, reusing its storage.
+  void forward(const Eigen::Ref<const Matrix<Scalar>>& x, Matrix<Scalar>& y) const {
     detail::check_shape("Dense::forward", "x", x, x.rows(), input_size());
-    Matrix<Scalar> y(x.rows(), output_size());
+    y.resize(x.rows(), output_size());
     y.noalias() = x * weight_;
     y.rowwise() += bias_.transpose();
-    return y;
   }
 
   /// \brief Adds dLoss/dW and dLoss/db to `grads` and returns dLoss/dx.
@@ -98,6 +104,14 @@ class Dense {
   /// \return (N, I) dLoss/dx.
   Matrix<Scalar> backward(const Eigen::Ref<const Matrix<Scalar>>& x,
                           const Eigen::Ref<const Matrix<Scalar>>& dy, Gradients& grads) const {
+    Matrix<Scalar> dx;
+    backward(x, dy, grads, dx);
+    return dx;
+  }
+
+  /// \brief backward() writing dLoss/dx into `dx`, reusing its storage.
+  void backward(const Eigen::Ref<const Matrix<Scalar>>& x, const Eigen::Ref<const Matrix<Scalar>>& dy,
+                Gradients& grads, Matrix<Scalar>& dx) const {
     constexpr const char* fn = "Dense::backward";
     detail::check_shape(fn, "x", x, x.rows(), input_size());
     detail::check_shape(fn, "dy", dy, x.rows(), output_size());
@@ -105,9 +119,8 @@ class Dense {
     detail::check_shape(fn, "grads.bias", grads.bias, output_size(), 1);
     grads.weight.noalias() += x.transpose() * dy;
     grads.bias += dy.colwise().sum().transpose();
-    Matrix<Scalar> dx(x.rows(), input_size());
+    dx.resize(x.rows(), input_size());
     dx.noalias() = dy * weight_.transpose();
-    return dx;
   }
 
  private:

@@ -79,19 +79,35 @@ class Embedding {
   /// \param ids N ids, each in [0, V).
   /// \return (N, D), row n = table row ids[n].
   Matrix<Scalar> forward(const std::vector<int>& ids) const {
-    check_ids("Embedding::forward", ids);
-    Matrix<Scalar> y(static_cast<Index>(ids.size()), dim());
-    for (std::size_t n = 0; n < ids.size(); ++n) y.row(Index(n)) = table_.row(ids[n]);
+    Matrix<Scalar> y;
+    forward(ids, y);
     return y;
+  }
+
+  /// \brief forward() into `y`, reusing its storage.
+  void forward(const std::vector<int>& ids, Matrix<Scalar>& y) const {
+    check_ids("Embedding::forward", ids);
+    y.resize(static_cast<Index>(ids.size()), dim());
+    lookup(ids, y);
   }
 
   /// \brief Looks up a time-major [T, B] grid of ids (id of row b at step t at t*B + b).
   /// \return [T, B, D], ready for dynamic_rnn.
   Tensor3<Scalar> forward_sequences(const std::vector<int>& ids, Index max_time, Index batch) const {
-    check_grid("Embedding::forward_sequences", ids, max_time, batch);
-    Tensor3<Scalar> y(max_time, batch, dim());
-    detail::as_matrix(y) = forward(ids);
+    Tensor3<Scalar> y;
+    forward_sequences(ids, max_time, batch, y);
     return y;
+  }
+
+  /// \brief forward_sequences() into `y`, reusing its storage.
+  void forward_sequences(const std::vector<int>& ids, Index max_time, Index batch, Tensor3<Scalar>& y) const {
+    constexpr const char* fn = "Embedding::forward_sequences";
+    check_grid(fn, ids, max_time, batch);
+    check_ids(fn, ids);
+    if (y.dimension(0) != max_time || y.dimension(1) != batch || y.dimension(2) != dim())
+      y.resize(max_time, batch, dim());
+    auto flat = detail::as_matrix(y);
+    lookup(ids, flat);
   }
 
   /// \brief Adds dLoss/dtable to `grads`: row ids[n] of the table receives dy row n.
@@ -114,6 +130,11 @@ class Embedding {
   }
 
  private:
+  template <class Out>
+  void lookup(const std::vector<int>& ids, Out& y) const {
+    for (std::size_t n = 0; n < ids.size(); ++n) y.row(Index(n)) = table_.row(ids[n]);
+  }
+
   void check_ids(const char* function, const std::vector<int>& ids) const {
     for (std::size_t n = 0; n < ids.size(); ++n)
       if (ids[n] < 0 || ids[n] >= vocab_size())

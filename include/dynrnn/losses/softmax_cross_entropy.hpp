@@ -28,18 +28,58 @@ enum class Reduction {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct SoftmaxCrossEntropy {
-  Scalar loss;               ///< Reduced loss.
+  Scalar loss = Scalar(0);   ///< Reduced loss.
   Matrix<Scalar> d_logits;   ///< (N, C) dloss/dlogits for the reduced loss.
 };
+
+/// \brief softmax() into `p`, reusing its storage.
+template <class Scalar>
+void softmax(const Matrix<Scalar>& logits, Matrix<Scalar>& p) {
+  p.resize(logits.rows(), logits.cols());
+  for (Index n = 0; n < logits.rows(); ++n) {
+    p.row(n) = (logits.row(n).array() - logits.row(n).maxCoeff()).exp().matrix();
+    p.row(n) /= p.row(n).sum();
+  }
+}
 
 /// \brief Row-wise softmax, computed stably.
 /// \param logits (N, C).
 /// \return (N, C) probabilities; each row sums to 1.
 template <class Scalar>
 Matrix<Scalar> softmax(const Matrix<Scalar>& logits) {
-  Matrix<Scalar> p = (logits.colwise() - logits.rowwise().maxCoeff()).array().exp().matrix();
-  p.array().colwise() /= p.rowwise().sum().array();
+  Matrix<Scalar> p;
+  softmax(logits, p);
   return p;
+}
+
+/// \brief softmax_cross_entropy() into `result`, reusing its storage.
+template <class Scalar>
+void softmax_cross_entropy(const Matrix<Scalar>& logits, const std::vector<int>& labels, Reduction reduction,
+                           SoftmaxCrossEntropy<Scalar>& result) {
+  constexpr const char* fn = "softmax_cross_entropy";
+  const Index N = logits.rows(), C = logits.cols();
+  if (N == 0 || C == 0)
+    detail::throw_argument(fn, "logits", "non-empty", "shape " + detail::shape_string({N, C}));
+  if (static_cast<Index>(labels.size()) != N)
+    detail::throw_argument(fn, "labels", "of size " + std::to_string(N) + " (rows of logits)",
+                           "size " + std::to_string(labels.size()));
+  for (Index n = 0; n < N; ++n)
+    if (labels[n] < 0 || labels[n] >= C)
+      detail::throw_argument(fn, "labels", "in [0, " + std::to_string(C) + ") (columns of logits)",
+                             "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]));
+
+  softmax(logits, result.d_logits);
+  const Scalar scale = reduction == Reduction::mean ? Scalar(1) / Scalar(N) : Scalar(1);
+  // Sum in double: the per-sample losses of a large float batch would otherwise round.
+  double total = 0;
+  for (Index n = 0; n < N; ++n) {
+    const Scalar m = logits.row(n).maxCoeff();
+    const Scalar lse = m + std::log((logits.row(n).array() - m).exp().sum());
+    total += double(lse - logits(n, labels[n]));
+    result.d_logits(n, labels[n]) -= Scalar(1);
+  }
+  result.d_logits *= scale;
+  result.loss = Scalar(total) * scale;
 }
 
 /// \brief Sparse softmax cross-entropy of logits against integer labels, with its gradient.
@@ -56,30 +96,8 @@ Matrix<Scalar> softmax(const Matrix<Scalar>& logits) {
 template <class Scalar>
 SoftmaxCrossEntropy<Scalar> softmax_cross_entropy(const Matrix<Scalar>& logits, const std::vector<int>& labels,
                                                   Reduction reduction = Reduction::mean) {
-  constexpr const char* fn = "softmax_cross_entropy";
-  const Index N = logits.rows(), C = logits.cols();
-  if (N == 0 || C == 0)
-    detail::throw_argument(fn, "logits", "non-empty", "shape " + detail::shape_string({N, C}));
-  if (static_cast<Index>(labels.size()) != N)
-    detail::throw_argument(fn, "labels", "of size " + std::to_string(N) + " (rows of logits)",
-                           "size " + std::to_string(labels.size()));
-  for (Index n = 0; n < N; ++n)
-    if (labels[n] < 0 || labels[n] >= C)
-      detail::throw_argument(fn, "labels", "in [0, " + std::to_string(C) + ") (columns of logits)",
-                             "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]));
-
-  SoftmaxCrossEntropy<Scalar> r{Scalar(0), softmax(logits)};
-  const Scalar scale = reduction == Reduction::mean ? Scalar(1) / Scalar(N) : Scalar(1);
-  // Sum in double: the per-sample losses of a large float batch would otherwise round.
-  double total = 0;
-  for (Index n = 0; n < N; ++n) {
-    const Scalar m = logits.row(n).maxCoeff();
-    const Scalar lse = m + std::log((logits.row(n).array() - m).exp().sum());
-    total += double(lse - logits(n, labels[n]));
-    r.d_logits(n, labels[n]) -= Scalar(1);
-  }
-  r.d_logits *= scale;
-  r.loss = Scalar(total) * scale;
+  SoftmaxCrossEntropy<Scalar> r;
+  softmax_cross_entropy(logits, labels, reduction, r);
   return r;
 }
 

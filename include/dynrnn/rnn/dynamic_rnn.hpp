@@ -13,12 +13,16 @@
 // validates arguments and moves data between the caller's padded time-major
 // layout and the packed layout.
 //
-// A Cell type provides: Scalar, State, Cache, Gradients; input_size(),
-// output_size(), zero_state(B), make_gradients(), check_parameters(fn),
-// check_gradients(fn, grads);
-// forward(schedule, packed x, sorted s0, cache, sorted final);
-// packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate,
-// grads, packed dx). State provides transform(f) and check(fn, arg, B, H).
+// A Cell type provides: Scalar, State, Cache (with a member x, the packed
+// inputs), Gradients, BackwardWorkspace; input_size(), output_size(),
+// zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g);
+// forward(schedule, sorted s0, cache, sorted final); packed_outputs(cache);
+// backward(schedule, cache, packed dh, sorted dstate, grads, packed dx, ws).
+// State provides zip(other, f) and check(fn, arg, B, H).
+//
+// The overloads that take the result or gradient object by reference reuse its
+// buffers: called again with a batch of the same shape (batch, max_time and lengths), they allocate
+// nothing.
 #pragma once
 
 #include "../core/check.hpp"
@@ -41,6 +45,8 @@ struct DynamicRNNResult {
   State final_state;              ///< (B, H) per member: state after each row's last valid step.
   PackedSchedule schedule;        ///< The packed layout the cell ran on.
   typename Cell::Cache cache;     ///< Activations kept for dynamic_rnn_backward.
+  State sorted_initial;           ///< Scratch: the initial state in packed row order.
+  State sorted_final;             ///< Scratch: the final state in packed row order.
 };
 
 /// \brief Gradients from dynamic_rnn_backward: the cell's parameter gradients (as members of
@@ -52,6 +58,14 @@ struct DynamicRNNGradients : Cell::Gradients {
 
   Tensor3<typename Cell::Scalar> inputs;  ///< [T, B, I] dLoss/dx, exactly 0 at padded steps.
   typename Cell::State initial_state;     ///< (B, H) per member: dLoss/d initial state.
+
+  /// \brief Scratch space reused by dynamic_rnn_backward; not part of the result.
+  struct Workspace {
+    Matrix<Scalar> d_outputs;        ///< (P, H) packed dLoss/d outputs.
+    Matrix<Scalar> d_inputs;         ///< (P, I) packed dLoss/d inputs.
+    typename Cell::State d_state;    ///< Sorted-order state gradient carried through time.
+    typename Cell::BackwardWorkspace cell;  ///< The cell's own scratch.
+  } workspace;  ///< \copybrief Workspace
 
   DynamicRNNGradients() = default;
   /// \brief Zero parameter gradients for `cell`; inputs and initial_state are left empty.
@@ -79,6 +93,17 @@ template <class Cell>
 DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x,
                                    const std::vector<int>& lengths,
                                    const typename Cell::State& initial_state) {
+  DynamicRNNResult<Cell> r;
+  dynamic_rnn(cell, x, lengths, initial_state, r);
+  return r;
+}
+
+/// \brief dynamic_rnn into an existing result, reusing its buffers: repeated calls with
+/// batches of the same shape (batch, max_time and lengths) allocate nothing. Arguments as for the overload
+/// that returns the result.
+template <class Cell>
+void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, const std::vector<int>& lengths,
+                 const typename Cell::State& initial_state, DynamicRNNResult<Cell>& result) {
   using Scalar = typename Cell::Scalar;
   constexpr const char* fn = "dynamic_rnn";
   cell.check_parameters(fn);
@@ -87,22 +112,21 @@ DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell
   detail::check_lengths(fn, lengths, B, T);
   initial_state.check(fn, "initial_state", B, H);
 
-  DynamicRNNResult<Cell> r;
-  r.schedule = PackedSchedule::build(lengths, T);
-  const PackedSchedule& s = r.schedule;
-  Matrix<Scalar> x_packed;
-  detail::pack_rows(s, detail::as_matrix(x), x_packed);
-  const auto sort = [&](const Matrix<Scalar>& m) { return detail::sort_rows(s, m); };
-  const auto unsort = [&](const Matrix<Scalar>& m) { return detail::unsort_rows(s, m); };
+  PackedSchedule& s = result.schedule;
+  s.assign(lengths, T);
+  detail::pack_rows(s, detail::as_matrix(x), result.cache.x);
+  result.sorted_initial.zip(initial_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
+    detail::sort_rows(s, src, dst);
+  });
+  cell.forward(s, result.sorted_initial, result.cache, result.sorted_final);
 
-  typename Cell::State final_sorted;
-  cell.forward(s, std::move(x_packed), initial_state.transform(sort), r.cache, final_sorted);
-
-  r.outputs.resize(T, B, H);
-  auto out = detail::as_matrix(r.outputs);
-  detail::unpack_rows(s, Cell::packed_outputs(r.cache), out);
-  r.final_state = final_sorted.transform(unsort);
-  return r;
+  if (result.outputs.dimension(0) != T || result.outputs.dimension(1) != B || result.outputs.dimension(2) != H)
+    result.outputs.resize(T, B, H);
+  auto out = detail::as_matrix(result.outputs);
+  detail::unpack_rows(s, Cell::packed_outputs(result.cache), out);
+  result.final_state.zip(result.sorted_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
+    detail::unsort_rows(s, src, dst);
+  });
 }
 
 /// \brief Runs `cell` over a batch from the zero state; see the overload with an initial state.
@@ -139,18 +163,18 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
   d_final.check(fn, "d_final", B, H);
   cell.check_gradients(fn, grads);
 
-  Matrix<Scalar> dh_packed, dx_packed;
-  detail::pack_rows(s, detail::as_matrix(d_outputs), dh_packed);
-  const auto sort = [&](const Matrix<Scalar>& m) { return detail::sort_rows(s, m); };
-  const auto unsort = [&](const Matrix<Scalar>& m) { return detail::unsort_rows(s, m); };
+  auto& ws = grads.workspace;
+  detail::pack_rows(s, detail::as_matrix(d_outputs), ws.d_outputs);
+  ws.d_state.zip(d_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) { detail::sort_rows(s, src, dst); });
+  cell.backward(s, forward.cache, ws.d_outputs, ws.d_state, grads, ws.d_inputs, ws.cell);
 
-  typename Cell::State dstate = d_final.transform(sort);
-  cell.backward(s, forward.cache, dh_packed, dstate, grads, dx_packed);
-
-  grads.inputs.resize(T, B, I);
+  if (grads.inputs.dimension(0) != T || grads.inputs.dimension(1) != B || grads.inputs.dimension(2) != I)
+    grads.inputs.resize(T, B, I);
   auto dx = detail::as_matrix(grads.inputs);
-  detail::unpack_rows(s, dx_packed, dx);
-  grads.initial_state = dstate.transform(unsort);
+  detail::unpack_rows(s, ws.d_inputs, dx);
+  grads.initial_state.zip(ws.d_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
+    detail::unsort_rows(s, src, dst);
+  });
 }
 
 /// \brief Backpropagation through time for a dynamic_rnn call; returns fresh gradients.

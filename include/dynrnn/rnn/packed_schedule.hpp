@@ -23,8 +23,6 @@
 
 #include "../core/types.hpp"
 
-#include <algorithm>
-#include <numeric>
 #include <vector>
 
 namespace dynrnn {
@@ -44,27 +42,46 @@ struct PackedSchedule {
   /// \brief Number of valid (row, step) pairs, the sum of the lengths.
   Index total() const { return offset.empty() ? 0 : offset.back(); }
 
-  /// \brief Builds the schedule. Lengths must already be validated to lie in [0, max_time].
+  /// \brief Builds the schedule for `lengths` (each already validated to lie in [0, max_time]).
   static PackedSchedule build(const std::vector<int>& lengths, Index max_time) {
     PackedSchedule s;
-    s.max_time = max_time;
-    s.batch = static_cast<Index>(lengths.size());
-    s.lengths = lengths;
-    s.order.resize(lengths.size());
-    std::iota(s.order.begin(), s.order.end(), Index{0});
-    std::stable_sort(s.order.begin(), s.order.end(),
-                     [&](Index a, Index b) { return lengths[a] > lengths[b]; });
-    s.steps = lengths.empty() ? 0 : lengths[s.order.front()];
-    s.active.assign(s.steps, 0);
-    s.offset.assign(s.steps + 1, 0);
-    // Sorted longest first, so the rows alive at step t are a prefix.
-    for (Index t = 0, n = s.batch; t < s.steps; ++t) {
-      while (n > 0 && lengths[s.order[n - 1]] <= t) --n;
-      s.active[t] = n;
-      s.offset[t + 1] = s.offset[t] + n;
-    }
+    s.assign(lengths, max_time);
     return s;
   }
+
+  /// \brief Rebuilds this schedule in place; allocates nothing when the batch and time
+  /// extents do not grow.
+  void assign(const std::vector<int>& row_lengths, Index time) {
+    max_time = time;
+    batch = static_cast<Index>(row_lengths.size());
+    lengths.assign(row_lengths.begin(), row_lengths.end());
+    // Counting sort, longest first and stable, so equal lengths keep the caller's order.
+    // first_[L] counts, then marks where length L starts in the sorted order.
+    first_.assign(static_cast<std::size_t>(time) + 2, 0);
+    for (int len : lengths) ++first_[static_cast<std::size_t>(time - len)];
+    Index start = 0;
+    for (auto& f : first_) {
+      const Index count = f;
+      f = start;
+      start += count;
+    }
+    order.resize(lengths.size());
+    for (Index b = 0; b < batch; ++b) order[first_[static_cast<std::size_t>(time - lengths[b])]++] = b;
+
+    steps = batch == 0 ? 0 : lengths[order.front()];
+    active.resize(steps);
+    offset.resize(steps + 1);
+    offset[0] = 0;
+    // Sorted longest first, so the rows alive at step t are a prefix.
+    for (Index t = 0, n = batch; t < steps; ++t) {
+      while (n > 0 && lengths[order[n - 1]] <= t) --n;
+      active[t] = n;
+      offset[t + 1] = offset[t] + n;
+    }
+  }
+
+ private:
+  std::vector<Index> first_;  // counting-sort scratch, kept for reuse
 };
 
 namespace detail {
@@ -89,18 +106,16 @@ void unpack_rows(const PackedSchedule& s, const Matrix<Scalar>& packed, Eigen::M
 
 /// Reorders the rows of a `(B, K)` matrix from caller order into sorted order.
 template <class Scalar>
-Matrix<Scalar> sort_rows(const PackedSchedule& s, const Matrix<Scalar>& m) {
-  Matrix<Scalar> out(m.rows(), m.cols());
-  for (Index j = 0; j < s.batch; ++j) out.row(j) = m.row(s.order[j]);
-  return out;
+void sort_rows(const PackedSchedule& s, const Matrix<Scalar>& m, Matrix<Scalar>& sorted) {
+  sorted.resize(m.rows(), m.cols());
+  for (Index j = 0; j < s.batch; ++j) sorted.row(j) = m.row(s.order[j]);
 }
 
 /// Reorders the rows of a `(B, K)` matrix from sorted order back into caller order.
 template <class Scalar>
-Matrix<Scalar> unsort_rows(const PackedSchedule& s, const Matrix<Scalar>& m) {
-  Matrix<Scalar> out(m.rows(), m.cols());
-  for (Index j = 0; j < s.batch; ++j) out.row(s.order[j]) = m.row(j);
-  return out;
+void unsort_rows(const PackedSchedule& s, const Matrix<Scalar>& sorted, Matrix<Scalar>& m) {
+  m.resize(sorted.rows(), sorted.cols());
+  for (Index j = 0; j < s.batch; ++j) m.row(s.order[j]) = sorted.row(j);
 }
 
 }  // namespace detail

@@ -1,0 +1,161 @@
+// The steady state of training and inference allocates nothing: after the first step of a
+// given shape, every further step of that shape makes no heap allocation at all.
+//
+// Allocations are counted twice over: a replaced global operator new (what the standard
+// library uses) and, on glibc, interposed malloc/calloc/realloc/aligned allocation (what
+// Eigen uses). This file is its own test executable so the counters see only these tests.
+#include <dynrnn/dynrnn.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+namespace {
+std::atomic<long> g_allocations{0};
+}  // namespace
+
+[[gnu::noinline]] void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+#ifdef __GLIBC__
+extern "C" {
+void* __libc_malloc(std::size_t);
+void* __libc_calloc(std::size_t, std::size_t);
+void* __libc_realloc(void*, std::size_t);
+void* __libc_memalign(std::size_t, std::size_t);
+
+void* malloc(std::size_t n) {
+  ++g_allocations;
+  return __libc_malloc(n);
+}
+void* calloc(std::size_t n, std::size_t size) {
+  ++g_allocations;
+  return __libc_calloc(n, size);
+}
+void* realloc(void* p, std::size_t n) {
+  ++g_allocations;
+  return __libc_realloc(p, n);
+}
+void* aligned_alloc(std::size_t alignment, std::size_t n) {
+  ++g_allocations;
+  return __libc_memalign(alignment, n);
+}
+void* memalign(std::size_t alignment, std::size_t n) {
+  ++g_allocations;
+  return __libc_memalign(alignment, n);
+}
+int posix_memalign(void** out, std::size_t alignment, std::size_t n) {
+  ++g_allocations;
+  *out = __libc_memalign(alignment, n);
+  return *out ? 0 : 12;  // ENOMEM
+}
+}
+#endif
+
+namespace dynrnn::test {
+namespace {
+
+using Scalar = float;
+
+// Everything one training step of a many-to-one classifier needs, kept across steps.
+struct TrainingState {
+  Embedding<Scalar> embedding{3, 4};
+  LSTMCell<Scalar> cell{4, 16};
+  Dense<Scalar> dense{16, 5};
+  RMSProp<Scalar> opt{Scalar(0.01)};
+
+  Tensor3<Scalar> x;
+  LSTMState<Scalar> s0 = cell.zero_state(6);
+  DynamicRNNResult<LSTMCell<Scalar>> fwd;
+  Matrix<Scalar> last, logits, d_last;
+  SoftmaxCrossEntropy<Scalar> ce;
+  Tensor3<Scalar> d_outputs;
+  DynamicRNNGradients<LSTMCell<Scalar>> d_cell{cell};
+  DenseGradients<Scalar> d_dense = dense.make_gradients();
+  EmbeddingGradients<Scalar> d_embedding = embedding.make_gradients();
+  LSTMState<Scalar> d_final = cell.zero_state(6);
+
+  std::vector<int> ids = std::vector<int>(7 * 6);
+  std::vector<int> lengths = {7, 3, 0, 5, 7, 1};
+  std::vector<int> labels = {0, 4, 2, 1, 3, 0};
+
+  TrainingState() {
+    for (std::size_t k = 0; k < ids.size(); ++k) ids[k] = int(k % 3);
+  }
+
+  Scalar step() {
+    embedding.forward_sequences(ids, 7, 6, x);
+    dynamic_rnn(cell, x, lengths, s0, fwd);
+    gather_last_outputs(fwd.outputs, lengths, last);
+    dense.forward(last, logits);
+    softmax_cross_entropy(logits, labels, Reduction::mean, ce);
+
+    d_dense.setZero();
+    d_cell.setZero();
+    d_embedding.setZero();
+    dense.backward(last, ce.d_logits, d_dense, d_last);
+    gather_last_outputs_backward(d_last, lengths, 7, d_outputs);
+    dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell);
+    embedding.backward_sequences(ids, d_cell.inputs, d_embedding);
+
+    opt.apply(cell, d_cell);
+    opt.apply(dense, d_dense);
+    opt.apply(embedding, d_embedding);
+    return ce.loss;
+  }
+};
+
+void* volatile g_sink;  // keeps the compiler from removing the allocations below
+
+TEST(NoAllocation, CountersSeeAllocations) {
+  // The tests below are only meaningful if the counters work. Calls of the allocation
+  // functions themselves (not new-expressions) cannot be elided. operator new counts once
+  // itself and once more in the malloc it calls.
+  long before = g_allocations;
+  g_sink = ::operator new(64);
+  ::operator delete(g_sink);
+  EXPECT_GE(g_allocations - before, 1);
+#ifdef __GLIBC__
+  before = g_allocations;
+  g_sink = Eigen::internal::aligned_malloc(4096);  // how Eigen allocates matrices
+  Eigen::internal::aligned_free(g_sink);
+  EXPECT_GE(g_allocations - before, 1);
+#endif
+}
+
+TEST(NoAllocation, TrainingStepsAfterTheFirst) {
+  TrainingState s;
+  s.step();  // sizes every buffer
+  const long before = g_allocations;
+  Scalar loss = 0;
+  for (int k = 0; k < 5; ++k) loss = s.step();
+  EXPECT_EQ(g_allocations - before, 0);
+  EXPECT_TRUE(std::isfinite(loss));
+}
+
+TEST(NoAllocation, InferenceAfterTheFirstCall) {
+  LSTMCell<Scalar> cell(8, 32);
+  Tensor3<Scalar> x(10, 5, 8);
+  x.setConstant(0.25f);
+  const std::vector<int> lengths = {10, 2, 7, 0, 10};
+  const auto s0 = cell.zero_state(5);
+  DynamicRNNResult<LSTMCell<Scalar>> fwd;
+  dynamic_rnn(cell, x, lengths, s0, fwd);
+  const long before = g_allocations;
+  for (int k = 0; k < 5; ++k) dynamic_rnn(cell, x, lengths, s0, fwd);
+  EXPECT_EQ(g_allocations - before, 0);
+}
+
+}  // namespace
+}  // namespace dynrnn::test
