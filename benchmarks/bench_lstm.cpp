@@ -9,6 +9,8 @@
 // (row, step) for forward and 3× that for training (forward, input/state
 // gradients, weight gradients); sequences/s is rows processed per second.
 //
+// Each runs at 1 and 2 threads (the /threads:N part of the name).
+//
 //   dynrnn_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include <dynrnn/dynrnn.hpp>
 
@@ -51,13 +53,16 @@ void set_counters(benchmark::State& state, const Workload& w, double flops) {
 
 template <class Scalar>
 void BM_Forward(benchmark::State& state, Workload w) {
+  dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::Rng rng(1);
   const dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
   x.setRandom();
   const auto lengths = make_lengths(w, rng);
+  const auto s0 = cell.zero_state(w.batch);
+  dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // reused: no allocation per step
   for (auto _ : state) {
-    auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
+    dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
     benchmark::DoNotOptimize(fwd.outputs.data());
     benchmark::ClobberMemory();
   }
@@ -68,6 +73,7 @@ void BM_Forward(benchmark::State& state, Workload w) {
 // softmax cross-entropy, BPTT, RMSProp on every parameter.
 template <class Scalar>
 void BM_TrainStep(benchmark::State& state, Workload w) {
+  dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::Rng rng(2);
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
   dynrnn::Dense<Scalar> dense(w.hidden, kClasses);
@@ -78,15 +84,25 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
   std::vector<int> labels(w.batch);
   for (int& y : labels) y = int(dynrnn::uniform_int(rng, 0, kClasses));
 
+  // Every buffer is reused across steps, as a training loop that cares about speed does.
+  const auto s0 = cell.zero_state(w.batch), d_final = cell.zero_state(w.batch);
+  dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;
+  dynrnn::DynamicRNNGradients<dynrnn::LSTMCell<Scalar>> d_cell(cell);
+  auto d_dense = dense.make_gradients();
+  dynrnn::Matrix<Scalar> last, logits, d_last;
+  dynrnn::SoftmaxCrossEntropy<Scalar> ce;
+  dynrnn::Tensor3<Scalar> d_outputs;
+
   for (auto _ : state) {
-    const auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
-    const auto last = dynrnn::gather_last_outputs(fwd.outputs, lengths);
-    const auto logits = dense.forward(last);
-    const auto ce = dynrnn::softmax_cross_entropy(logits, labels);
-    auto d_dense = dense.make_gradients();
-    const auto d_last = dense.backward(last, ce.d_logits, d_dense);
-    const auto d_cell = dynrnn::dynamic_rnn_backward(
-        cell, fwd, dynrnn::gather_last_outputs_backward(d_last, lengths, w.max_time));
+    dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
+    dynrnn::gather_last_outputs(fwd.outputs, lengths, last);
+    dense.forward(last, logits);
+    dynrnn::softmax_cross_entropy(logits, labels, dynrnn::Reduction::mean, ce);
+    d_dense.setZero();
+    d_cell.setZero();
+    dense.backward(last, ce.d_logits, d_dense, d_last);
+    dynrnn::gather_last_outputs_backward(d_last, lengths, w.max_time, d_outputs);
+    dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell);
     opt.apply(cell, d_cell);
     opt.apply(dense, d_dense);
     benchmark::DoNotOptimize(cell.kernel().data());
@@ -101,12 +117,19 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const std::pair<const char*, Workload> workloads[] = {{"S", kS}, {"M", kM}, {"L", kL}};
+  // Arg: threads (dynrnn::set_num_threads; more than 1 needs a build with OpenMP).
   for (const auto& [name, w] : workloads)
     benchmark::RegisterBenchmark((std::string("BM_Forward<float>/") + name).c_str(), BM_Forward<float>, w)
+        ->ArgName("threads")
+        ->Arg(1)
+        ->Arg(2)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   for (const auto& [name, w] : workloads)
     benchmark::RegisterBenchmark((std::string("BM_TrainStep<float>/") + name).c_str(), BM_TrainStep<float>, w)
+        ->ArgName("threads")
+        ->Arg(1)
+        ->Arg(2)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();

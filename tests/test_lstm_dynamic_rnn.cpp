@@ -322,3 +322,34 @@ TEST(LSTMCellTest, InitialisationIsGlorotUniformAndReproducible) {
 
 }  // namespace
 }  // namespace dynrnn::test
+
+namespace dynrnn::test {
+namespace {
+
+TEST(LSTMThreads, ResultsDoNotDependOnTheThreadCount) {
+  // Shapes large enough that products and elementwise loops are split across threads.
+  Rng rng(10);
+  const Index T = 4, B = 70, I = 40, H = 260;
+  auto cell = random_cell<float>(I, H, rng);
+  const auto x = random_tensor<float>(T, B, I, rng);
+  const auto d_out = random_tensor<float>(T, B, H, rng);
+  std::vector<int> lengths(B);
+  for (Index b = 0; b < B; ++b) lengths[b] = int(b % (T + 1));
+  const auto run = [&](int threads) {
+    set_num_threads(threads);
+    auto fwd = dynamic_rnn(cell, x, lengths);
+    auto g = dynamic_rnn_backward(cell, fwd, d_out);
+    set_num_threads(1);
+    return std::make_pair(std::move(fwd), std::move(g));
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+  EXPECT_TRUE(identical(one.first.outputs, two.first.outputs));
+  EXPECT_TRUE(identical(one.second.kernel, two.second.kernel));
+  EXPECT_TRUE(identical(one.second.bias, two.second.bias));
+  EXPECT_TRUE(identical(one.second.inputs, two.second.inputs));
+  EXPECT_TRUE(identical(one.second.initial_state.h, two.second.initial_state.h));
+}
+
+}  // namespace
+}  // namespace dynrnn::test

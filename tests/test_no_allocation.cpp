@@ -157,5 +157,52 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   EXPECT_EQ(g_allocations - before, 0);
 }
 
+// Whether an OpenMP parallel region itself allocates: GCC's libgomp does not once its
+// threads exist, LLVM's libomp allocates a few blocks per region.
+bool runtime_allocates_per_region() {
+#ifdef _OPENMP
+  int sink = 0;
+  detail::for_each_row(2, true, [&](Index r) { sink += int(r); });  // start the threads
+  const long before = g_allocations;
+  detail::for_each_row(2, true, [&](Index r) { sink += int(r); });
+  g_sink = &sink;
+  return g_allocations != before;
+#else
+  return false;
+#endif
+}
+
+TEST(NoAllocation, ThreadedTrainingAfterTheFirstStep) {
+  // Large enough that products and elementwise loops run on several threads (with OpenMP).
+  set_num_threads(2);
+  if (runtime_allocates_per_region()) {
+    set_num_threads(1);
+    GTEST_SKIP() << "this OpenMP runtime allocates in every parallel region (LLVM libomp does); "
+                    "dynrnn's own code is checked allocation-free by the single-thread tests";
+  }
+  LSTMCell<Scalar> cell(32, 256);
+  Tensor3<Scalar> x(3, 64, 32);
+  x.setConstant(0.1f);
+  std::vector<int> lengths(64, 3);
+  lengths[5] = 1;
+  const auto s0 = cell.zero_state(64);
+  Tensor3<Scalar> d_out(3, 64, 256);
+  d_out.setConstant(0.01f);
+  DynamicRNNResult<LSTMCell<Scalar>> fwd;
+  DynamicRNNGradients<LSTMCell<Scalar>> grads(cell);
+  RMSProp<Scalar> opt(Scalar(0.001));
+  const auto step = [&] {
+    dynamic_rnn(cell, x, lengths, s0, fwd);
+    grads.setZero();
+    dynamic_rnn_backward(cell, fwd, d_out, s0, grads);
+    opt.apply(cell, grads);
+  };
+  step();
+  const long before = g_allocations;
+  for (int k = 0; k < 3; ++k) step();
+  EXPECT_EQ(g_allocations - before, 0);
+  set_num_threads(1);
+}
+
 }  // namespace
 }  // namespace dynrnn::test

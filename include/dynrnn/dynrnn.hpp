@@ -2,7 +2,7 @@
 //
 // One include for the whole library:
 //
-//   core/      types, argument checks, portable random numbers
+//   core/      types, argument checks, random numbers, reusable GEMM, threads
 //   cells/     recurrent cells: forward and backward through time on a packed batch
 //   rnn/       dynamic_rnn and its backward pass, the packed layout, last-output gather
 //   layers/    Dense, Embedding
@@ -11,6 +11,8 @@
 #pragma once
 
 #include "core/check.hpp"
+#include "core/gemm.hpp"
+#include "core/parallel.hpp"
 #include "core/random.hpp"
 #include "core/types.hpp"
 #include "core/version.hpp"

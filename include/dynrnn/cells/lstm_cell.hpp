@@ -24,6 +24,7 @@
 
 #include "../core/check.hpp"
 #include "../core/gemm.hpp"
+#include "../core/parallel.hpp"
 #include "../core/random.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
@@ -204,7 +205,7 @@ class LSTMCell {
                            Scalar(1), Scalar(1));
       // c_{t-1} of the n continuing rows: the first n rows of the previous step's block.
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      for (Index r = 0; r < n; ++r) {  // one pass over the four gates of each row
+      detail::for_each_row(n, n * H >= kParallelElements, [&](Index r) {  // one pass over the four gates
         Scalar* g = cache.gates.row(o + r).data();
         Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
         Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
@@ -215,7 +216,7 @@ class LSTMCell {
         c = f * ConstArray(c_prev + r * H, H) + i * j;
         tc = c.tanh();
         Array(cache.h.row(o + r).data(), H) = og * tc;
-      }
+      });
       if (t + 1 < s.steps) {
         const Index next = s.active[t + 1];
         cache.h_prev.middleRows(s.offset[t + 1], next) = cache.h.middleRows(o, next);
@@ -256,7 +257,7 @@ class LSTMCell {
     for (Index t = s.steps - 1; t >= 0; --t) {
       const Index n = s.active[t], o = s.offset[t];
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      for (Index r = 0; r < n; ++r) {
+      detail::for_each_row(n, n * H >= kParallelElements, [&](Index r) {
         const Scalar* g = cache.gates.row(o + r).data();
         const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
         const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
@@ -272,7 +273,7 @@ class LSTMCell {
         Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
         // dc flows into c_{t-1} through the forget gate.
         dc_t *= f;
-      }
+      });
       // dh flows into h_{t-1} through W_h.
       ws.recurrent_gemm(dh_next.topRows(n), ws.dgates.middleRows(o, n), Op::N, W_h, Op::T);
     }
@@ -286,6 +287,8 @@ class LSTMCell {
   }
 
  private:
+  // Per-step elementwise work below this many (row, unit) pairs runs on one thread.
+  static constexpr Index kParallelElements = 1 << 14;
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;             // one gate of one row
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
 

@@ -10,13 +10,22 @@
 // one's sizes allocate nothing. This uses Eigen's internal product API, which
 // is stable within Eigen 3.4; for other versions Gemm falls back to the public
 // expression API.
+//
+// Threads (parallel.hpp): compiled with OpenMP, a product large enough to share is split into
+// blocks of columns (or of rows) and the blocks run in parallel, each thread
+// with packing buffers of its own. Every thread blocks the inner dimension the
+// same way as a single thread would, so each element of C is summed in the
+// same order and the result does not depend on the thread count.
 #pragma once
 
+#include "parallel.hpp"
 #include "types.hpp"
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <memory>
+#include <vector>
 
 namespace dynrnn {
 
@@ -56,49 +65,114 @@ class Gemm {
     else if (beta != Scalar(1))
       C *= beta;
     if (K == 0) return;
-    if (op_a == Op::N) {
-      if (op_b == Op::N)
-        run<Eigen::RowMajor, Eigen::RowMajor>(C, A, B, M, N, K, alpha);
-      else
-        run<Eigen::RowMajor, Eigen::ColMajor>(C, A, B, M, N, K, alpha);
-    } else {
-      if (op_b == Op::N)
-        run<Eigen::ColMajor, Eigen::RowMajor>(C, A, B, M, N, K, alpha);
-      else
-        run<Eigen::ColMajor, Eigen::ColMajor>(C, A, B, M, N, K, alpha);
-    }
+    dispatch(C, A, op_a, B, op_b, M, N, K, alpha);
   }
 
  private:
-  // op(X) of a row-major X is X itself read row-major, or Xᵀ read column-major with the
-  // same leading dimension.
-  template <int OrderA, int OrderB>
-  void run(MatrixRef& C, const ConstMatrixRef& A, const ConstMatrixRef& B, Index M, Index N, Index K,
-           Scalar alpha) {
+  // Splits C into blocks of whole micro-panels: `kSplit` columns (or rows) at the least.
+  static constexpr Index kSplit = 64;
+  // Below this many multiply-adds a product runs on one thread.
+  static constexpr double kParallelWork = 1 << 18;
+
+  void dispatch(MatrixRef& C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b, Index M,
+                Index N, Index K, Scalar alpha) {
+    const int threads = thread_count(M, N, K);
+    reserve(M, N, K, threads);
+    if (threads == 1) {
+      block(C, A, op_a, B, op_b, 0, M, 0, N, K, alpha, 0);
+      return;
+    }
+    // Split the longer side of C into `threads` blocks, each a multiple of kSplit.
+    const bool by_columns = N >= M;
+    const Index extent = by_columns ? N : M;
+    const Index chunk = (extent / kSplit + threads - 1) / threads * kSplit;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+#endif
+    for (int t = 0; t < threads; ++t) {
+      const Index begin = std::min(extent, t * chunk), end = t + 1 == threads ? extent : std::min(extent, begin + chunk);
+      if (begin >= end) continue;
+      if (by_columns)
+        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, alpha, t);
+      else
+        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, alpha, t);
+    }
+  }
+
+  static int thread_count(Index M, Index N, Index K) {
+    const int max = max_threads();
+    if (max <= 1 || double(M) * double(N) * double(K) < kParallelWork) return 1;
+    return int(std::max<Index>(1, std::min<Index>(max, std::max(M, N) / kSplit)));
+  }
+
+  // The rows [r0, r0 + rows) and columns [c0, c0 + cols) of C, on thread slot `slot`.
+  void block(MatrixRef& C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b, Index r0,
+             Index rows, Index c0, Index cols, Index K, Scalar alpha, int slot) {
+    Scalar* c = C.data() + r0 * C.outerStride() + c0;
+    // Row r of op(A) starts at A(r, 0) as stored, or at column r when transposed; likewise
+    // column c of op(B).
+    const Scalar* a = op_a == Op::N ? A.data() + r0 * A.outerStride() : A.data() + r0;
+    const Scalar* b = op_b == Op::N ? B.data() + c0 : B.data() + c0 * B.outerStride();
+    if (op_a == Op::N) {
+      if (op_b == Op::N)
+        run<Eigen::RowMajor, Eigen::RowMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
+                                              cols, K, alpha, slot);
+      else
+        run<Eigen::RowMajor, Eigen::ColMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
+                                              cols, K, alpha, slot);
+    } else {
+      if (op_b == Op::N)
+        run<Eigen::ColMajor, Eigen::RowMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
+                                              cols, K, alpha, slot);
+      else
+        run<Eigen::ColMajor, Eigen::ColMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
+                                              cols, K, alpha, slot);
+    }
+  }
+
+  // Makes sure every thread slot has packing buffers for products up to M x N x K. All
+  // slots are blocked for the same (largest) shape, so they share one inner blocking.
+  void reserve(Index M, Index N, Index K, int threads) {
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-    if (!blocking_ || M > rows_ || N > cols_ || K > depth_) {
+    const bool grow = M > rows_ || N > cols_ || K > depth_;
+    if (grow) {
       rows_ = std::max(rows_, M);
       cols_ = std::max(cols_, N);
       depth_ = std::max(depth_, K);
-      blocking_ = std::make_unique<Blocking>(rows_, cols_, depth_, 1, true);
-      blocking_->allocateAll();
+      blocking_.clear();
     }
-    Eigen::internal::general_matrix_matrix_product<Index, Scalar, OrderA, false, Scalar, OrderB, false,
-                                                   Eigen::RowMajor, 1>::run(M, N, K, A.data(), A.outerStride(),
-                                                                            B.data(), B.outerStride(), C.data(), 1,
-                                                                            C.outerStride(), alpha, *blocking_);
+    while (int(blocking_.size()) < threads) {
+      blocking_.push_back(std::make_unique<Blocking>(rows_, cols_, depth_, 1, true));
+      blocking_.back()->allocateAll();
+    }
 #else
+    (void)M, (void)N, (void)K, (void)threads;
+#endif
+  }
+
+  // op(X) of a row-major X is X itself read row-major, or Xᵀ read column-major with the
+  // same leading dimension.
+  template <int OrderA, int OrderB>
+  void run(Scalar* c, Index ldc, const Scalar* a, Index lda, const Scalar* b, Index ldb, Index M, Index N,
+           Index K, Scalar alpha, int slot) {
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+    Eigen::internal::general_matrix_matrix_product<Index, Scalar, OrderA, false, Scalar, OrderB, false,
+                                                   Eigen::RowMajor, 1>::run(M, N, K, a, lda, b, ldb, c, 1, ldc,
+                                                                            alpha, *blocking_[slot]);
+#else
+    (void)slot;
     using MapA = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, OrderA>, 0, Eigen::OuterStride<>>;
     using MapB = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, OrderB>, 0, Eigen::OuterStride<>>;
-    C.noalias() += alpha * MapA(A.data(), M, K, Eigen::OuterStride<>(A.outerStride())) *
-                   MapB(B.data(), K, N, Eigen::OuterStride<>(B.outerStride()));
+    using MapC = Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
+    MapC(c, M, N, Eigen::OuterStride<>(ldc)).noalias() +=
+        alpha * MapA(a, M, K, Eigen::OuterStride<>(lda)) * MapB(b, K, N, Eigen::OuterStride<>(ldb));
 #endif
   }
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
   using Blocking = Eigen::internal::gemm_blocking_space<Eigen::RowMajor, Scalar, Scalar, Eigen::Dynamic,
                                                         Eigen::Dynamic, Eigen::Dynamic>;
-  std::unique_ptr<Blocking> blocking_;
+  std::vector<std::unique_ptr<Blocking>> blocking_;  // one per thread slot
   Index rows_ = 0, cols_ = 0, depth_ = 0;
 #endif
 };

@@ -1,0 +1,56 @@
+// dynrnn: the one place that decides whether a loop runs on several threads.
+//
+// dynrnn uses OpenMP when the program that includes it is compiled with it
+// (-fopenmp; in CMake, link OpenMP::OpenMP_CXX). The number of threads is
+// OpenMP's: OMP_NUM_THREADS, or omp_set_num_threads() / dynrnn::set_num_threads().
+#pragma once
+
+#include "types.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace dynrnn {
+
+/// \brief Sets how many threads dynrnn's products and elementwise loops may use (OpenMP's
+/// omp_set_num_threads). Without OpenMP dynrnn runs on one thread and this does nothing.
+/// \param threads at least 1.
+inline void set_num_threads(int threads) {
+#ifdef _OPENMP
+  omp_set_num_threads(threads < 1 ? 1 : threads);
+#else
+  (void)threads;
+#endif
+}
+
+/// \brief How many threads dynrnn may use: 1 without OpenMP or inside a parallel region.
+inline int max_threads() {
+#ifdef _OPENMP
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+namespace detail {
+
+/// Runs f(r) for r in [0, n): on all threads when `worth_it` and more than one is allowed,
+/// else in a plain loop, which never touches the OpenMP runtime (an OpenMP region, even a
+/// one-thread one, may allocate).
+template <class F>
+void for_each_row(Index n, bool worth_it, F&& f) {
+#ifdef _OPENMP
+  if (worth_it && max_threads() > 1) {
+#pragma omp parallel for schedule(static)
+    for (Index r = 0; r < n; ++r) f(r);
+    return;
+  }
+#else
+  (void)worth_it;
+#endif
+  for (Index r = 0; r < n; ++r) f(r);
+}
+
+}  // namespace detail
+}  // namespace dynrnn
