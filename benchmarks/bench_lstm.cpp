@@ -1,48 +1,24 @@
-// dynrnn benchmarks: LSTM forward inference and a full training step, in float.
+// dynrnn benchmarks: LSTM forward inference and a full training step, in float, at 1 and
+// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L).
 //
-// Workloads (I input, H hidden, B batch, T max_time):
-//   S  I=2,   H=64,  B=50, T=15,  lengths uniform in [3, 14]
-//   M  I=128, H=256, B=64, T=50,  all lengths 50
-//   L  I=512, H=512, B=64, T=100, all lengths 100
-//
-// Counters: GFLOP/s counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
-// (row, step) for forward and 3× that for training (forward, input/state
-// gradients, weight gradients); sequences/s is rows processed per second.
-//
-// Each runs at 1 and 2 threads (the /threads:N part of the name).
+// Counters: GFLOP (a rate) counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
+// (row, step) for forward and 3× that for training (forward, input/state gradients,
+// weight gradients); sequences is rows processed per second.
 //
 //   dynrnn_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include "workloads.hpp"
+
 #include <dynrnn/dynrnn.hpp>
 
 #include <benchmark/benchmark.h>
 
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace {
 
-struct Workload {
-  dynrnn::Index input, hidden, batch, max_time;
-  int min_length;  // lengths uniform in [min_length, max_time]
-};
-
-constexpr Workload kS{2, 64, 50, 15, 3};
-constexpr Workload kM{128, 256, 64, 50, 50};
-constexpr Workload kL{512, 512, 64, 100, 100};
+using bench::Workload;
 constexpr int kClasses = 15;
-
-std::vector<int> make_lengths(const Workload& w, dynrnn::Rng& rng) {
-  std::vector<int> lengths(w.batch);
-  for (int& len : lengths) len = int(dynrnn::uniform_int(rng, w.min_length, w.max_time + 1));
-  return lengths;
-}
-
-double forward_flops(const Workload& w, const std::vector<int>& lengths) {
-  double steps = 0;
-  for (int len : lengths) steps += len;
-  return 2.0 * double(w.input + w.hidden) * 4.0 * double(w.hidden) * steps;
-}
 
 void set_counters(benchmark::State& state, const Workload& w, double flops) {
   state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
@@ -54,11 +30,10 @@ void set_counters(benchmark::State& state, const Workload& w, double flops) {
 template <class Scalar>
 void BM_Forward(benchmark::State& state, Workload w) {
   dynrnn::set_num_threads(int(state.range(0)));
-  dynrnn::Rng rng(1);
   const dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
   x.setRandom();
-  const auto lengths = make_lengths(w, rng);
+  const auto lengths = bench::lengths_of(w);
   const auto s0 = cell.zero_state(w.batch);
   dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // reused: no allocation per step
   for (auto _ : state) {
@@ -66,7 +41,7 @@ void BM_Forward(benchmark::State& state, Workload w) {
     benchmark::DoNotOptimize(fwd.outputs.data());
     benchmark::ClobberMemory();
   }
-  set_counters(state, w, forward_flops(w, lengths));
+  set_counters(state, w, bench::forward_flops(w, lengths));
 }
 
 // One training step of a many-to-one classifier: LSTM, last valid output, dense,
@@ -80,7 +55,7 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
   dynrnn::RMSProp<Scalar> opt(Scalar(0.001));
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
   x.setRandom();
-  const auto lengths = make_lengths(w, rng);
+  const auto lengths = bench::lengths_of(w);
   std::vector<int> labels(w.batch);
   for (int& y : labels) y = int(dynrnn::uniform_int(rng, 0, kClasses));
 
@@ -108,7 +83,7 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
     benchmark::DoNotOptimize(cell.kernel().data());
     benchmark::ClobberMemory();
   }
-  set_counters(state, w, 3.0 * forward_flops(w, lengths));
+  set_counters(state, w, 3.0 * bench::forward_flops(w, lengths));
 }
 
 }  // namespace
@@ -116,22 +91,13 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  const std::pair<const char*, Workload> workloads[] = {{"S", kS}, {"M", kM}, {"L", kL}};
   // Arg: threads (dynrnn::set_num_threads; more than 1 needs a build with OpenMP).
-  for (const auto& [name, w] : workloads)
-    benchmark::RegisterBenchmark((std::string("BM_Forward<float>/") + name).c_str(), BM_Forward<float>, w)
-        ->ArgName("threads")
-        ->Arg(1)
-        ->Arg(2)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
-  for (const auto& [name, w] : workloads)
-    benchmark::RegisterBenchmark((std::string("BM_TrainStep<float>/") + name).c_str(), BM_TrainStep<float>, w)
-        ->ArgName("threads")
-        ->Arg(1)
-        ->Arg(2)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+  for (const Workload& w : bench::kWorkloads)
+    benchmark::RegisterBenchmark((std::string("dynrnn/forward/") + w.name).c_str(), BM_Forward<float>, w)
+        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (const Workload& w : bench::kWorkloads)
+    benchmark::RegisterBenchmark((std::string("dynrnn/train/") + w.name).c_str(), BM_TrainStep<float>, w)
+        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -1,0 +1,168 @@
+// oneDNN's LSTM primitive on dynrnn's benchmark workloads (workloads.hpp), for comparison.
+//
+// oneDNN has no per-sequence lengths, so it runs the padded batch: every row for all T
+// steps. The GFLOP counter still counts only the valid (row, step) pairs, as dynrnn's
+// does, so both measure useful work per second. Training is forward_training plus
+// backward of the LSTM alone (no dense layer, loss or optimiser, which cost under 1%).
+// Weights are reordered into the primitive's preferred layout once, outside the timing.
+//
+//   onednn_lstm_benchmarks --benchmark_filter=M/ --benchmark_repetitions=5
+#include "../workloads.hpp"
+
+#include <benchmark/benchmark.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using bench::Workload;
+using dnnl::memory;
+using tag = memory::format_tag;
+
+memory::desc md(const memory::dims& dims, tag t) { return memory::desc(dims, memory::data_type::f32, t); }
+
+memory filled(const memory::desc& d, const dnnl::engine& eng, float value) {
+  memory m(d, eng);
+  auto* p = static_cast<float*>(m.get_data_handle());
+  for (std::size_t k = 0; k < d.get_size() / sizeof(float); ++k) p[k] = value;
+  return m;
+}
+
+// A user-layout tensor reordered into the layout `want` (once, outside the timing).
+memory in_layout(const memory& user, const memory::desc& want, const dnnl::engine& eng, dnnl::stream& s) {
+  if (user.get_desc() == want) return user;
+  memory m(want, eng);
+  dnnl::reorder(user, m).execute(s, const_cast<memory&>(user), m);
+  s.wait();
+  return m;
+}
+
+struct Lstm {
+  const Workload& w;
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream s{eng};
+  memory::dims src, iter, wl, wi, bias, dst;
+
+  explicit Lstm(const Workload& workload)
+      : w(workload),
+        src{w.max_time, w.batch, w.input},
+        iter{1, 1, w.batch, w.hidden},
+        wl{1, 1, w.input, 4, w.hidden},
+        wi{1, 1, w.hidden, 4, w.hidden},
+        bias{1, 1, 4, w.hidden},
+        dst{w.max_time, w.batch, w.hidden} {}
+
+  dnnl::lstm_forward::primitive_desc forward_pd(dnnl::prop_kind kind) const {
+    dnnl::lstm_forward::desc d(kind, dnnl::rnn_direction::unidirectional_left2right, md(src, tag::tnc),
+                               md(iter, tag::ldnc), md(iter, tag::ldnc), md(wl, tag::any), md(wi, tag::any),
+                               md(bias, tag::ldgo), md(dst, tag::tnc), md(iter, tag::ldnc), md(iter, tag::ldnc));
+    return {d, eng};
+  }
+};
+
+void set_threads(benchmark::State& state) {
+#ifdef _OPENMP
+  omp_set_num_threads(int(state.range(0)));
+#endif
+}
+
+void counters(benchmark::State& state, const Workload& w, double flops) {
+  state.counters["GFLOP"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["sequences"] = benchmark::Counter(double(w.batch), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetItemsProcessed(state.iterations() * w.batch);
+}
+
+void BM_Forward(benchmark::State& state, const Workload& w) {
+  set_threads(state);
+  Lstm l(w);
+  const auto pd = l.forward_pd(dnnl::prop_kind::forward_inference);
+  auto user_wl = filled(md(l.wl, tag::ldigo), l.eng, 0.01f), user_wi = filled(md(l.wi, tag::ldigo), l.eng, 0.01f);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC_LAYER, filled(pd.src_layer_desc(), l.eng, 0.5f)},
+      {DNNL_ARG_SRC_ITER, filled(pd.src_iter_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_SRC_ITER_C, filled(pd.src_iter_c_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_WEIGHTS_LAYER, in_layout(user_wl, pd.weights_layer_desc(), l.eng, l.s)},
+      {DNNL_ARG_WEIGHTS_ITER, in_layout(user_wi, pd.weights_iter_desc(), l.eng, l.s)},
+      {DNNL_ARG_BIAS, filled(pd.bias_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_DST_LAYER, memory(pd.dst_layer_desc(), l.eng)},
+      {DNNL_ARG_DST_ITER, memory(pd.dst_iter_desc(), l.eng)},
+      {DNNL_ARG_DST_ITER_C, memory(pd.dst_iter_c_desc(), l.eng)},
+  };
+  dnnl::lstm_forward prim(pd);
+  for (auto _ : state) {
+    prim.execute(l.s, args);
+    l.s.wait();
+  }
+  counters(state, w, bench::forward_flops(w, bench::lengths_of(w)));
+}
+
+void BM_Train(benchmark::State& state, const Workload& w) {
+  set_threads(state);
+  Lstm l(w);
+  const auto fpd = l.forward_pd(dnnl::prop_kind::forward_training);
+  dnnl::lstm_backward::desc bd(
+      dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right, md(l.src, tag::tnc),
+      md(l.iter, tag::ldnc), md(l.iter, tag::ldnc), md(l.wl, tag::any), md(l.wi, tag::any), md(l.bias, tag::ldgo),
+      md(l.dst, tag::tnc), md(l.iter, tag::ldnc), md(l.iter, tag::ldnc), md(l.src, tag::tnc), md(l.iter, tag::ldnc),
+      md(l.iter, tag::ldnc), md(l.wl, tag::any), md(l.wi, tag::any), md(l.bias, tag::ldgo), md(l.dst, tag::tnc),
+      md(l.iter, tag::ldnc), md(l.iter, tag::ldnc));
+  const dnnl::lstm_backward::primitive_desc bpd(bd, l.eng, fpd);
+
+  auto user_wl = filled(md(l.wl, tag::ldigo), l.eng, 0.01f), user_wi = filled(md(l.wi, tag::ldigo), l.eng, 0.01f);
+  memory src = filled(fpd.src_layer_desc(), l.eng, 0.5f), h0 = filled(fpd.src_iter_desc(), l.eng, 0.0f),
+         c0 = filled(fpd.src_iter_c_desc(), l.eng, 0.0f), b = filled(fpd.bias_desc(), l.eng, 0.0f),
+         dst = memory(fpd.dst_layer_desc(), l.eng), hT = memory(fpd.dst_iter_desc(), l.eng),
+         cT = memory(fpd.dst_iter_c_desc(), l.eng), ws = memory(fpd.workspace_desc(), l.eng);
+  std::unordered_map<int, memory> fwd_args{
+      {DNNL_ARG_SRC_LAYER, src}, {DNNL_ARG_SRC_ITER, h0}, {DNNL_ARG_SRC_ITER_C, c0},
+      {DNNL_ARG_WEIGHTS_LAYER, in_layout(user_wl, fpd.weights_layer_desc(), l.eng, l.s)},
+      {DNNL_ARG_WEIGHTS_ITER, in_layout(user_wi, fpd.weights_iter_desc(), l.eng, l.s)},
+      {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST_LAYER, dst}, {DNNL_ARG_DST_ITER, hT}, {DNNL_ARG_DST_ITER_C, cT},
+      {DNNL_ARG_WORKSPACE, ws}};
+  std::unordered_map<int, memory> bwd_args{
+      {DNNL_ARG_SRC_LAYER, src}, {DNNL_ARG_SRC_ITER, h0}, {DNNL_ARG_SRC_ITER_C, c0},
+      {DNNL_ARG_WEIGHTS_LAYER, in_layout(user_wl, bpd.weights_layer_desc(), l.eng, l.s)},
+      {DNNL_ARG_WEIGHTS_ITER, in_layout(user_wi, bpd.weights_iter_desc(), l.eng, l.s)},
+      {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST_LAYER, dst}, {DNNL_ARG_DST_ITER, hT}, {DNNL_ARG_DST_ITER_C, cT},
+      {DNNL_ARG_WORKSPACE, ws},
+      {DNNL_ARG_DIFF_SRC_LAYER, memory(bpd.diff_src_layer_desc(), l.eng)},
+      {DNNL_ARG_DIFF_SRC_ITER, memory(bpd.diff_src_iter_desc(), l.eng)},
+      {DNNL_ARG_DIFF_SRC_ITER_C, memory(bpd.diff_src_iter_c_desc(), l.eng)},
+      {DNNL_ARG_DIFF_WEIGHTS_LAYER, filled(bpd.diff_weights_layer_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_DIFF_WEIGHTS_ITER, filled(bpd.diff_weights_iter_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_DIFF_BIAS, filled(bpd.diff_bias_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_DIFF_DST_LAYER, filled(bpd.diff_dst_layer_desc(), l.eng, 0.01f)},
+      {DNNL_ARG_DIFF_DST_ITER, filled(bpd.diff_dst_iter_desc(), l.eng, 0.0f)},
+      {DNNL_ARG_DIFF_DST_ITER_C, filled(bpd.diff_dst_iter_c_desc(), l.eng, 0.0f)}};
+  dnnl::lstm_forward fwd(fpd);
+  dnnl::lstm_backward bwd(bpd);
+  for (auto _ : state) {
+    fwd.execute(l.s, fwd_args);
+    bwd.execute(l.s, bwd_args);
+    l.s.wait();
+  }
+  counters(state, w, 3.0 * bench::forward_flops(w, bench::lengths_of(w)));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  for (const Workload& w : bench::kWorkloads)
+    benchmark::RegisterBenchmark((std::string("onednn/forward/") + w.name).c_str(), BM_Forward, w)
+        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (const Workload& w : bench::kWorkloads)
+    benchmark::RegisterBenchmark((std::string("onednn/train/") + w.name).c_str(), BM_Train, w)
+        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
