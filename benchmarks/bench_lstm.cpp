@@ -6,12 +6,14 @@
 // weight gradients); sequences is rows processed per second.
 //
 //   dynrnn_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+//   dynrnn_benchmarks --workloads-json      # the workloads and their lengths, for peers
 #include "workloads.hpp"
 
 #include <dynrnn/dynrnn.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -86,9 +88,26 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
   set_counters(state, w, 3.0 * bench::forward_flops(w, lengths));
 }
 
+// Prints the workloads, lengths included, as JSON lines for peers written in other languages.
+void print_workloads() {
+  for (const Workload& w : bench::kWorkloads) {
+    std::printf("{\"name\": \"%s\", \"input\": %lld, \"hidden\": %lld, \"batch\": %lld, \"max_time\": %lld, "
+                "\"lengths\": [",
+                w.name, static_cast<long long>(w.input), static_cast<long long>(w.hidden),
+                static_cast<long long>(w.batch), static_cast<long long>(w.max_time));
+    const auto lengths = bench::lengths_of(w);
+    for (std::size_t b = 0; b < lengths.size(); ++b) std::printf("%s%d", b ? ", " : "", lengths[b]);
+    std::printf("]}\n");
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--workloads-json") {
+    print_workloads();
+    return 0;
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   // Arg: threads (dynrnn::set_num_threads; more than 1 needs a build with OpenMP).

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Joins the benchmark results of one compare.sh run into one table.
+
+    compare.py OUT_DIR
+
+OUT_DIR holds dynrnn.json, gemm.json and, when they ran, onednn.json (Google Benchmark
+JSON with aggregates) and pytorch.jsonl (benchmarks/peers/pytorch_lstm.py), plus
+workloads.jsonl. Prints a Markdown table: workload x kind x threads x system, with the
+median ms per step, useful GFLOP/s (valid steps only), time relative to dynrnn (above 1:
+dynrnn is faster) and the share of the machine's GEMM peak at the same thread count.
+"""
+import json
+import os
+import sys
+
+
+def load_benchmark(path):
+    """{(system, kind, workload, threads): median ms} from Google Benchmark JSON."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        data = json.load(f)
+    for b in data["benchmarks"]:
+        if b.get("aggregate_name", "median") != "median":
+            continue
+        parts = b["run_name"].split("/")
+        threads = int(parts[3].split(":")[1])
+        scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b["time_unit"]]
+        out[(parts[0], parts[1], parts[2], threads)] = b["real_time"] * scale
+    return out
+
+
+def main():
+    d = sys.argv[1]
+    workloads = {}
+    with open(os.path.join(d, "workloads.jsonl")) as f:
+        for line in f:
+            w = json.loads(line)
+            steps = sum(w["lengths"])
+            workloads[w["name"]] = 2.0 * (w["input"] + w["hidden"]) * 4 * w["hidden"] * steps
+
+    times = load_benchmark(os.path.join(d, "dynrnn.json"))
+    times.update(load_benchmark(os.path.join(d, "onednn.json")))
+    settings = {}
+    path = os.path.join(d, "pytorch.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                r = json.loads(line)
+                system = "pytorch-" + r["mode"]
+                times[(system, r["kind"], r["workload"], r["threads"])] = r["ms"]
+                settings[(system, r["kind"], r["workload"], r["threads"])] = r["setting"]
+
+    peak = {}  # threads -> best GEMM GFLOP/s at 2048^3
+    with open(os.path.join(d, "gemm.json")) as f:
+        for b in json.load(f)["benchmarks"]:
+            if b.get("aggregate_name", "median") == "median" and "/2048/" in b["run_name"]:
+                threads = int(b["run_name"].split("/")[3].split(":")[1])
+                peak[threads] = max(peak.get(threads, 0.0), b["GFLOP"])
+
+    print("| workload | kind | threads | system | ms/step | GFLOP/s | time / dynrnn | % GEMM peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    order = ["dynrnn", "onednn", "pytorch-padded", "pytorch-packed"]
+    for name in workloads:
+        for kind in ("train", "forward"):
+            for threads in (1, 2):
+                base = times.get(("dynrnn", kind, name, threads))
+                for system in order:
+                    ms = times.get((system, kind, name, threads))
+                    if ms is None:
+                        continue
+                    flops = workloads[name] * (3 if kind == "train" else 1)
+                    gflops = flops / (ms * 1e-3) * 1e-9
+                    ratio = "%.2f" % (ms / base) if base else "-"
+                    share = "%.0f%%" % (100 * gflops / peak[threads]) if threads in peak else "-"
+                    label = system
+                    if (system, kind, name, threads) in settings:
+                        label += " (%s)" % settings[(system, kind, name, threads)]
+                    print("| %s | %s | %d | %s | %.3g | %.1f | %s | %s |"
+                          % (name, kind, threads, label, ms, gflops, ratio, share))
+    print()
+    print("GEMM peak (best of Eigen and OpenBLAS, 2048^3, median): "
+          + ", ".join("%d thread(s) %.0f GFLOP/s" % (t, p) for t, p in sorted(peak.items())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+// Single-precision GEMM throughput on this machine: the ceiling every LSTM figure is
+// measured against. C = A·B, row-major, at 2048³ and at the LSTM workloads' own shapes
+// (the per-step recurrent product B x H · H x 4H and the input projection).
+// Backends: Eigen (as dynrnn uses it), and OpenBLAS when the build found it.
+//
+//   gemm_peak_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include "workloads.hpp"
+
+#include <dynrnn/core/gemm.hpp>
+#include <dynrnn/core/parallel.hpp>
+
+#include <benchmark/benchmark.h>
+
+#ifdef DYNRNN_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+#include <string>
+
+namespace {
+
+using Mat = dynrnn::Matrix<float>;
+
+struct Shape {
+  std::string name;
+  dynrnn::Index m, n, k;
+};
+
+void counters(benchmark::State& state, const Shape& s) {
+  state.counters["GFLOP"] = benchmark::Counter(2e-9 * double(s.m) * double(s.n) * double(s.k),
+                                               benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_Eigen(benchmark::State& state, const Shape& s) {
+  dynrnn::set_num_threads(int(state.range(0)));
+  const Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n);
+  Mat c(s.m, s.n);
+  dynrnn::Gemm<float> gemm;
+  for (auto _ : state) {
+    gemm(c, a, dynrnn::Op::N, b, dynrnn::Op::N);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  counters(state, s);
+}
+
+#ifdef DYNRNN_HAVE_OPENBLAS
+void BM_OpenBLAS(benchmark::State& state, const Shape& s) {
+  openblas_set_num_threads(int(state.range(0)));
+  const Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n);
+  Mat c(s.m, s.n);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(s.m), int(s.n), int(s.k), 1.0f, a.data(), int(s.k),
+                b.data(), int(s.n), 0.0f, c.data(), int(s.n));
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  counters(state, s);
+}
+#endif
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  std::vector<Shape> shapes = {{"2048", 2048, 2048, 2048}};
+  for (const auto& w : bench::kWorkloads) {
+    if (std::string(w.name) == "M-var") continue;  // same shapes as M
+    shapes.push_back({std::string("recurrent-") + w.name, w.batch, 4 * w.hidden, w.hidden});
+    shapes.push_back({std::string("input-") + w.name, w.batch * w.max_time, 4 * w.hidden, w.input});
+  }
+  for (const auto& s : shapes) {
+    benchmark::RegisterBenchmark(("gemm/eigen/" + s.name).c_str(), BM_Eigen, s)
+        ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+#ifdef DYNRNN_HAVE_OPENBLAS
+    benchmark::RegisterBenchmark(("gemm/openblas/" + s.name).c_str(), BM_OpenBLAS, s)
+        ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+#endif
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
