@@ -99,7 +99,7 @@ struct LSTMCache {
   Matrix<Scalar> h;       ///< (P, H)  h_t, the outputs.
   Matrix<Scalar> c0;      ///< (B, H)  initial c, sorted order.
   Gemm<Scalar> input_gemm;      ///< Packing buffers of the input projection.
-  Gemm<Scalar> recurrent_gemm;  ///< Packing buffers of the per-step h_{t-1} · W_h.
+  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass for h_{t-1} · W_h.
 };
 
 /// \brief Scratch space of LSTMCell::backward, kept between calls so that they allocate nothing.
@@ -107,7 +107,7 @@ struct LSTMCache {
 template <class Scalar>
 struct LSTMBackwardWorkspace {
   Matrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
-  Gemm<Scalar> recurrent_gemm;  ///< dgates_t · W_hᵀ inside the loop.
+  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
   Gemm<Scalar> weight_gemm;     ///< [x, h_prev]ᵀ · dgates after the loop.
   Gemm<Scalar> input_gemm;      ///< dgates · W_xᵀ after the loop.
 };
@@ -197,12 +197,12 @@ class LSTMCell {
     cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N);
     cache.gates.rowwise() += bias_.transpose();
 
-    const auto W_h = kernel_.bottomRows(H);  // (H, 4H)
-    if (s.steps > 0) cache.h_prev.topRows(s.active[0]) = s0.h.topRows(s.active[0]);
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows);  // W_h, (H, 4H)
+    if (s.steps > 0) cache.h_prev.topRows(rows) = s0.h.topRows(rows);
     for (Index t = 0; t < s.steps; ++t) {
       const Index n = s.active[t], o = s.offset[t];
-      cache.recurrent_gemm(cache.gates.middleRows(o, n), cache.h_prev.middleRows(o, n), Op::N, W_h, Op::N,
-                           Scalar(1), Scalar(1));
+      cache.recurrent_gemm(cache.gates.middleRows(o, n), cache.h_prev.middleRows(o, n), Scalar(1), Scalar(1));
       // c_{t-1} of the n continuing rows: the first n rows of the previous step's block.
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       detail::for_each_row(n, n * H >= kParallelElements, [&](Index r) {  // one pass over the four gates
@@ -252,7 +252,7 @@ class LSTMCell {
     // time. A row joins the recursion at its last step, carrying its final-state gradient.
     auto& dh_next = dstate.h;
     auto& dc_next = dstate.c;
-    const auto W_h = kernel_.bottomRows(H);  // (H, 4H)
+    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, s.steps > 0 ? s.active[0] : 0);  // W_hᵀ
 
     for (Index t = s.steps - 1; t >= 0; --t) {
       const Index n = s.active[t], o = s.offset[t];
@@ -275,7 +275,7 @@ class LSTMCell {
         dc_t *= f;
       });
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm(dh_next.topRows(n), ws.dgates.middleRows(o, n), Op::N, W_h, Op::T);
+      ws.recurrent_gemm(dh_next.topRows(n), ws.dgates.middleRows(o, n));
     }
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
