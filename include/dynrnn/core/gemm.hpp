@@ -11,6 +11,11 @@
 // is stable within Eigen 3.4; for other versions Gemm falls back to the public
 // expression API.
 //
+// Backends: define DYNRNN_GEMM_OPENBLAS (and link OpenBLAS) or DYNRNN_GEMM_ONEDNN (and link
+// oneDNN) to hand the products to cblas_?gemm or dnnl_sgemm instead of Eigen's kernel; Eigen
+// stays in charge of double under oneDNN, which has no double GEMM. Those libraries bring
+// their own threads and packing, so PackedRightGemm then simply calls them at every step.
+//
 // Threads (parallel.hpp): compiled with OpenMP, a product large enough to share is split into
 // blocks of columns (or of rows) and the blocks run in parallel, each thread
 // with packing buffers of its own. Every thread blocks the inner dimension the
@@ -25,7 +30,18 @@
 
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 #include <vector>
+
+#if defined(DYNRNN_GEMM_OPENBLAS) && defined(DYNRNN_GEMM_ONEDNN)
+#error "dynrnn: define at most one of DYNRNN_GEMM_OPENBLAS and DYNRNN_GEMM_ONEDNN"
+#endif
+#ifdef DYNRNN_GEMM_OPENBLAS
+#include <cblas.h>
+#endif
+#ifdef DYNRNN_GEMM_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#endif
 
 namespace dynrnn {
 
@@ -34,6 +50,43 @@ enum class Op {
   N,  ///< as stored
   T,  ///< transposed
 };
+
+namespace detail {
+
+/// True when products of `Scalar` go to an external library rather than Eigen's kernel.
+template <class Scalar>
+constexpr bool external_gemm() {
+#if defined(DYNRNN_GEMM_OPENBLAS)
+  return std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
+#elif defined(DYNRNN_GEMM_ONEDNN)
+  return std::is_same_v<Scalar, float>;
+#else
+  return false;
+#endif
+}
+
+/// C += alpha·op(A)·op(B) through the external library; row-major, leading dimensions given.
+template <class Scalar>
+void external_gemm(Op op_a, Op op_b, Index M, Index N, Index K, Scalar alpha, const Scalar* a, Index lda,
+                   const Scalar* b, Index ldb, Scalar* c, Index ldc) {
+#if defined(DYNRNN_GEMM_OPENBLAS)
+  const auto ta = op_a == Op::N ? CblasNoTrans : CblasTrans, tb = op_b == Op::N ? CblasNoTrans : CblasTrans;
+  if constexpr (std::is_same_v<Scalar, float>)
+    cblas_sgemm(CblasRowMajor, ta, tb, blasint(M), blasint(N), blasint(K), alpha, a, blasint(lda), b, blasint(ldb),
+                1.0f, c, blasint(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, blasint(M), blasint(N), blasint(K), alpha, a, blasint(lda), b, blasint(ldb),
+                1.0, c, blasint(ldc));
+#elif defined(DYNRNN_GEMM_ONEDNN)
+  if constexpr (std::is_same_v<Scalar, float>)
+    dnnl_sgemm(op_a == Op::N ? 'N' : 'T', op_b == Op::N ? 'N' : 'T', M, N, K, alpha, a, lda, b, ldb, 1.0f, c, ldc);
+#else
+  (void)op_a, (void)op_b, (void)M, (void)N, (void)K, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)c,
+      (void)ldc;
+#endif
+}
+
+}  // namespace detail
 
 /// \brief A reusable GEMM context: computes `C = alpha·op(A)·op(B) + beta·C` on row-major
 /// blocks without allocating once it has been used with the largest shape it will see.
@@ -65,7 +118,12 @@ class Gemm {
     else if (beta != Scalar(1))
       C *= beta;
     if (K == 0) return;
-    dispatch(C, A, op_a, B, op_b, M, N, K, alpha);
+    if constexpr (detail::external_gemm<Scalar>()) {
+      detail::external_gemm(op_a, op_b, M, N, K, alpha, A.data(), A.outerStride(), B.data(), B.outerStride(),
+                            C.data(), C.outerStride());
+    } else {
+      dispatch(C, A, op_a, B, op_b, M, N, K, alpha);
+    }
   }
 
  private:
@@ -199,6 +257,12 @@ class PackedRightGemm {
   void pack(const ConstMatrixRef& W, Op op, Index max_rows) {
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
+    if constexpr (detail::external_gemm<Scalar>()) {  // the library packs at every call
+      w_data_ = W.data();
+      w_stride_ = W.outerStride();
+      w_op_ = op;
+      return;
+    }
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
     // In Eigen's column-major terms Cᵀ = op(W)ᵀ · Aᵀ: op(W)ᵀ is the packed left operand.
     Index kc = K_, mc = N_, nc = std::max<Index>(max_rows, 1);
@@ -264,6 +328,11 @@ class PackedRightGemm {
     else if (beta != Scalar(1))
       C *= beta;
     if (K_ == 0) return;
+    if constexpr (detail::external_gemm<Scalar>()) {
+      detail::external_gemm(Op::N, w_op_, n, N_, K_, alpha, A.data(), A.outerStride(), w_data_, w_stride_, C.data(),
+                            C.outerStride());
+      return;
+    }
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
     eigen_assert(n <= max_rows_);
     // Pack Aᵀ (K, n), the column-major view of row-major A, once per k block.
@@ -317,6 +386,9 @@ class PackedRightGemm {
   Matrix<Scalar> w_;
 #endif
   Index K_ = 0, N_ = 0;
+  const Scalar* w_data_ = nullptr;  // external backends: W as given to pack()
+  Index w_stride_ = 0;
+  Op w_op_ = Op::N;
 };
 
 }  // namespace dynrnn

@@ -10,18 +10,25 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#ifdef DYNRNN_GEMM_OPENBLAS
+#include <cblas.h>
+#endif
 
 namespace dynrnn {
 
 /// \brief Sets how many threads dynrnn's products and elementwise loops may use (OpenMP's
-/// omp_set_num_threads). Without OpenMP dynrnn runs on one thread and this does nothing.
+/// omp_set_num_threads, and OpenBLAS's own pool under DYNRNN_GEMM_OPENBLAS). Without OpenMP
+/// dynrnn's own loops run on one thread.
 /// \param threads at least 1.
 inline void set_num_threads(int threads) {
+  threads = threads < 1 ? 1 : threads;
 #ifdef _OPENMP
-  omp_set_num_threads(threads < 1 ? 1 : threads);
-#else
-  (void)threads;
+  omp_set_num_threads(threads);
 #endif
+#ifdef DYNRNN_GEMM_OPENBLAS
+  openblas_set_num_threads(threads);
+#endif
+  (void)threads;
 }
 
 /// \brief How many threads dynrnn may use: 1 without OpenMP or inside a parallel region.
