@@ -1,7 +1,8 @@
 // Single-precision GEMM throughput on this machine: the ceiling every LSTM figure is
 // measured against. C = A·B, row-major, at 2048³ and at the LSTM workloads' own shapes
 // (the per-step recurrent product B x H · H x 4H and the input projection).
-// Backends: Eigen (as dynrnn uses it), and OpenBLAS when the build found it.
+// Backends: Eigen (as dynrnn uses it), OpenBLAS and oneDNN's dnnl_sgemm when the build
+// found them.
 //
 //   gemm_peak_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include "workloads.hpp"
@@ -13,6 +14,9 @@
 
 #ifdef DYNRNN_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
+#ifdef DYNRNN_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 #include <string>
@@ -59,6 +63,20 @@ void BM_OpenBLAS(benchmark::State& state, const Shape& s) {
 }
 #endif
 
+#ifdef DYNRNN_HAVE_ONEDNN
+void BM_OneDNN(benchmark::State& state, const Shape& s) {
+  dynrnn::set_num_threads(int(state.range(0)));
+  const Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n);
+  Mat c(s.m, s.n);
+  for (auto _ : state) {
+    dnnl_sgemm('N', 'N', s.m, s.n, s.k, 1.0f, a.data(), s.k, b.data(), s.n, 0.0f, c.data(), s.n);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  counters(state, s);
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -75,6 +93,10 @@ int main(int argc, char** argv) {
         ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 #ifdef DYNRNN_HAVE_OPENBLAS
     benchmark::RegisterBenchmark(("gemm/openblas/" + s.name).c_str(), BM_OpenBLAS, s)
+        ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+#endif
+#ifdef DYNRNN_HAVE_ONEDNN
+    benchmark::RegisterBenchmark(("gemm/onednn/" + s.name).c_str(), BM_OneDNN, s)
         ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 #endif
   }
