@@ -29,6 +29,7 @@
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -198,30 +199,39 @@ class LSTMCell {
     cache.gates.rowwise() += bias_.transpose();
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows);  // W_h, (H, 4H)
+    const int threads = loop_threads(rows);
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows, threads);  // W_h, (H, 4H)
     if (s.steps > 0) cache.h_prev.topRows(rows) = s0.h.topRows(rows);
-    for (Index t = 0; t < s.steps; ++t) {
-      const Index n = s.active[t], o = s.offset[t];
-      cache.recurrent_gemm(cache.gates.middleRows(o, n), cache.h_prev.middleRows(o, n), Scalar(1), Scalar(1));
-      // c_{t-1} of the n continuing rows: the first n rows of the previous step's block.
-      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      detail::for_each_row(n, n * H >= kParallelElements, [&](Index r) {  // one pass over the four gates
-        Scalar* g = cache.gates.row(o + r).data();
-        Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-        Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
-        i = i.logistic();
-        j = j.tanh();
-        f = (f + forget_bias_).logistic();
-        og = og.logistic();
-        c = f * ConstArray(c_prev + r * H, H) + i * j;
-        tc = c.tanh();
-        Array(cache.h.row(o + r).data(), H) = og * tc;
-      });
-      if (t + 1 < s.steps) {
-        const Index next = s.active[t + 1];
-        cache.h_prev.middleRows(s.offset[t + 1], next) = cache.h.middleRows(o, next);
+    detail::parallel_region(threads, [&](int thread, int team) {
+      for (Index t = 0; t < s.steps; ++t) {
+        const Index n = s.active[t], o = s.offset[t];
+        const auto [r0, r1] = detail::share_of(n, thread, team, PackedRightGemm<Scalar>::kRowGranule);
+        if (r0 < r1) {
+          cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
+                                    Scalar(1), Scalar(1), thread);
+          // c_{t-1} of the continuing rows: the first rows of the previous step's block.
+          const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+          for (Index r = r0; r < r1; ++r) {  // one pass over the four gates of each row
+            Scalar* g = cache.gates.row(o + r).data();
+            Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
+            Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
+            i = i.logistic();
+            j = j.tanh();
+            f = (f + forget_bias_).logistic();
+            og = og.logistic();
+            c = f * ConstArray(c_prev + r * H, H) + i * j;
+            tc = c.tanh();
+            Array(cache.h.row(o + r).data(), H) = og * tc;
+          }
+          if (t + 1 < s.steps) {  // h_t of the rows that go on feeds step t + 1
+            const Index end = std::min(r1, s.active[t + 1]);
+            if (r0 < end)
+              cache.h_prev.middleRows(s.offset[t + 1] + r0, end - r0) = cache.h.middleRows(o + r0, end - r0);
+          }
+        }
+        detail::barrier();  // a row may belong to another thread at the next step
       }
-    }
+    });
 
     // A row's final state is its state at its last valid step; rows of length 0 keep s0.
     final.zip(s0, [](Matrix<Scalar>& dst, const Matrix<Scalar>& src) { dst = src; });
@@ -252,31 +262,40 @@ class LSTMCell {
     // time. A row joins the recursion at its last step, carrying its final-state gradient.
     auto& dh_next = dstate.h;
     auto& dc_next = dstate.c;
-    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, s.steps > 0 ? s.active[0] : 0);  // W_hᵀ
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    const int threads = loop_threads(rows);
+    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, rows, threads);  // W_hᵀ, (4H, H)
 
-    for (Index t = s.steps - 1; t >= 0; --t) {
-      const Index n = s.active[t], o = s.offset[t];
-      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      detail::for_each_row(n, n * H >= kParallelElements, [&](Index r) {
-        const Scalar* g = cache.gates.row(o + r).data();
-        const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-        const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
-        Array dh_t(dh_next.row(r).data(), H), dc_t(dc_next.row(r).data(), H);  // become totals
-        Scalar* dg = ws.dgates.row(o + r).data();
+    detail::parallel_region(threads, [&](int thread, int team) {
+      for (Index t = s.steps - 1; t >= 0; --t) {
+        const Index n = s.active[t], o = s.offset[t];
+        const auto [r0, r1] = detail::share_of(n, thread, team, PackedRightGemm<Scalar>::kRowGranule);
+        if (r0 < r1) {
+          const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+          for (Index r = r0; r < r1; ++r) {
+            const Scalar* g = cache.gates.row(o + r).data();
+            const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
+            const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
+            Array dh_t(dh_next.row(r).data(), H), dc_t(dc_next.row(r).data(), H);  // become totals
+            Scalar* dg = ws.dgates.row(o + r).data();
 
-        dh_t += ConstArray(dh.row(o + r).data(), H);
-        // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
-        dc_t += dh_t * og * (Scalar(1) - tc.square());
-        Array(dg, H) = dc_t * j * i * (Scalar(1) - i);
-        Array(dg + H, H) = dc_t * i * (Scalar(1) - j.square());
-        Array(dg + 2 * H, H) = dc_t * ConstArray(c_prev + r * H, H) * f * (Scalar(1) - f);
-        Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
-        // dc flows into c_{t-1} through the forget gate.
-        dc_t *= f;
-      });
-      // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm(dh_next.topRows(n), ws.dgates.middleRows(o, n));
-    }
+            dh_t += ConstArray(dh.row(o + r).data(), H);
+            // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
+            dc_t += dh_t * og * (Scalar(1) - tc.square());
+            Array(dg, H) = dc_t * j * i * (Scalar(1) - i);
+            Array(dg + H, H) = dc_t * i * (Scalar(1) - j.square());
+            Array(dg + 2 * H, H) = dc_t * ConstArray(c_prev + r * H, H) * f * (Scalar(1) - f);
+            Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
+            // dc flows into c_{t-1} through the forget gate.
+            dc_t *= f;
+          }
+          // dh flows into h_{t-1} through W_h.
+          ws.recurrent_gemm.rows(dh_next.middleRows(r0, r1 - r0), ws.dgates.middleRows(o + r0, r1 - r0), Scalar(1),
+                                 Scalar(0), thread);
+        }
+        detail::barrier();  // a row may belong to another thread at the previous step
+      }
+    });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
     ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
@@ -287,8 +306,16 @@ class LSTMCell {
   }
 
  private:
-  // Per-step elementwise work below this many (row, unit) pairs runs on one thread.
-  static constexpr Index kParallelElements = 1 << 14;
+  // The time loop runs on several threads when a step's recurrent product has at least this
+  // many multiply-adds, and every thread gets a few rows.
+  static constexpr double kParallelStepWork = 1 << 18;
+
+  int loop_threads(Index rows) const {
+    const double work = double(rows) * double(hidden_size_) * double(4 * hidden_size_);
+    const int max = max_threads();
+    if (max <= 1 || work < kParallelStepWork) return 1;
+    return int(std::max<Index>(1, std::min<Index>(max, rows / 8)));
+  }
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;             // one gate of one row
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
 

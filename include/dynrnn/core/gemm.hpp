@@ -252,9 +252,9 @@ class PackedRightGemm {
   using MatrixRef = Eigen::Ref<Matrix<Scalar>>;             ///< Writable row-major block.
   using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;  ///< Read-only row-major block.
 
-  /// \brief Packs op(W), (K, N), for products with up to `max_rows` rows on the left.
-  /// Allocates only when the sizes grow.
-  void pack(const ConstMatrixRef& W, Op op, Index max_rows) {
+  /// \brief Packs op(W), (K, N), for products with up to `max_rows` rows on the left, made
+  /// by up to `slots` threads at once (see rows()). Allocates only when the sizes grow.
+  void pack(const ConstMatrixRef& W, Op op, Index max_rows, int slots = 1) {
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
     if constexpr (detail::external_gemm<Scalar>()) {  // the library packs at every call
@@ -267,15 +267,6 @@ class PackedRightGemm {
     // In Eigen's column-major terms Cᵀ = op(W)ᵀ · Aᵀ: op(W)ᵀ is the packed left operand.
     Index kc = K_, mc = N_, nc = std::max<Index>(max_rows, 1);
     Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1>(kc, mc, nc, Index(1));
-    // Rows of Cᵀ are shared out between threads by blocks of mc: make the number of blocks a
-    // multiple of the thread count and the blocks about equal, in whole micro-kernel heights.
-    // Blocks up to twice Eigen's cache-derived size measured faster here than more, smaller
-    // ones (M forward at 2 threads: 16.4 ms with 2 blocks of 528 rows, 19.7 with 4 of 264).
-    const Index threads = max_threads();
-    if (threads > 1 && N_ >= threads * kPanel) {
-      const Index blocks = std::max(threads, ((N_ + 2 * mc - 1) / (2 * mc) + threads - 1) / threads * threads);
-      mc = ((N_ + blocks - 1) / blocks + kPanel - 1) / kPanel * kPanel;
-    }
     kc_ = kc;
     mc_ = mc;
     // Every packed block starts on a 64-byte boundary: the kernel reads them with aligned loads.
@@ -294,7 +285,8 @@ class PackedRightGemm {
       x_offset_[std::size_t(b)] = size;
       size += aligned((std::min(k2 + kc_, K_) - k2) * std::max<Index>(max_rows, 1));
     }
-    packed_x_.resize(size + kPadding);
+    packed_x_.resize(slots);
+    for (auto& buffer : packed_x_) buffer.resize(size + kPadding);
     max_rows_ = max_rows;
 
     for (Index i2 = 0, b = 0; i2 < N_; i2 += mc_) {
@@ -320,6 +312,14 @@ class PackedRightGemm {
   /// \brief `C = alpha·A·op(W) + beta·C` with the packed `W`; A is (n, K), C is (n, N),
   /// n at most the `max_rows` given to pack().
   void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0)) {
+    rows(C, A, alpha, beta, 0);
+  }
+
+  /// \brief operator() for one thread's rows: threads with distinct `slot`s (less than the
+  /// `slots` given to pack()) may call this at the same time on disjoint rows of C. Each row
+  /// of C is summed in the same order whichever rows are multiplied together, as long as
+  /// every call but the one holding the last row starts and ends on a multiple of kRowGranule.
+  void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, int slot) {
     eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());
     const Index n = A.rows();
     if (n == 0 || N_ == 0) return;
@@ -329,41 +329,42 @@ class PackedRightGemm {
       C *= beta;
     if (K_ == 0) return;
     if constexpr (detail::external_gemm<Scalar>()) {
+      (void)slot;
       detail::external_gemm(Op::N, w_op_, n, N_, K_, alpha, A.data(), A.outerStride(), w_data_, w_stride_, C.data(),
                             C.outerStride());
       return;
     }
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-    eigen_assert(n <= max_rows_);
+    eigen_assert(n <= max_rows_ && slot < int(packed_x_.size()));
+    Scalar* packed_x = packed_x_[std::size_t(slot)].data();
     // Pack Aᵀ (K, n), the column-major view of row-major A, once per k block.
     const Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor> rhs(A.data(), A.outerStride());
     for (Index k2 = 0, b = 0; k2 < K_; k2 += kc_, ++b)
-      PackRhs()(packed_x_.data() + x_offset_[std::size_t(b)], rhs.getSubMapper(k2, 0), std::min(k2 + kc_, K_) - k2, n);
+      PackRhs()(packed_x + x_offset_[std::size_t(b)], rhs.getSubMapper(k2, 0), std::min(k2 + kc_, K_) - k2, n);
     const ResMapper res(C.data(), C.outerStride());
-    const Index blocks_i = (N_ + mc_ - 1) / mc_, blocks_k = (K_ + kc_ - 1) / kc_;
-    // Blocks of rows of Cᵀ (columns of C) are independent: each thread takes whole blocks and
-    // sums over k in the same order as one thread would.
-    detail::for_each_row(blocks_i, blocks_i > 1 && double(N_) * double(K_) * double(n) >= kParallelWork,
-                         [&](Index ib) {
-                           const Index i2 = ib * mc_, actual_mc = std::min(i2 + mc_, N_) - i2;
-                           for (Index k2 = 0, kb = 0; k2 < K_; k2 += kc_, ++kb)
-                             Gebp()(res.getSubMapper(i2, 0),
-                                    packed_w_.data() + w_offset_[std::size_t(ib * blocks_k + kb)],
-                                    packed_x_.data() + x_offset_[std::size_t(kb)], actual_mc,
-                                    std::min(k2 + kc_, K_) - k2, n, alpha);
-                         });
+    const Index blocks_k = (K_ + kc_ - 1) / kc_;
+    for (Index i2 = 0, ib = 0; i2 < N_; i2 += mc_, ++ib) {
+      const Index actual_mc = std::min(i2 + mc_, N_) - i2;
+      for (Index k2 = 0, kb = 0; k2 < K_; k2 += kc_, ++kb)
+        Gebp()(res.getSubMapper(i2, 0), packed_w_.data() + w_offset_[std::size_t(ib * blocks_k + kb)],
+               packed_x + x_offset_[std::size_t(kb)], actual_mc, std::min(k2 + kc_, K_) - k2, n, alpha);
+    }
 #else
+    (void)slot;
     C.noalias() += alpha * A * w_;
 #endif
   }
 
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+  /// \brief Rows of C go through the kernel in panels of this many (Eigen's nr).
+  static constexpr Index kRowGranule = Eigen::internal::gebp_traits<Scalar, Scalar>::nr;
+#else
+  static constexpr Index kRowGranule = 1;  ///< \copydoc kRowGranule
+#endif
+
  private:
-  static constexpr double kParallelWork = 1 << 18;
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
   using Traits = Eigen::internal::gebp_traits<Scalar, Scalar>;
-  // Block boundaries stay on multiples of the micro-kernel height, so that each row of Cᵀ
-  // goes through the same kernel path for any thread count (and so sums the same way).
-  static constexpr Index kPanel = Traits::mr;
   static constexpr Index kPadding = 64;           // slack the packing routines may touch
   template <int Order>
   using PackLhs = Eigen::internal::gemm_pack_lhs<Scalar, Index,
@@ -379,7 +380,7 @@ class PackedRightGemm {
   static Index aligned(Index n) { return (n + 15) / 16 * 16; }  // in elements of 4 or 8 bytes
 
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W)ᵀ in (mc x kc) blocks
-  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_x_;  // Aᵀ in (kc x n) blocks
+  std::vector<Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> packed_x_;  // per slot: Aᵀ in (kc x n) blocks
   std::vector<Index> w_offset_, x_offset_;              // where each block starts
   Index kc_ = 0, mc_ = 0, max_rows_ = 0;
 #else

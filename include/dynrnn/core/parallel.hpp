@@ -7,6 +7,8 @@
 
 #include "types.hpp"
 
+#include <algorithm>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -57,6 +59,39 @@ void for_each_row(Index n, bool worth_it, F&& f) {
   (void)worth_it;
 #endif
   for (Index r = 0; r < n; ++r) f(r);
+}
+
+/// Runs f(thread, threads) once on each of `threads` threads (on the calling thread alone
+/// when threads is 1 or there is no OpenMP). f must not throw.
+template <class F>
+void parallel_region(int threads, F&& f) {
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    f(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  (void)threads;
+  f(0, 1);
+}
+
+/// Waits until every thread of the enclosing parallel_region() arrives; a no-op outside one.
+inline void barrier() {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+}
+
+/// Thread `thread`'s share [begin, end) of `n` items split `threads` ways, in whole multiples
+/// of `granule` (the last share takes the remainder).
+struct Share {
+  Index begin, end;
+};
+inline Share share_of(Index n, int thread, int threads, Index granule) {
+  const Index per = ((n + threads - 1) / threads + granule - 1) / granule * granule;
+  const Index begin = std::min(n, per * thread);
+  return {begin, std::min(n, begin + per)};
 }
 
 }  // namespace detail
