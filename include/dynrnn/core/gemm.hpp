@@ -86,6 +86,15 @@ void external_gemm(Op op_a, Op op_b, Index M, Index N, Index K, Scalar alpha, co
 #endif
 }
 
+/// C = beta·C, the part of C = alpha·A·B + beta·C done before the product accumulates.
+template <class Scalar>
+void scale(Eigen::Ref<Matrix<Scalar>>& C, Scalar beta) {
+  if (beta == Scalar(0))
+    C.setZero();  // not 0·C: C may hold NaN from an earlier use of the buffer
+  else if (beta != Scalar(1))
+    C *= beta;
+}
+
 }  // namespace detail
 
 /// \brief A reusable GEMM context: computes `C = alpha·op(A)·op(B) + beta·C` on row-major
@@ -113,10 +122,7 @@ class Gemm {
     eigen_assert((op_b == Op::N ? B.rows() : B.cols()) == K);
     eigen_assert((op_b == Op::N ? B.cols() : B.rows()) == N);
     if (M == 0 || N == 0) return;
-    if (beta == Scalar(0))
-      C.setZero();
-    else if (beta != Scalar(1))
-      C *= beta;
+    detail::scale(C, beta);
     if (K == 0) return;
     if constexpr (detail::external_gemm<Scalar>()) {
       detail::external_gemm(op_a, op_b, M, N, K, alpha, A.data(), A.outerStride(), B.data(), B.outerStride(),
@@ -323,10 +329,7 @@ class PackedRightGemm {
     eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());
     const Index n = A.rows();
     if (n == 0 || N_ == 0) return;
-    if (beta == Scalar(0))
-      C.setZero();
-    else if (beta != Scalar(1))
-      C *= beta;
+    detail::scale(C, beta);
     if (K_ == 0) return;
     if constexpr (detail::external_gemm<Scalar>()) {
       (void)slot;
