@@ -1,0 +1,88 @@
+// Gemm and PackedRightGemm against Eigen's own product expressions: every operand
+// orientation, odd shapes, alpha and beta, reuse across shapes, and row shares.
+#include "support.hpp"
+
+namespace dynrnn::test {
+namespace {
+
+template <class Scalar>
+class GemmTyped : public ::testing::Test {};
+TYPED_TEST_SUITE(GemmTyped, ScalarTypes, ScalarNames);
+
+// op(X) as a plain matrix.
+template <class Scalar>
+Matrix<Scalar> apply_op(const Matrix<Scalar>& x, Op op) {
+  return op == Op::N ? x : Matrix<Scalar>(x.transpose());
+}
+
+template <class Scalar>
+double max_abs(const Matrix<Scalar>& m) {
+  return m.size() ? double(m.cwiseAbs().maxCoeff()) : 0.0;
+}
+
+TYPED_TEST(GemmTyped, MatchesEigenForEveryOrientationAndShape) {
+  using Scalar = TypeParam;
+  Rng rng(41);
+  const Index shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {37, 29, 53}, {130, 70, 300}, {64, 1024, 256}};
+  Gemm<Scalar> gemm;  // one context for all shapes: buffers grow and are reused
+  for (const auto& shape : shapes) {
+    const Index M = shape[0], N = shape[1], K = shape[2];
+    for (Op op_a : {Op::N, Op::T})
+      for (Op op_b : {Op::N, Op::T})
+        for (double beta : {0.0, 1.0, -0.5}) {
+          const auto a = random_matrix<Scalar>(op_a == Op::N ? M : K, op_a == Op::N ? K : M, rng);
+          const auto b = random_matrix<Scalar>(op_b == Op::N ? K : N, op_b == Op::N ? N : K, rng);
+          Matrix<Scalar> c = random_matrix<Scalar>(M, N, rng);
+          const Matrix<Scalar> expected =
+              Scalar(1.5) * apply_op(a, op_a) * apply_op(b, op_b) + Scalar(beta) * c;
+          gemm(c, a, op_a, b, op_b, Scalar(1.5), Scalar(beta));
+          EXPECT_LE(max_abs<Scalar>(c - expected), tolerance<Scalar>() * double(K) * 4)
+              << M << "x" << N << "x" << K << " beta " << beta;
+        }
+  }
+}
+
+TYPED_TEST(GemmTyped, WritesIntoBlocksAndIgnoresOldValuesWhenBetaIsZero) {
+  using Scalar = TypeParam;
+  Rng rng(42);
+  Matrix<Scalar> c = Matrix<Scalar>::Constant(40, 50, std::numeric_limits<Scalar>::quiet_NaN());
+  const auto a = random_matrix<Scalar>(30, 20, rng), b = random_matrix<Scalar>(20, 25, rng);
+  Gemm<Scalar> gemm;
+  gemm(c.block(5, 10, 30, 25), a, Op::N, b, Op::N);
+  EXPECT_LE(max_abs<Scalar>(c.block(5, 10, 30, 25) - a * b), tolerance<Scalar>() * 80);
+  EXPECT_TRUE(std::isnan(c(0, 0)));  // outside the block: untouched
+  EXPECT_TRUE(std::isnan(c(35, 10)));
+}
+
+TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
+  using Scalar = TypeParam;
+  Rng rng(43);
+  const Index shapes[][2] = {{3, 5}, {17, 44}, {64, 256}, {256, 1024}, {700, 96}};  // K, N (700: several k blocks)
+  PackedRightGemm<Scalar> packed;
+  for (const auto& shape : shapes) {
+    const Index K = shape[0], N = shape[1], max_rows = 37;
+    for (Op op : {Op::N, Op::T}) {
+      const auto w = random_matrix<Scalar>(op == Op::N ? K : N, op == Op::N ? N : K, rng);
+      packed.pack(w, op, max_rows, 2);
+      const auto a = random_matrix<Scalar>(max_rows, K, rng);
+      Matrix<Scalar> c = random_matrix<Scalar>(max_rows, N, rng);
+      const Matrix<Scalar> expected = a * apply_op(w, op) + c;
+      Matrix<Scalar> whole = c;
+      packed(whole, a, Scalar(1), Scalar(1));
+      EXPECT_LE(max_abs<Scalar>(whole - expected), tolerance<Scalar>() * double(K) * 4) << K << "x" << N;
+      // Two shares of the rows, split on the kernel's row granule, as two threads would.
+      const Index split = PackedRightGemm<Scalar>::kRowGranule * 4;
+      Matrix<Scalar> shared = c;
+      packed.rows(shared.topRows(split), a.topRows(split), Scalar(1), Scalar(1), 0);
+      packed.rows(shared.bottomRows(max_rows - split), a.bottomRows(max_rows - split), Scalar(1), Scalar(1), 1);
+#if !defined(DYNRNN_GEMM_OPENBLAS) && !defined(DYNRNN_GEMM_ONEDNN)
+      EXPECT_TRUE(identical(shared, whole)) << K << "x" << N;
+#else
+      EXPECT_LE(max_abs<Scalar>(shared - whole), tolerance<Scalar>() * double(K) * 4);
+#endif
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dynrnn::test
