@@ -329,7 +329,7 @@ namespace {
 TEST(LSTMThreads, ResultsDoNotDependOnTheThreadCount) {
   // Shapes large enough that products and elementwise loops are split across threads.
   Rng rng(10);
-  const Index T = 4, B = 70, I = 40, H = 260;
+  const Index T = 8, B = 70, I = 40, H = 260;
   auto cell = random_cell<float>(I, H, rng);
   const auto x = random_tensor<float>(T, B, I, rng);
   const auto d_out = random_tensor<float>(T, B, H, rng);

@@ -126,5 +126,19 @@ TEST(RMSPropTest, AppliesWholeLayerGradients) {
   EXPECT_EQ(opt.slot_count(), 5u);
 }
 
+TEST(RMSPropTest, LargeParametersSplitAcrossThreadsFollowTheFormula) {
+  // 300 x 400 entries: updated in blocks of rows, on two threads when OpenMP is on.
+  Rng rng(22);
+  set_num_threads(2);
+  Matrix<double> theta = random_matrix<double>(300, 400, rng);
+  const Matrix<double> theta0 = theta;
+  const Matrix<double> g = random_matrix<double>(300, 400, rng);
+  RMSProp<double> opt(0.01);
+  opt.apply(theta, g);
+  set_num_threads(1);
+  const Matrix<double> expected = theta0.array() - 0.01 * g.array() / (0.9 + 0.1 * g.array().square() + 1e-10).sqrt();
+  EXPECT_LE((theta - expected).cwiseAbs().maxCoeff(), 1e-15);
+}
+
 }  // namespace
 }  // namespace dynrnn::test

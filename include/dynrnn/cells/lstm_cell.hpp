@@ -196,7 +196,8 @@ class LSTMCell {
 
     // Input projection for every valid (row, step) pair at once.
     cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N);
-    cache.gates.rowwise() += bias_.transpose();
+    detail::for_each_row(P, double(P) * double(4 * H) >= kParallelElementwise,
+                         [&](Index r) { cache.gates.row(r) += bias_.transpose(); });
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = loop_threads(rows);
@@ -300,7 +301,13 @@ class LSTMCell {
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
     ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
     ws.weight_gemm(grads.kernel.bottomRows(H), cache.h_prev, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
-    grads.bias += ws.dgates.colwise().sum().transpose();
+    // dbias: column sums of dgates, a block of columns per thread (each column summed in the
+    // same order whatever the split).
+    const Index chunks = std::max<Index>(1, 4 * H / kColumnChunk);
+    detail::for_each_row(chunks, double(P) * double(4 * H) >= kParallelElementwise, [&](Index k) {
+      const Index c0 = k * kColumnChunk, width = k + 1 == chunks ? 4 * H - c0 : kColumnChunk;
+      grads.bias.segment(c0, width) += ws.dgates.middleCols(c0, width).colwise().sum().transpose();
+    });
     dx.resize(P, input_size_);
     ws.input_gemm(dx, ws.dgates, Op::N, kernel_.topRows(input_size_), Op::T);
   }
@@ -309,6 +316,9 @@ class LSTMCell {
   // The time loop runs on several threads when a step's recurrent product has at least this
   // many multiply-adds, and every thread gets a few rows.
   static constexpr double kParallelStepWork = 1 << 18;
+  // Elementwise passes over whole packed matrices go parallel from this many entries.
+  static constexpr double kParallelElementwise = 1 << 18;
+  static constexpr Index kColumnChunk = 64;
 
   int loop_threads(Index rows) const {
     const double work = double(rows) * double(hidden_size_) * double(4 * hidden_size_);

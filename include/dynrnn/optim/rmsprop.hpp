@@ -18,8 +18,10 @@
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/parallel.hpp"
 #include "../core/types.hpp"
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -109,10 +111,36 @@ class RMSProp {
     using Map = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, order>>;
     const Index rows = param.rows(), cols = param.cols();
     Map ms(slot.ms.data(), rows, cols), mom(slot.mom.data(), rows, cols), mg(slot.mg.data(), rows, cols);
-    const auto g = grad.derived().array();
-    auto theta = param.derived().array();
-    const RMSPropOptions<Scalar>& o = options_;
+    // Elementwise, so large parameters are updated a block of rows per thread.
+    const Index chunk = std::max<Index>(1, kParallelChunk / std::max<Index>(cols, 1));
+    const Index chunks = (rows + chunk - 1) / chunk;
+    detail::for_each_row(chunks, chunks > 1, [&](Index k) {
+      const Index r0 = k * chunk, n = std::min(chunk, rows - r0);
+      update(param.derived().middleRows(r0, n).array(), grad.derived().middleRows(r0, n).array(),
+             ms.middleRows(r0, n), mom.middleRows(r0, n), mg.middleRows(r0, n));
+    });
+  }
 
+  /// \brief Updates every parameter of a layer or cell from a matching gradient struct, e.g.
+  /// an LSTMCell with dynamic_rnn_backward's result, or a Dense with DenseGradients.
+  template <class Layer, class Grads,
+            class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Layer>, Layer>>>
+  void apply(Layer& layer, const Grads& grads) {
+    visit_parameters(layer, grads, [this](auto& param, const auto& grad) { this->apply(param, grad); });
+  }
+
+  /// \brief Forgets all slots, as for a fresh optimiser.
+  void reset() { slots_.clear(); }
+  /// \brief Number of parameters with slots.
+  std::size_t slot_count() const { return slots_.size(); }
+
+ private:
+  static constexpr Index kParallelChunk = 1 << 16;  // entries per thread's block of rows
+
+  // One RMSProp update on matching blocks of parameter, gradient and slots.
+  template <class Theta, class G, class S>
+  void update(Theta theta, const G& g, S ms, S mom, S mg) const {
+    const RMSPropOptions<Scalar>& o = options_;
     ms = o.decay * ms + (Scalar(1) - o.decay) * g.square();
     if (o.centered) mg = o.decay * mg + (Scalar(1) - o.decay) * g;
     if (o.variant == RMSPropVariant::tensorflow) {
@@ -140,20 +168,6 @@ class RMSProp {
     }
   }
 
-  /// \brief Updates every parameter of a layer or cell from a matching gradient struct, e.g.
-  /// an LSTMCell with dynamic_rnn_backward's result, or a Dense with DenseGradients.
-  template <class Layer, class Grads,
-            class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Layer>, Layer>>>
-  void apply(Layer& layer, const Grads& grads) {
-    visit_parameters(layer, grads, [this](auto& param, const auto& grad) { this->apply(param, grad); });
-  }
-
-  /// \brief Forgets all slots, as for a fresh optimiser.
-  void reset() { slots_.clear(); }
-  /// \brief Number of parameters with slots.
-  std::size_t slot_count() const { return slots_.size(); }
-
- private:
   struct Slots {
     Index rows, cols;
     Eigen::Array<Scalar, Eigen::Dynamic, 1> ms, mom, mg;  // flat, in the parameter's storage order

@@ -21,6 +21,7 @@
 // contiguous block of rows.
 #pragma once
 
+#include "../core/parallel.hpp"
 #include "../core/types.hpp"
 
 #include <vector>
@@ -86,22 +87,25 @@ struct PackedSchedule {
 
 namespace detail {
 
+/// Copies between layouts go parallel from this many entries.
+constexpr double kParallelCopy = 1 << 18;
+
 /// Packs the valid rows of a `(T*B, K)` view (row t*B + b) into `(total, K)`.
 template <class Scalar, class Src>
 void pack_rows(const PackedSchedule& s, const Eigen::MatrixBase<Src>& padded, Matrix<Scalar>& packed) {
   packed.resize(s.total(), padded.cols());
-  for (Index t = 0; t < s.steps; ++t)
-    for (Index j = 0; j < s.active[t]; ++j)
-      packed.row(s.offset[t] + j) = padded.row(t * s.batch + s.order[j]);
+  for_each_row(s.steps, double(s.total()) * double(padded.cols()) >= kParallelCopy, [&](Index t) {
+    for (Index j = 0; j < s.active[t]; ++j) packed.row(s.offset[t] + j) = padded.row(t * s.batch + s.order[j]);
+  });
 }
 
 /// Scatters packed rows back into a `(T*B, K)` view; rows at padded steps are set to zero.
 template <class Scalar, class Dst>
 void unpack_rows(const PackedSchedule& s, const Matrix<Scalar>& packed, Eigen::MatrixBase<Dst>& padded) {
   padded.setZero();
-  for (Index t = 0; t < s.steps; ++t)
-    for (Index j = 0; j < s.active[t]; ++j)
-      padded.row(t * s.batch + s.order[j]) = packed.row(s.offset[t] + j);
+  for_each_row(s.steps, double(s.total()) * double(packed.cols()) >= kParallelCopy, [&](Index t) {
+    for (Index j = 0; j < s.active[t]; ++j) padded.row(t * s.batch + s.order[j]) = packed.row(s.offset[t] + j);
+  });
 }
 
 /// Reorders the rows of a `(B, K)` matrix from caller order into sorted order.
