@@ -16,6 +16,7 @@ mode=$1
 shift
 
 packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev)
+case "${CXX:-}" in *clang*) packages+=(clang libomp-dev) ;; esac  # OpenMP for clang++
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
