@@ -104,8 +104,7 @@ class Embedding {
     constexpr const char* fn = "Embedding::forward_sequences";
     check_grid(fn, ids, max_time, batch);
     check_ids(fn, ids);
-    if (y.dimension(0) != max_time || y.dimension(1) != batch || y.dimension(2) != dim())
-      y.resize(max_time, batch, dim());
+    y.resize(max_time, batch, dim());  // reallocates only when the size changes
     auto flat = detail::as_matrix(y);
     lookup(ids, flat);
   }

@@ -120,8 +120,7 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
   });
   cell.forward(s, result.sorted_initial, result.cache, result.sorted_final);
 
-  if (result.outputs.dimension(0) != T || result.outputs.dimension(1) != B || result.outputs.dimension(2) != H)
-    result.outputs.resize(T, B, H);
+  result.outputs.resize(T, B, H);  // reallocates only when the size changes
   auto out = detail::as_matrix(result.outputs);
   detail::unpack_rows(s, Cell::packed_outputs(result.cache), out);
   result.final_state.zip(result.sorted_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
@@ -168,8 +167,7 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
   ws.d_state.zip(d_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) { detail::sort_rows(s, src, dst); });
   cell.backward(s, forward.cache, ws.d_outputs, ws.d_state, grads, ws.d_inputs, ws.cell);
 
-  if (grads.inputs.dimension(0) != T || grads.inputs.dimension(1) != B || grads.inputs.dimension(2) != I)
-    grads.inputs.resize(T, B, I);
+  grads.inputs.resize(T, B, I);  // reallocates only when the size changes
   auto dx = detail::as_matrix(grads.inputs);
   detail::unpack_rows(s, ws.d_inputs, dx);
   grads.initial_state.zip(ws.d_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {

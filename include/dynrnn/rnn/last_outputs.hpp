@@ -44,8 +44,7 @@ void gather_last_outputs_backward(const Matrix<Scalar>& d_last, const std::vecto
                                   Tensor3<Scalar>& d_outputs) {
   const Index B = d_last.rows(), H = d_last.cols();
   detail::check_lengths("gather_last_outputs_backward", lengths, B, max_time);
-  if (d_outputs.dimension(0) != max_time || d_outputs.dimension(1) != B || d_outputs.dimension(2) != H)
-    d_outputs.resize(max_time, B, H);
+  d_outputs.resize(max_time, B, H);  // reallocates only when the size changes
   d_outputs.setZero();
   auto flat = detail::as_matrix(d_outputs);
   for (Index b = 0; b < B; ++b)
