@@ -146,21 +146,16 @@ class Gemm {
       block(C, A, op_a, B, op_b, 0, M, 0, N, K, alpha, 0);
       return;
     }
-    // Split the longer side of C into `threads` blocks, each a multiple of kSplit.
+    // Split the longer side of C between the threads, in blocks of whole multiples of kSplit.
     const bool by_columns = N >= M;
-    const Index extent = by_columns ? N : M;
-    const Index chunk = (extent / kSplit + threads - 1) / threads * kSplit;
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static, 1)
-#endif
-    for (int t = 0; t < threads; ++t) {
-      const Index begin = std::min(extent, t * chunk), end = t + 1 == threads ? extent : std::min(extent, begin + chunk);
-      if (begin >= end) continue;
+    detail::parallel_region(threads, [&](int thread, int team) {
+      const auto [begin, end] = detail::share_of(by_columns ? N : M, thread, team, kSplit);
+      if (begin >= end) return;
       if (by_columns)
-        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, alpha, t);
+        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, alpha, thread);
       else
-        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, alpha, t);
-    }
+        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, alpha, thread);
+    });
   }
 
   static int thread_count(Index M, Index N, Index K) {
@@ -177,21 +172,17 @@ class Gemm {
     // column c of op(B).
     const Scalar* a = op_a == Op::N ? A.data() + r0 * A.outerStride() : A.data() + r0;
     const Scalar* b = op_b == Op::N ? B.data() + c0 : B.data() + c0 * B.outerStride();
-    if (op_a == Op::N) {
-      if (op_b == Op::N)
-        run<Eigen::RowMajor, Eigen::RowMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
-                                              cols, K, alpha, slot);
-      else
-        run<Eigen::RowMajor, Eigen::ColMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
-                                              cols, K, alpha, slot);
-    } else {
-      if (op_b == Op::N)
-        run<Eigen::ColMajor, Eigen::RowMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
-                                              cols, K, alpha, slot);
-      else
-        run<Eigen::ColMajor, Eigen::ColMajor>(c, C.outerStride(), a, A.outerStride(), b, B.outerStride(), rows,
-                                              cols, K, alpha, slot);
-    }
+    // The storage orders are template arguments of Eigen's kernel: one instantiation each.
+    using Rows = std::integral_constant<int, Eigen::RowMajor>;
+    using Cols = std::integral_constant<int, Eigen::ColMajor>;
+    const auto go = [&](auto order_a, auto order_b) {
+      run<decltype(order_a)::value, decltype(order_b)::value>(c, C.outerStride(), a, A.outerStride(), b,
+                                                              B.outerStride(), rows, cols, K, alpha, slot);
+    };
+    if (op_a == Op::N)
+      op_b == Op::N ? go(Rows{}, Rows{}) : go(Rows{}, Cols{});
+    else
+      op_b == Op::N ? go(Cols{}, Rows{}) : go(Cols{}, Cols{});
   }
 
   // Makes sure every thread slot has packing buffers for products up to M x N x K. All
