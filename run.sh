@@ -15,7 +15,7 @@ usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 mode=$1
 shift
 
-packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev)
+packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev)
 case "${CXX:-}" in *clang*) packages+=(clang libomp-dev) ;; esac  # OpenMP for clang++
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,7 @@
 //   layers/    Dense, Embedding
 //   losses/    softmax cross-entropy
 //   optim/     RMSProp
+//   io/        safetensors files, atomic checkpoints, LSTM weights from PyTorch, Keras, TensorFlow
 #pragma once
 
 #include "core/check.hpp"
@@ -29,3 +30,8 @@
 #include "losses/softmax_cross_entropy.hpp"
 
 #include "optim/rmsprop.hpp"
+
+#include "io/atomic_file.hpp"
+#include "io/checkpoint.hpp"
+#include "io/lstm_import.hpp"
+#include "io/safetensors.hpp"

@@ -166,6 +166,18 @@ class LSTMCell {
   Vector<Scalar>& bias() { return bias_; }
   const Vector<Scalar>& bias() const { return bias_; }  ///< \copydoc bias()
 
+  /// \brief Calls `f(name, parameter)` for "kernel" and "bias"; checkpoints use this.
+  template <class F>
+  void for_each_parameter(F&& f) {
+    f("kernel", kernel_);
+    f("bias", bias_);
+  }
+  /// \brief The cell's kind and sizes, e.g. "LSTMCell(input_size=2, hidden_size=64)"; checkpoints
+  /// store it and refuse to load into a cell of another description.
+  std::string description() const {
+    return "LSTMCell(input_size=" + std::to_string(input_size_) + ", hidden_size=" + std::to_string(hidden_size_) + ")";
+  }
+
   /// \brief Zero gradients shaped like this cell's parameters.
   Gradients make_gradients() const { return Gradients(input_size_, hidden_size_); }
   /// \brief The zero state for `batch` rows.

@@ -8,6 +8,7 @@
 #include "../core/types.hpp"
 
 #include <cmath>
+#include <string>
 
 namespace dynrnn {
 
@@ -76,6 +77,17 @@ class Dense {
   /// \brief The bias, (O).
   Vector<Scalar>& bias() { return bias_; }
   const Vector<Scalar>& bias() const { return bias_; }  ///< \copydoc bias()
+
+  /// \brief Calls `f(name, parameter)` for "weight" and "bias"; checkpoints use this.
+  template <class F>
+  void for_each_parameter(F&& f) {
+    f("weight", weight_);
+    f("bias", bias_);
+  }
+  /// \brief The layer's kind and sizes, e.g. "Dense(input_size=64, output_size=15)".
+  std::string description() const {
+    return "Dense(input_size=" + std::to_string(input_size()) + ", output_size=" + std::to_string(output_size()) + ")";
+  }
 
   /// \brief Zero gradients shaped like the parameters.
   Gradients make_gradients() const { return Gradients(input_size(), output_size()); }

@@ -72,6 +72,16 @@ class Embedding {
   Matrix<Scalar>& table() { return table_; }
   const Matrix<Scalar>& table() const { return table_; }  ///< \copydoc table()
 
+  /// \brief Calls `f(name, parameter)` for "table"; checkpoints use this.
+  template <class F>
+  void for_each_parameter(F&& f) {
+    f("table", table_);
+  }
+  /// \brief The layer's kind and sizes, e.g. "Embedding(vocab_size=2, dim=2)".
+  std::string description() const {
+    return "Embedding(vocab_size=" + std::to_string(vocab_size()) + ", dim=" + std::to_string(dim()) + ")";
+  }
+
   /// \brief Zero gradient shaped like the table.
   Gradients make_gradients() const { return Gradients(vocab_size(), dim()); }
 

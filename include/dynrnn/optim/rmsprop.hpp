@@ -129,6 +129,27 @@ class RMSProp {
     visit_parameters(layer, grads, [this](auto& param, const auto& grad) { this->apply(param, grad); });
   }
 
+  /// \brief Per-parameter state: flat arrays in the parameter's storage order.
+  struct Slots {
+    Index rows, cols;                            ///< Shape of the parameter.
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> ms;   ///< Mean square of the gradient (PyTorch's v).
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> mom;  ///< Momentum buffer (PyTorch's buf).
+    Eigen::Array<Scalar, Eigen::Dynamic, 1> mg;   ///< Mean gradient (centered only; PyTorch's g_avg).
+  };
+
+  /// \brief The slots of `param`, created with their starting values if it has none yet.
+  /// Checkpoints save and restore the optimiser through this.
+  /// \throws std::invalid_argument when `param`'s address has slots of another shape.
+  template <class P>
+  Slots& slots(Eigen::DenseBase<P>& param) {
+    return slots_for(param);
+  }
+  /// \brief Whether `mom` carries state from one update to the next (momentum > 0); when it
+  /// does not, checkpoints leave it out.
+  bool momentum_is_state() const { return options_.momentum > 0; }
+  /// \brief Whether `mg` carries state (centered).
+  bool mean_gradient_is_state() const { return options_.centered; }
+
   /// \brief Forgets all slots, as for a fresh optimiser.
   void reset() { slots_.clear(); }
   /// \brief Number of parameters with slots.
@@ -167,11 +188,6 @@ class RMSProp {
         step(ms.sqrt() + o.epsilon);
     }
   }
-
-  struct Slots {
-    Index rows, cols;
-    Eigen::Array<Scalar, Eigen::Dynamic, 1> ms, mom, mg;  // flat, in the parameter's storage order
-  };
 
   template <class P>
   Slots& slots_for(Eigen::DenseBase<P>& param) {

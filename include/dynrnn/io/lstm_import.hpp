@@ -1,0 +1,165 @@
+// dynrnn: loading LSTM weights trained in PyTorch, Keras or TensorFlow 1.x.
+//
+// All three read a safetensors file and convert to LSTMCell's layout: kernel (I+H, 4H),
+// rows [x; h], gate columns i, j, f, o; bias (4H); forget_bias added to f at run time.
+// Gate blocks are H wide; "block g of W" below means rows (or columns) g·H .. g·H+H-1.
+//
+//   PyTorch nn.LSTM      weight_ih_l{k} (4H, I), weight_hh_l{k} (4H, H),
+//                        bias_ih_l{k} (4H), bias_hh_l{k} (4H); gates i, f, g, o.
+//     kernel[0:I, block j] = weight_ih[block p]ᵀ,   kernel[I:, block j] = weight_hh[block p]ᵀ
+//     bias[block j]        = bias_ih[block p] + bias_hh[block p]
+//     with (j ← p) = (i ← i, j ← g, f ← f, o ← o).
+//
+//   Keras LSTM           kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H); gates i, f, c, o.
+//     kernel[0:I, block j] = kernel[:, block p],  kernel[I:, block j] = recurrent_kernel[:, block p]
+//     bias[block j]        = bias[block p],       with (j ← p) = (i ← i, j ← c, f ← f, o ← o).
+//     Keras must have used its defaults activation="tanh", recurrent_activation="sigmoid".
+//
+//   TensorFlow 1.x       kernel (I+H, 4H), bias (4H); gates i, j, f, o: copied as they are.
+//   LSTMCell             TensorFlow's forget_bias (default 1) is a constructor argument.
+//
+// Neither PyTorch nor Keras has a forget_bias, and TensorFlow's may differ from the
+// cell's, so every import subtracts the cell's forget_bias (and adds TensorFlow's) in
+// the f block of the bias: the cell then computes exactly what the source framework did,
+// whatever forget_bias it was constructed with. A missing bias (bias=False,
+// use_bias=False) imports as zeros.
+#pragma once
+
+#include "../cells/lstm_cell.hpp"
+#include "safetensors.hpp"
+
+#include <array>
+#include <string>
+
+namespace dynrnn {
+
+namespace detail {
+
+// Source gate block of each of LSTMCell's gates i, j, f, o, for sources ordered i, f, g, o.
+inline constexpr std::array<Index, 4> kIfgoToIjfo = {0, 2, 1, 3};
+
+// Reads a (rows, cols) tensor of `f` into a new matrix, after checking dtype and shape.
+template <class Scalar>
+Matrix<Scalar> read_matrix(const safetensors::File& f, const std::string& name, Index rows, Index cols) {
+  Matrix<Scalar> m(rows, cols);
+  f.read_into(name, {std::uint64_t(rows), std::uint64_t(cols)}, m.data());
+  return m;
+}
+template <class Scalar>
+Vector<Scalar> read_vector(const safetensors::File& f, const std::string& name, Index n) {
+  Vector<Scalar> v(n);
+  f.read_into(name, {std::uint64_t(n)}, v.data());
+  return v;
+}
+
+// The optional bias of `f` (zeros when absent), after checking dtype and shape.
+template <class Scalar>
+Vector<Scalar> read_optional_bias(const safetensors::File& f, const std::string& name, Index n) {
+  return f.contains(name) ? read_vector<Scalar>(f, name, n) : Vector<Scalar>::Zero(n);
+}
+
+// Assigns a converted kernel and bias, moving forget_bias from the source's convention
+// (source_forget_bias) to the cell's.
+template <class Scalar>
+void assign_lstm(LSTMCell<Scalar>& cell, Matrix<Scalar>&& kernel, Vector<Scalar>&& bias, Scalar source_forget_bias) {
+  const Index H = cell.hidden_size();
+  bias.segment(2 * H, H).array() += source_forget_bias - cell.forget_bias();
+  cell.kernel() = std::move(kernel);
+  cell.bias() = std::move(bias);
+}
+
+}  // namespace detail
+
+/// \brief Loads a PyTorch `nn.LSTM` layer's weights (a state dict saved as safetensors, e.g. with
+/// `safetensors.torch.save_file(lstm.state_dict(), path)`) into `cell`.
+/// \param cell   receives the weights; its sizes must match the file's.
+/// \param file   the parsed file.
+/// \param prefix prepended to every tensor name, e.g. "encoder.lstm." for a submodule.
+/// \param layer  which layer k of a multi-layer nn.LSTM (names end in `_l{k}`).
+/// \throws CheckpointError naming the file and the problem (missing tensor, wrong shape or
+/// dtype, a proj_size LSTM); `cell` is then unchanged. std::invalid_argument for layer < 0.
+template <class Scalar>
+void import_pytorch_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, const std::string& prefix = "",
+                         int layer = 0) {
+  if (layer < 0) detail::throw_argument("import_pytorch_lstm", "layer", ">= 0", std::to_string(layer));
+  const Index I = cell.input_size(), H = cell.hidden_size();
+  const std::string k = "_l" + std::to_string(layer);
+  if (file.contains(prefix + "weight_hr" + k))
+    file.fail("holds '" + prefix + "weight_hr" + k + "': an LSTM with proj_size, which LSTMCell does not have");
+  const bool has_ih = file.contains(prefix + "bias_ih" + k), has_hh = file.contains(prefix + "bias_hh" + k);
+  if (has_ih != has_hh)
+    file.fail("holds only one of '" + prefix + "bias_ih" + k + "' and '" + prefix + "bias_hh" + k + "'");
+  const auto w_ih = detail::read_matrix<Scalar>(file, prefix + "weight_ih" + k, 4 * H, I);
+  const auto w_hh = detail::read_matrix<Scalar>(file, prefix + "weight_hh" + k, 4 * H, H);
+  const auto b_ih = detail::read_optional_bias<Scalar>(file, prefix + "bias_ih" + k, 4 * H);
+  const auto b_hh = detail::read_optional_bias<Scalar>(file, prefix + "bias_hh" + k, 4 * H);
+
+  Matrix<Scalar> kernel(I + H, 4 * H);
+  Vector<Scalar> bias(4 * H);
+  for (Index g = 0; g < 4; ++g) {
+    const Index p = detail::kIfgoToIjfo[g];
+    kernel.block(0, g * H, I, H) = w_ih.middleRows(p * H, H).transpose();
+    kernel.block(I, g * H, H, H) = w_hh.middleRows(p * H, H).transpose();
+    bias.segment(g * H, H) = b_ih.segment(p * H, H) + b_hh.segment(p * H, H);
+  }
+  detail::assign_lstm(cell, std::move(kernel), std::move(bias), Scalar(0));
+}
+
+/// \brief import_pytorch_lstm() from the file at `path`.
+template <class Scalar>
+void import_pytorch_lstm(LSTMCell<Scalar>& cell, const std::string& path, const std::string& prefix = "",
+                         int layer = 0) {
+  import_pytorch_lstm(cell, safetensors::File::read(path), prefix, layer);
+}
+
+/// \brief Loads a Keras `LSTM` layer's weights (`kernel`, `recurrent_kernel`, `bias`, saved as
+/// safetensors) into `cell`. The Keras layer must use activation "tanh" and
+/// recurrent_activation "sigmoid" (its defaults).
+/// \param prefix prepended to every tensor name, e.g. "lstm/lstm_cell/".
+/// \throws CheckpointError naming the file and the problem; `cell` is then unchanged.
+template <class Scalar>
+void import_keras_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, const std::string& prefix = "") {
+  const Index I = cell.input_size(), H = cell.hidden_size();
+  const auto w = detail::read_matrix<Scalar>(file, prefix + "kernel", I, 4 * H);
+  const auto u = detail::read_matrix<Scalar>(file, prefix + "recurrent_kernel", H, 4 * H);
+  const auto b = detail::read_optional_bias<Scalar>(file, prefix + "bias", 4 * H);
+
+  Matrix<Scalar> kernel(I + H, 4 * H);
+  Vector<Scalar> bias(4 * H);
+  for (Index g = 0; g < 4; ++g) {
+    const Index p = detail::kIfgoToIjfo[g];
+    kernel.block(0, g * H, I, H) = w.middleCols(p * H, H);
+    kernel.block(I, g * H, H, H) = u.middleCols(p * H, H);
+    bias.segment(g * H, H) = b.segment(p * H, H);
+  }
+  detail::assign_lstm(cell, std::move(kernel), std::move(bias), Scalar(0));
+}
+
+/// \brief import_keras_lstm() from the file at `path`.
+template <class Scalar>
+void import_keras_lstm(LSTMCell<Scalar>& cell, const std::string& path, const std::string& prefix = "") {
+  import_keras_lstm(cell, safetensors::File::read(path), prefix);
+}
+
+/// \brief Loads a TensorFlow 1.x `LSTMCell`'s `kernel` and `bias` (saved as safetensors) into
+/// `cell`.
+/// \param tf_forget_bias the forget_bias the TensorFlow cell was built with (its default is 1).
+/// \param prefix prepended to both names, e.g. "rnn/lstm_cell/".
+/// \throws CheckpointError naming the file and the problem; `cell` is then unchanged.
+template <class Scalar>
+void import_tensorflow_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, typename LSTMCell<Scalar>::Scalar tf_forget_bias = Scalar(1),
+                            const std::string& prefix = "") {
+  const Index I = cell.input_size(), H = cell.hidden_size();
+  auto kernel = detail::read_matrix<Scalar>(file, prefix + "kernel", I + H, 4 * H);
+  auto bias = detail::read_vector<Scalar>(file, prefix + "bias", 4 * H);
+  detail::assign_lstm(cell, std::move(kernel), std::move(bias), tf_forget_bias);
+}
+
+/// \brief import_tensorflow_lstm() from the file at `path`.
+template <class Scalar>
+void import_tensorflow_lstm(LSTMCell<Scalar>& cell, const std::string& path, typename LSTMCell<Scalar>::Scalar tf_forget_bias = Scalar(1),
+                            const std::string& prefix = "") {
+  import_tensorflow_lstm(cell, safetensors::File::read(path), tf_forget_bias, prefix);
+}
+
+}  // namespace dynrnn

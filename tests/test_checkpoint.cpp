@@ -1,0 +1,311 @@
+// Checkpoints: round trips, validation of damaged files (each with its message, and the
+// model untouched), atomic saving under kill -9, and the file layout itself.
+#include "checkpoint_fixture.hpp"
+#include "support.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace dynrnn::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path scratch_dir(const std::string& name) {
+  const fs::path dir = fs::path(::testing::TempDir()) / ("dynrnn_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+template <class F>
+std::string checkpoint_error(F&& call) {
+  try {
+    call();
+  } catch (const CheckpointError& e) {
+    return e.what();
+  }
+  return "(no CheckpointError)";
+}
+
+TEST(Checkpoint, RoundTripRestoresEveryBit) {
+  const fs::path dir = scratch_dir("roundtrip");
+  TinyModel a;
+  a.fake_step(0.3);
+  a.fake_step(0.7);
+  a.ckpt.metadata()["note"] = "two steps";
+  a.ckpt.save((dir / "a.safetensors").string(), 2);
+
+  TinyModel b(99);  // other weights, no slots yet
+  EXPECT_NE(a.state(), b.state());
+  EXPECT_EQ(b.ckpt.load((dir / "a.safetensors").string()), 2);
+  EXPECT_EQ(a.state(), b.state());
+  EXPECT_EQ(b.ckpt.metadata().at("note"), "two steps");
+  EXPECT_EQ(b.ckpt.metadata().size(), 1u);
+
+  // Training on from the loaded state is the same as training on from the saved one.
+  a.fake_step(0.2);
+  b.fake_step(0.2);
+  EXPECT_EQ(a.state(), b.state());
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, SavesBeforeTheFirstStepWithStartingSlots) {
+  TinyModel a, b(3);
+  b.ckpt.load(safetensors::File::parse(a.ckpt.to_bytes(0), "fresh"));
+  EXPECT_EQ(a.state(), b.state());
+  // TensorFlow's RMSProp starts its mean square at 1.
+  EXPECT_TRUE((b.opt.slots(b.lstm.kernel()).ms == 1.0).all());
+}
+
+TEST(Checkpoint, FloatModelLoadsItsOwnFile) {
+  LSTMCell<float> cell(3, 5), other(3, 5);
+  Rng rng(5);
+  other.reset_parameters(rng);
+  Checkpoint<float> save, load;
+  save.add("rnn", cell);
+  load.add("rnn", other);
+  load.load(safetensors::File::parse(save.to_bytes(11), "float"));
+  EXPECT_TRUE(identical(cell.kernel(), other.kernel()));
+  EXPECT_TRUE(identical(cell.bias(), other.bias()));
+}
+
+// The file is plain safetensors: a JSON header padded to 8 bytes, tensors tiling the data,
+// row-major values, and the metadata the format promises.
+TEST(Checkpoint, FileLayoutIsSafetensors) {
+  TinyModel m;
+  m.fake_step(0.5);
+  const std::vector<unsigned char> bytes = m.ckpt.to_bytes(7);
+  std::uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | bytes[std::size_t(k)];
+  EXPECT_EQ((8 + n) % 8, 0u);
+  const auto header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + std::ptrdiff_t(n));
+  const auto& meta = header.at("__metadata__");
+  EXPECT_EQ(meta.at("dynrnn.format"), "dynrnn-checkpoint-1");
+  EXPECT_EQ(meta.at("dynrnn.version"), version);
+  EXPECT_EQ(meta.at("dynrnn.step"), "7");
+  EXPECT_EQ(meta.at("dynrnn.scalar"), "F64");
+  EXPECT_EQ(meta.at("dynrnn.layer.lstm"), "LSTMCell(input_size=2, hidden_size=3)");
+  EXPECT_EQ(meta.at("dynrnn.layer.dense"), "Dense(input_size=3, output_size=2)");
+  std::vector<std::string> names;
+  for (auto& [name, entry] : header.items())
+    if (name != "__metadata__") names.push_back(name);
+  EXPECT_EQ(names, (std::vector<std::string>{
+                       "dense/bias", "dense/weight", "lstm/bias", "lstm/kernel", "opt/dense/bias/mg",
+                       "opt/dense/bias/mom", "opt/dense/bias/ms", "opt/dense/weight/mg", "opt/dense/weight/mom",
+                       "opt/dense/weight/ms", "opt/lstm/bias/mg", "opt/lstm/bias/mom", "opt/lstm/bias/ms",
+                       "opt/lstm/kernel/mg", "opt/lstm/kernel/mom", "opt/lstm/kernel/ms"}));
+  const auto& kernel = header.at("lstm/kernel");
+  EXPECT_EQ(kernel.at("dtype"), "F64");
+  EXPECT_EQ(kernel.at("shape"), nlohmann::json({5, 12}));
+  const std::uint64_t begin = kernel.at("data_offsets")[0];
+  double k01;  // row 0, column 1: row-major
+  std::memcpy(&k01, bytes.data() + 8 + n + begin + sizeof(double), sizeof(double));
+  EXPECT_EQ(k01, m.lstm.kernel()(0, 1));
+}
+
+// Every damaged file is refused with a CheckpointError naming the file and the problem, and
+// the model is exactly as before.
+TEST(Checkpoint, DamagedFilesAreRefusedAndChangeNothing) {
+  TinyModel saved;
+  saved.fake_step(0.5);
+  const std::vector<unsigned char> valid = saved.ckpt.to_bytes(7);
+  TinyModel target(42);
+  target.fake_step(0.1);
+  target.ckpt.metadata()["keep"] = "me";
+  const std::vector<double> before = target.state();
+  ASSERT_NO_THROW(TinyModel().ckpt.load(safetensors::File::parse(valid, "valid")));
+
+  const auto cases = corruptions(valid);
+  EXPECT_GE(cases.size(), 40u);
+  for (const Corruption& c : cases) {
+    SCOPED_TRACE(c.label);
+    const std::string what = checkpoint_error([&] { target.ckpt.load(safetensors::File::parse(c.bytes, "damaged.safetensors")); });
+    EXPECT_NE(what.find("checkpoint 'damaged.safetensors': "), std::string::npos) << what;
+    EXPECT_NE(what.find(c.fragment), std::string::npos) << "'" << c.fragment << "' not in: " << what;
+    EXPECT_EQ(target.state(), before);
+    EXPECT_EQ(target.ckpt.metadata().at("keep"), "me");
+  }
+}
+
+TEST(Checkpoint, EveryTruncationIsRefused) {
+  TinyModel saved;
+  const std::vector<unsigned char> valid = saved.ckpt.to_bytes(7);
+  for (std::size_t size = 0; size < valid.size(); ++size) {
+    const std::vector<unsigned char> cut(valid.begin(), valid.begin() + std::ptrdiff_t(size));
+    EXPECT_THROW(safetensors::File::parse(cut, "cut"), CheckpointError) << "cut at " << size;
+  }
+}
+
+// Any single byte of the header overwritten: refused with CheckpointError and nothing changed,
+// or (when the byte lands in a metadata string the model does not check) loaded intact.
+TEST(Checkpoint, EveryHeaderByteOverwrittenIsSafe) {
+  TinyModel saved;
+  saved.fake_step(0.5);
+  const std::vector<unsigned char> valid = saved.ckpt.to_bytes(7);
+  std::uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | valid[std::size_t(k)];
+  auto target = std::make_unique<TinyModel>(42);
+  const std::vector<double> before = target->state();
+  int refused = 0, loaded = 0;
+  for (std::size_t pos = 0; pos < 8 + n; ++pos)
+    for (unsigned char value : {0x00, 0x22, 0x30, 0x7b, 0xff}) {
+      if (valid[pos] == value) continue;
+      std::vector<unsigned char> bytes = valid;
+      bytes[pos] = value;
+      try {
+        target->ckpt.load(safetensors::File::parse(bytes, "byte"));
+        ++loaded;
+        EXPECT_EQ(target->state(), saved.state()) << "byte " << pos;
+        target = std::make_unique<TinyModel>(42);
+      } catch (const CheckpointError&) {
+        ++refused;
+        EXPECT_EQ(target->state(), before) << "byte " << pos;
+      }
+    }
+  EXPECT_GT(refused, 1000);
+  RecordProperty("refused", refused);
+  RecordProperty("loaded", loaded);
+}
+
+TEST(Checkpoint, ModelMismatchesAreNamed) {
+  TinyModel a;
+  const auto with_opt = a.ckpt.to_bytes(1);
+  Checkpoint<double> no_opt;
+  no_opt.add("lstm", a.lstm).add("dense", a.dense);
+  const auto without_opt = no_opt.to_bytes(1);
+
+  TinyModel b;
+  EXPECT_NE(checkpoint_error([&] { b.ckpt.load(safetensors::File::parse(without_opt, "f")); })
+                .find("tensor 'opt/lstm/kernel/ms' is missing"),
+            std::string::npos);
+  Checkpoint<double> c;
+  c.add("lstm", b.lstm).add("dense", b.dense);
+  EXPECT_NE(checkpoint_error([&] { c.load(safetensors::File::parse(with_opt, "f")); })
+                .find("holds the unexpected tensor 'opt/dense/bias/mg'"),
+            std::string::npos);
+
+  LSTMCell<double> wide(2, 4);
+  Checkpoint<double> d;
+  d.add("lstm", wide);
+  EXPECT_NE(checkpoint_error([&] { d.load(safetensors::File::parse(without_opt, "f")); })
+                .find("holds LSTMCell(input_size=2, hidden_size=3) under 'lstm', but the model has "
+                      "LSTMCell(input_size=2, hidden_size=4)"),
+            std::string::npos);
+
+  // A PyTorch state dict is safetensors, but not a dynrnn checkpoint.
+  EXPECT_NE(checkpoint_error([&] { d.load(std::string(DYNRNN_TEST_DATA_DIR) + "/lstm_pytorch.safetensors"); })
+                .find("metadata 'dynrnn.format' is missing"),
+            std::string::npos);
+  EXPECT_NE(checkpoint_error([&] { d.load("/nonexistent/dir/x.safetensors"); }).find("cannot open it for reading"),
+            std::string::npos);
+}
+
+TEST(Checkpoint, RegistrationAndMetadataErrors) {
+  TinyModel m;
+  expect_invalid_argument([&] { m.ckpt.add("lstm", m.lstm); }, {"Checkpoint::add", "'prefix'", "new", "'lstm'"});
+  expect_invalid_argument([&] { m.ckpt.add("lstm/kernel", m.lstm.kernel()); }, {"'name'", "'lstm/kernel'"});
+  expect_invalid_argument([&] { m.ckpt.add("", m.dense.bias()); }, {"'name'", "non-empty"});
+  expect_invalid_argument([&] { m.ckpt.add("opt", m.opt); }, {"'prefix'", "'opt'"});
+  m.ckpt.metadata()["dynrnn.step"] = "5";
+  expect_invalid_argument([&] { m.ckpt.to_bytes(1); }, {"'metadata'", "dynrnn.", "'dynrnn.step'"});
+}
+
+TEST(Checkpoint, SaveFailureNamesThePathAndLeavesNoFile) {
+  TinyModel m;
+  const std::string what = checkpoint_error([&] { m.ckpt.save("/nonexistent/dir/model.safetensors", 1); });
+  EXPECT_NE(what.find("'/nonexistent/dir/model.safetensors'"), std::string::npos) << what;
+  EXPECT_NE(what.find("cannot create the temporary file"), std::string::npos) << what;
+  EXPECT_NE(what.find("No such file or directory"), std::string::npos) << what;
+
+  const fs::path dir = scratch_dir("isdir");
+  fs::create_directories(dir / "taken");
+  const std::string over_dir = checkpoint_error([&] { m.ckpt.save((dir / "taken").string(), 1); });
+  EXPECT_NE(over_dir.find("cannot rename"), std::string::npos) << over_dir;
+  std::size_t files = 0;
+  for (const auto& e : fs::directory_iterator(dir)) files += e.is_regular_file();
+  EXPECT_EQ(files, 0u) << "the temporary file was left behind";
+  fs::remove_all(dir);
+}
+
+// kill -9 a process that saves checkpoints in a loop, at 60 random moments; after every kill
+// the checkpoint loads and is one complete save: every value equals the saved step.
+TEST(Checkpoint, SurvivesKillDuringSave) {
+  const fs::path dir = scratch_dir("kill");
+  const std::string path = (dir / "model.safetensors").string();
+  // About 2.6 MB per file, so that a save takes long enough to be interrupted.
+  LSTMCell<float> cell(64, 256);
+  RMSProp<float> opt(0.01f);
+  Checkpoint<float> ckpt;
+  ckpt.add("lstm", cell).add("opt", opt);
+  auto fill = [&](std::int64_t step) {
+    cell.kernel().setConstant(float(step));
+    cell.bias().setConstant(float(step));
+    opt.slots(cell.kernel()).ms.setConstant(float(step));
+    opt.slots(cell.bias()).ms.setConstant(float(step));
+  };
+  fill(0);
+  ckpt.save(path, 0);
+
+  std::mt19937 rng(2026);
+  std::int64_t last_step = 0;
+  int interrupted_writes = 0;
+  constexpr int kKills = 60;
+  for (int kill = 0; kill < kKills; ++kill) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      try {
+        for (std::int64_t step = last_step + 1;; ++step) {
+          fill(step);
+          ckpt.save(path, step);
+        }
+      } catch (...) {
+      }
+      ::_exit(3);  // never return into the test framework
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 40000)(rng)));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the saving process ended on its own";
+
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().filename().string().find(".tmp-") != std::string::npos) {
+        ++interrupted_writes;
+        fs::remove(e.path());
+      }
+
+    LSTMCell<float> loaded_cell(64, 256);
+    RMSProp<float> loaded_opt(0.01f);
+    Checkpoint<float> loaded;
+    loaded.add("lstm", loaded_cell).add("opt", loaded_opt);
+    std::int64_t step = -1;
+    ASSERT_NO_THROW(step = loaded.load(path)) << "after kill " << kill;
+    ASSERT_GE(step, last_step);
+    const float v = float(step);
+    EXPECT_TRUE((loaded_cell.kernel().array() == v).all()) << "kill " << kill << " step " << step;
+    EXPECT_TRUE((loaded_cell.bias().array() == v).all());
+    EXPECT_TRUE((loaded_opt.slots(loaded_cell.kernel()).ms == v).all());
+    last_step = step;
+  }
+  // The kills must have hit saves in progress, or the test proved nothing.
+  EXPECT_GT(interrupted_writes, kKills / 4);
+  RecordProperty("interrupted_writes", interrupted_writes);
+  RecordProperty("last_step", int(last_step));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dynrnn::test
