@@ -7,7 +7,12 @@
 //
 //   count_ones                      # defaults: 1000 steps, batch 50, RMSProp lr 0.01
 //   count_ones --task seed          # ones then padding, target = length
+//   count_ones --steps 2000 --resume count_ones.safetensors   # continue a run
 //   count_ones --help
+//
+// Every 200 steps (and at the end) the model, the optimiser's slots, the step and the
+// data generator's state are saved to a checkpoint; --resume continues from one exactly
+// as if the run had never stopped.
 #include <dynrnn/dynrnn.hpp>
 
 #include <CLI/CLI.hpp>
@@ -17,6 +22,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -56,13 +63,19 @@ struct Model {
   dynrnn::Embedding<Scalar> embedding{2, 2};
   dynrnn::LSTMCell<Scalar> lstm;
   dynrnn::Dense<Scalar> output;
+  dynrnn::RMSProp<Scalar> opt;
+  dynrnn::Checkpoint<Scalar> checkpoint;  // refers to the members above
 
-  Model(int hidden, std::uint64_t seed) : lstm(2, hidden), output(hidden, kClasses) {
+  Model(int hidden, std::uint64_t seed, Scalar learning_rate)
+      : lstm(2, hidden), output(hidden, kClasses), opt(learning_rate) {
     dynrnn::Rng rng(seed);
     embedding.reset_parameters(rng);
     lstm.reset_parameters(rng);
     output.reset_parameters(rng);
+    checkpoint.add("embedding", embedding).add("lstm", lstm).add("output", output).add("rmsprop", opt);
   }
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   dynrnn::Matrix<Scalar> logits(const Batch& b) const {
     const auto x = embedding.forward_sequences(b.ids, b.max_time, b.batch);
@@ -85,7 +98,7 @@ struct StepResult {
   double loss, accuracy;
 };
 
-StepResult train_step(Model& m, dynrnn::RMSProp<Scalar>& opt, const Batch& b, dynrnn::Reduction reduction) {
+StepResult train_step(Model& m, const Batch& b, dynrnn::Reduction reduction) {
   // Forward.
   const auto x = m.embedding.forward_sequences(b.ids, b.max_time, b.batch);  // [T, B, 2]
   const auto fwd = dynrnn::dynamic_rnn(m.lstm, x, b.lengths);                // [T, B, H]
@@ -101,9 +114,9 @@ StepResult train_step(Model& m, dynrnn::RMSProp<Scalar>& opt, const Batch& b, dy
   auto d_embedding = m.embedding.make_gradients();
   m.embedding.backward_sequences(b.ids, d_lstm.inputs, d_embedding);
 
-  opt.apply(m.lstm, d_lstm);
-  opt.apply(m.output, d_output);
-  opt.apply(m.embedding, d_embedding);
+  m.opt.apply(m.lstm, d_lstm);
+  m.opt.apply(m.output, d_output);
+  m.opt.apply(m.embedding, d_embedding);
   return {double(ce.loss), accuracy(logits, b.targets)};
 }
 
@@ -116,6 +129,8 @@ int main(int argc, char** argv) {
   float learning_rate = 0.01f;
   std::uint64_t seed = 1;
   std::string csv_path = "count_ones_loss.csv", reduction_name = "mean";
+  std::string checkpoint_path = "count_ones.safetensors", resume_path;
+  int checkpoint_every = 200;
   double require_accuracy = -1;
   app.add_option("--task", task_name, "random: random bits, target = number of ones; "
                                       "seed: the notebook's data, ones then padding, target = length")
@@ -138,6 +153,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", log_every, "Print progress every N steps")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--checkpoint", checkpoint_path, "Where to save checkpoints (safetensors)")->capture_default_str();
+  app.add_option("--checkpoint-every", checkpoint_every, "Save a checkpoint every N steps and at the end; 0: never")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--resume", resume_path, "Continue training from this checkpoint, up to --steps in all");
   app.add_option("--require-accuracy", require_accuracy,
                  "Exit with status 1 when the held-out accuracy is below this value");
   CLI11_PARSE(app, argc, argv);
@@ -151,9 +171,48 @@ int main(int argc, char** argv) {
   }
   csv << "step,loss,accuracy\n";
 
-  Model model(hidden, seed);
-  dynrnn::RMSProp<Scalar> opt(learning_rate);
+  Model model(hidden, seed, learning_rate);
   dynrnn::Rng train_rng(seed * 2 + 1), eval_rng(seed * 2 + 2);  // disjoint streams
+
+  // What must match for a resumed run to continue the same curve; the layer sizes are
+  // checked by the checkpoint itself.
+  std::ostringstream config;
+  config << "task=" << task_name << " batch=" << batch_size << " lr=" << learning_rate << " loss=" << reduction_name
+         << " seed=" << seed;
+  int first_step = 1;
+  if (!resume_path.empty()) {
+    std::int64_t saved_step = 0;
+    try {
+      saved_step = model.checkpoint.load(resume_path);
+    } catch (const dynrnn::CheckpointError& e) {
+      std::cerr << "count_ones: cannot resume: " << e.what() << "\n";
+      return 2;
+    }
+    const auto& meta = model.checkpoint.metadata();
+    auto rng_state = meta.find("count_ones.train_rng");
+    auto saved_config = meta.find("count_ones.config");
+    if (rng_state == meta.end() || saved_config == meta.end()) {
+      std::cerr << "count_ones: cannot resume: '" << resume_path << "' was not written by count_ones\n";
+      return 2;
+    }
+    std::istringstream rng_text(rng_state->second);
+    if (!(rng_text >> train_rng)) {
+      std::cerr << "count_ones: cannot resume: '" << resume_path << "' holds a corrupt count_ones.train_rng\n";
+      return 2;
+    }
+    if (saved_config->second != config.str())
+      std::cerr << "count_ones: warning: resuming a run made with " << saved_config->second << " with "
+                << config.str() << "; the loss curve will differ from an uninterrupted run\n";
+    first_step = int(saved_step) + 1;
+    std::printf("count_ones: resumed from %s at step %d\n", resume_path.c_str(), int(saved_step));
+  }
+  auto save_checkpoint = [&](int step) {
+    std::ostringstream rng_state;
+    rng_state << train_rng;
+    model.checkpoint.metadata()["count_ones.train_rng"] = rng_state.str();
+    model.checkpoint.metadata()["count_ones.config"] = config.str();
+    model.checkpoint.save(checkpoint_path, step);
+  };
 
   std::printf("count_ones: task %s, %d steps, batch %d, LSTM H=%d, RMSProp lr %g, seed %llu\n",
               task_name.c_str(), steps, batch_size, hidden, double(learning_rate),
@@ -161,22 +220,34 @@ int main(int argc, char** argv) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   auto window_start = start;
-  for (int step = 1; step <= steps; ++step) {
+  csv.precision(std::numeric_limits<double>::max_digits10);  // exact, for comparing runs
+  for (int step = first_step; step <= steps; ++step) {
     const Batch b = make_batch(task, batch_size, train_rng);
-    const StepResult r = train_step(model, opt, b, reduction);
+    const StepResult r = train_step(model, b, reduction);
     csv << step << ',' << r.loss << ',' << r.accuracy << '\n';
     if (step % log_every == 0 || step == steps) {
       const auto now = Clock::now();
       const double seconds = std::chrono::duration<double>(now - window_start).count();
-      const int in_window = step % log_every == 0 ? log_every : step % log_every;
+      const int in_window = std::min(step - first_step + 1, step % log_every == 0 ? log_every : step % log_every);
       std::printf("step %5d  loss %9.4f  batch accuracy %.3f  %7.1f steps/s\n", step, r.loss, r.accuracy,
                   in_window / seconds);
       std::fflush(stdout);
       window_start = now;
     }
+    if (checkpoint_every > 0 && (step % checkpoint_every == 0 || step == steps)) {
+      try {
+        save_checkpoint(step);
+      } catch (const dynrnn::CheckpointError& e) {
+        std::cerr << "count_ones: " << e.what() << "\n";
+        return 2;
+      }
+    }
   }
+  if (first_step > steps) std::printf("count_ones: the checkpoint is already at step %d of %d\n", first_step - 1, steps);
   const double train_seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  std::printf("trained %d steps in %.2f s; loss curve written to %s\n", steps, train_seconds, csv_path.c_str());
+  std::printf("trained %d steps in %.2f s; loss curve written to %s\n", std::max(0, steps - first_step + 1),
+              train_seconds, csv_path.c_str());
+  if (checkpoint_every > 0 && first_step <= steps) std::printf("checkpoint: %s\n", checkpoint_path.c_str());
 
   const Batch held_out = make_batch(task, eval_size, eval_rng);
   const double acc = accuracy(model.logits(held_out), held_out.targets);
