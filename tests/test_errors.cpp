@@ -2,6 +2,8 @@
 // the argument, what was expected and what was given.
 #include "support.hpp"
 
+#include <cmath>
+
 namespace dynrnn::test {
 namespace {
 
@@ -114,7 +116,7 @@ TEST(Errors, GatherLastOutputs) {
   const Tensor3<double> out(4, 2, 3);
   expect_invalid_argument([&] { gather_last_outputs(out, {4}); }, {"gather_last_outputs", "'lengths'", "size 2"});
   expect_invalid_argument([&] { gather_last_outputs(out, {4, 5}); }, {"[0, 4]", "lengths[1] = 5"});
-  expect_invalid_argument([&] { gather_last_outputs_backward(Matrix<double>(2, 3), {1, 9}, 4); },
+  expect_invalid_argument([&] { gather_last_outputs_backward(Matrix<double>(Matrix<double>::Zero(2, 3)), {1, 9}, 4); },
                           {"gather_last_outputs_backward", "lengths[1] = 9"});
 }
 
@@ -139,6 +141,113 @@ TEST(Errors, RMSProp) {
   auto top1 = p.topRows(1);  // same address, other shape
   expect_invalid_argument([&] { opt.apply(top1, Matrix<double>::Ones(1, 2)); },
                           {"'param'", "[2, 2]", "reset()", "got [1, 2]"});
+  expect_invalid_argument([&] { opt.set_learning_rate(-1); }, {"RMSProp::set_learning_rate", "'lr'", ">= 0", "-1"});
+  expect_invalid_argument([&] { opt.set_learning_rate(std::nan("")); }, {"'lr'", "nan"});
+}
+
+TEST(Errors, Threads) {
+  expect_invalid_argument([] { set_num_threads(0); }, {"set_num_threads", "'threads'", ">= 1", "got 0"});
+  expect_invalid_argument([] { set_num_threads(-3); }, {"'threads'", "got -3"});
+}
+
+TEST(Errors, RandomNumbers) {
+  Rng rng(1);
+  expect_invalid_argument([&] { uniform_int(rng, 3, 3); }, {"uniform_int", "'hi'", "> lo = 3", "got 3"});
+  expect_invalid_argument([&] { uniform_int(rng, 5, -5); }, {"uniform_int", "got -5"});
+  expect_invalid_argument([&] { uniform(rng, 1.0, 0.5); }, {"uniform", "'hi'", ">= lo", "got 0.5"});
+  expect_invalid_argument([&] { uniform(rng, 0.0, INFINITY); }, {"uniform", "finite"});
+  Matrix<double> m(2, 2);
+  expect_invalid_argument([&] { fill_uniform(m, rng, -1.0); }, {"fill_uniform", "'limit'", ">= 0", "got -1"});
+  expect_invalid_argument([&] { fill_uniform(m, rng, std::nan("")); }, {"fill_uniform", "finite"});
+}
+
+TEST(Errors, Gemm) {
+  Gemm<double> gemm;
+  Matrix<double> c(3, 4), a(3, 5), b(5, 4);
+  expect_invalid_argument([&] { gemm(c, Matrix<double>(2, 5), Op::N, b, Op::N); },
+                          {"Gemm", "'A'", "3 rows", "[2, 5]"});
+  expect_invalid_argument([&] { gemm(c, a, Op::T, b, Op::N); }, {"Gemm", "'A'", "[3, 5]"});
+  expect_invalid_argument([&] { gemm(c, a, Op::N, Matrix<double>(4, 4), Op::N); }, {"'B'", "[5, 4]", "got [4, 4]"});
+  expect_invalid_argument([&] { gemm(c, a, Op::N, b, Op::T); }, {"'B'", "[5, 4]", "[5, 4] transposed"});
+
+  PackedRightGemm<double> packed;
+  expect_invalid_argument([&] { packed.pack(b, Op::N, -1); }, {"PackedRightGemm::pack", "'max_rows'", ">= 0", "-1"});
+  expect_invalid_argument([&] { packed.pack(b, Op::N, 3, 0); }, {"PackedRightGemm::pack", "'slots'", ">= 1", "got 0"});
+  packed.pack(b, Op::N, 3);
+  expect_invalid_argument([&] { packed(c, Matrix<double>(3, 4)); }, {"PackedRightGemm", "'A'", "5 columns", "[3, 4]"});
+  Matrix<double> c4(4, 4), a4(4, 5), c2(3, 2);
+  expect_invalid_argument([&] { packed(c4, a4); }, {"'A'", "at most 3 rows", "[4, 5]"});
+  expect_invalid_argument([&] { packed(c2, a); }, {"PackedRightGemm", "'C'", "[3, 4]", "[3, 2]"});
+}
+
+TEST(Errors, PackedScheduleAndStates) {
+  expect_invalid_argument([] { PackedSchedule::build({3, -1}, 3); },
+                          {"PackedSchedule", "'lengths'", "[0, 3]", "lengths[1] = -1"});
+  expect_invalid_argument([] { PackedSchedule::build({4}, 3); }, {"lengths[0] = 4"});
+  expect_invalid_argument([] { PackedSchedule::build({}, -1); }, {"PackedSchedule", "'max_time'", ">= 0", "-1"});
+  expect_invalid_argument([] { LSTMState<float>::zeros(-1, 3); }, {"LSTMState::zeros", "'batch'", ">= 0", "-1"});
+  expect_invalid_argument([] { LSTMState<float>::zeros(2, -3); }, {"'hidden'", "-3"});
+  expect_invalid_argument([] { LSTMCell<float>(2, 3).zero_state(-2); }, {"'batch'", "-2"});
+}
+
+TEST(Errors, CellForwardAndBackwardDirectly) {
+  Fixture f;
+  const PackedSchedule s = PackedSchedule::build(f.lengths, 5);  // P = 7
+  LSTMCache<double> cache;
+  LSTMState<double> final;
+  cache.x = Matrix<double>::Zero(7, 3);
+  expect_invalid_argument([&] { f.cell.forward(s, f.cell.zero_state(3), cache, final); },
+                          {"LSTMCell::forward", "'s0.c'", "[2, 4]", "[3, 4]"});
+  cache.x = Matrix<double>::Zero(6, 3);
+  expect_invalid_argument([&] { f.cell.forward(s, f.cell.zero_state(2), cache, final); },
+                          {"LSTMCell::forward", "'cache.x'", "[7, 3]", "[6, 3]"});
+  cache.x = Matrix<double>::Zero(7, 3);
+  f.cell.forward(s, f.cell.zero_state(2), cache, final);
+  auto grads = f.cell.make_gradients();
+  LSTMState<double> dstate = f.cell.zero_state(2);
+  Matrix<double> dx;
+  LSTMBackwardWorkspace<double> ws;
+  expect_invalid_argument([&] { f.cell.backward(s, cache, Matrix<double>::Zero(7, 3), dstate, grads, dx, ws); },
+                          {"LSTMCell::backward", "'dh'", "[7, 4]", "[7, 3]"});
+  LSTMState<double> bad = f.cell.zero_state(1);
+  expect_invalid_argument([&] { f.cell.backward(s, cache, Matrix<double>::Zero(7, 4), bad, grads, dx, ws); },
+                          {"LSTMCell::backward", "'dstate.c'", "[2, 4]", "[1, 4]"});
+}
+
+TEST(Errors, SoftmaxAndLastOutputs) {
+  expect_invalid_argument([] { softmax(Matrix<double>(2, 0)); }, {"softmax", "'logits'", "one column", "[2, 0]"});
+  expect_invalid_argument([] { gather_last_outputs_backward(Matrix<double>(0, 3), {}, -1); },
+                          {"gather_last_outputs_backward", "'max_time'", ">= 0", "-1"});
+}
+
+TEST(Errors, SafetensorsWriterAndFiles) {
+  safetensors::Writer w;
+  const double v[2] = {1, 2};
+  w.add("a", {2}, v, 2);
+  expect_invalid_argument([&] { w.add("a", {2}, v, 2); }, {"Writer::add", "'name'", "new tensor name", "'a'"});
+  expect_invalid_argument([&] { w.add("__metadata__", {2}, v, 2); }, {"'name'", "'__metadata__'"});
+  expect_invalid_argument([&] { w.add("b", {3}, v, 2); }, {"Writer::add", "'count'", "must be 3", "got 2"});
+  const auto f = safetensors::File::parse(w.bytes(), "mem");
+  EXPECT_THROW(f.info("b"), CheckpointError);
+  try {
+    f.check<double>("a", {2, 1});
+    ADD_FAILURE() << "no CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("'mem': tensor 'a' has shape [2], expected [2, 1]"), std::string::npos) << e.what();
+  }
+  try {
+    f.check<std::int64_t>("a", {2});
+    ADD_FAILURE() << "no CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("dtype F64, expected I32 or I64"), std::string::npos) << e.what();
+  }
+  const unsigned char byte = 0;
+  try {
+    write_file_atomically(std::string(::testing::TempDir()) + "/", &byte, 1);
+    ADD_FAILURE() << "no CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("names a directory"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

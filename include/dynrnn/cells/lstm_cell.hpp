@@ -45,7 +45,10 @@ struct LSTMState {
   Matrix<Scalar> h;  ///< (B, H) hidden state, which is also the cell's output.
 
   /// \brief A state of zeros for `batch` rows of `hidden` units.
+  /// \throws std::invalid_argument when either is negative.
   static LSTMState zeros(Index batch, Index hidden) {
+    if (batch < 0) detail::throw_argument("LSTMState::zeros", "batch", ">= 0", std::to_string(batch));
+    if (hidden < 0) detail::throw_argument("LSTMState::zeros", "hidden", ">= 0", std::to_string(hidden));
     return {Matrix<Scalar>::Zero(batch, hidden), Matrix<Scalar>::Zero(batch, hidden)};
   }
 
@@ -197,8 +200,12 @@ class LSTMCell {
   /// \param s0     initial state, rows in sorted order, (B, H) each.
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
+  /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
     const Index H = hidden_size_, P = s.total();
+    check_parameters("LSTMCell::forward");
+    s0.check("LSTMCell::forward", "s0", s.batch, H);
+    detail::check_shape("LSTMCell::forward", "cache.x", cache.x, P, input_size_);
     cache.c0 = s0.c;
     cache.h_prev.resize(P, H);
     cache.gates.resize(P, 4 * H);
@@ -266,10 +273,18 @@ class LSTMCell {
   /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
   /// \param grads  parameter gradients, added to.
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
+  /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
   /// \param ws     scratch space, reused between calls.
   void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
                 Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
+    constexpr const char* fn = "LSTMCell::backward";
+    check_parameters(fn);
+    check_gradients(fn, grads);
+    detail::check_shape(fn, "cache.h", cache.h, P, H);
+    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    detail::check_shape(fn, "dh", dh, P, H);
+    dstate.check(fn, "dstate", s.batch, H);
     ws.dgates.resize(P, 4 * H);
     // dstate.h, dstate.c carry dLoss/dh_t and dLoss/dc_t of each sorted row back through
     // time. A row joins the recursion at its last step, carrying its final-state gradient.

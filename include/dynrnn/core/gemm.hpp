@@ -23,6 +23,7 @@
 // same order and the result does not depend on the thread count.
 #pragma once
 
+#include "check.hpp"
 #include "parallel.hpp"
 #include "types.hpp"
 
@@ -30,6 +31,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -113,14 +115,18 @@ class Gemm {
   using MatrixRef = Eigen::Ref<Matrix<Scalar>>;              ///< Writable row-major block.
   using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;   ///< Read-only row-major block.
 
-  /// \brief `C = alpha·op(A)·op(B) + beta·C`. Shapes must agree; they are checked in debug builds.
+  /// \brief `C = alpha·op(A)·op(B) + beta·C`.
+  /// \throws std::invalid_argument when op(A) is not (M, K) and op(B) (K, N) for C (M, N).
   void operator()(MatrixRef C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b,
                   Scalar alpha = Scalar(1), Scalar beta = Scalar(0)) {
     const Index M = C.rows(), N = C.cols();
     const Index K = op_a == Op::N ? A.cols() : A.rows();
-    eigen_assert((op_a == Op::N ? A.rows() : A.cols()) == M);
-    eigen_assert((op_b == Op::N ? B.rows() : B.cols()) == K);
-    eigen_assert((op_b == Op::N ? B.cols() : B.rows()) == N);
+    if ((op_a == Op::N ? A.rows() : A.cols()) != M)
+      detail::throw_argument("Gemm", "A", "with op(A) of " + std::to_string(M) + " rows (C's rows)",
+                             detail::shape_string({A.rows(), A.cols()}));
+    if ((op_b == Op::N ? B.rows() : B.cols()) != K || (op_b == Op::N ? B.cols() : B.rows()) != N)
+      detail::throw_argument("Gemm", "B", "with op(B) of shape " + detail::shape_string({K, N}),
+                             detail::shape_string({B.rows(), B.cols()}) + (op_b == Op::N ? "" : " transposed"));
     if (M == 0 || N == 0) return;
     detail::scale(C, beta);
     if (K == 0) return;
@@ -251,9 +257,13 @@ class PackedRightGemm {
 
   /// \brief Packs op(W), (K, N), for products with up to `max_rows` rows on the left, made
   /// by up to `slots` threads at once (see rows()). Allocates only when the sizes grow.
+  /// \throws std::invalid_argument when max_rows < 0 or slots < 1.
   void pack(const ConstMatrixRef& W, Op op, Index max_rows, int slots = 1) {
+    if (max_rows < 0) detail::throw_argument("PackedRightGemm::pack", "max_rows", ">= 0", std::to_string(max_rows));
+    if (slots < 1) detail::throw_argument("PackedRightGemm::pack", "slots", ">= 1", std::to_string(slots));
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
+    max_rows_ = max_rows;
     if constexpr (detail::external_gemm<Scalar>()) {  // the library packs at every call
       w_data_ = W.data();
       w_stride_ = W.outerStride();
@@ -284,7 +294,6 @@ class PackedRightGemm {
     }
     packed_x_.resize(slots);
     for (auto& buffer : packed_x_) buffer.resize(size + kPadding);
-    max_rows_ = max_rows;
 
     for (Index i2 = 0, b = 0; i2 < N_; i2 += mc_) {
       const Index actual_mc = std::min(i2 + mc_, N_) - i2;
@@ -308,7 +317,13 @@ class PackedRightGemm {
 
   /// \brief `C = alpha·A·op(W) + beta·C` with the packed `W`; A is (n, K), C is (n, N),
   /// n at most the `max_rows` given to pack().
+  /// \throws std::invalid_argument when the shapes disagree with the packed W or n > max_rows.
   void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0)) {
+    constexpr const char* fn = "PackedRightGemm";
+    if (A.cols() != K_ || A.rows() > max_rows_)
+      detail::throw_argument(fn, "A", "of " + std::to_string(K_) + " columns and at most " + std::to_string(max_rows_) +
+                                          " rows (as packed)", detail::shape_string({A.rows(), A.cols()}));
+    detail::check_shape(fn, "C", C, A.rows(), N_);
     rows(C, A, alpha, beta, 0);
   }
 
@@ -316,6 +331,8 @@ class PackedRightGemm {
   /// `slots` given to pack()) may call this at the same time on disjoint rows of C. Each row
   /// of C is summed in the same order whichever rows are multiplied together, as long as
   /// every call but the one holding the last row starts and ends on a multiple of kRowGranule.
+  /// Runs inside parallel regions, where an exception cannot propagate, so its arguments are
+  /// checked only in debug builds (eigen_assert); operator() checks them.
   void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, int slot) {
     eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());
     const Index n = A.rows();

@@ -5,9 +5,11 @@
 // OpenMP's: OMP_NUM_THREADS, or omp_set_num_threads() / dynrnn::set_num_threads().
 #pragma once
 
+#include "check.hpp"
 #include "types.hpp"
 
 #include <algorithm>
+#include <string>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -22,8 +24,9 @@ namespace dynrnn {
 /// omp_set_num_threads, and OpenBLAS's own pool under DYNRNN_GEMM_OPENBLAS). Without OpenMP
 /// dynrnn's own loops run on one thread.
 /// \param threads at least 1.
+/// \throws std::invalid_argument when `threads` < 1.
 inline void set_num_threads(int threads) {
-  threads = threads < 1 ? 1 : threads;
+  if (threads < 1) detail::throw_argument("set_num_threads", "threads", ">= 1", std::to_string(threads));
 #ifdef _OPENMP
   omp_set_num_threads(threads);
 #endif

@@ -7,10 +7,14 @@
 // across compilers.
 #pragma once
 
+#include "check.hpp"
+
 #include <Eigen/Core>
 
+#include <cmath>
 #include <cstdint>
 #include <random>
+#include <string>
 
 namespace dynrnn {
 
@@ -22,11 +26,18 @@ using Rng = std::mt19937_64;
 inline double uniform01(Rng& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
 
 /// \brief Uniform number in [lo, hi).
-inline double uniform(Rng& rng, double lo, double hi) { return lo + (hi - lo) * uniform01(rng); }
+/// \throws std::invalid_argument unless lo <= hi, both finite.
+inline double uniform(Rng& rng, double lo, double hi) {
+  if (!(std::isfinite(lo) && std::isfinite(hi) && lo <= hi))
+    detail::throw_argument("uniform", "hi", "finite and >= lo = " + std::to_string(lo), std::to_string(hi));
+  return lo + (hi - lo) * uniform01(rng);
+}
 
-/// \brief Uniform integer in [lo, hi) (requires lo < hi). Uses rejection, so it is unbiased.
+/// \brief Uniform integer in [lo, hi). Uses rejection, so it is unbiased.
+/// \throws std::invalid_argument unless lo < hi.
 inline std::int64_t uniform_int(Rng& rng, std::int64_t lo, std::int64_t hi) {
-  const auto span = static_cast<std::uint64_t>(hi - lo);
+  if (!(lo < hi)) detail::throw_argument("uniform_int", "hi", "> lo = " + std::to_string(lo), std::to_string(hi));
+  const auto span = static_cast<std::uint64_t>(hi) - static_cast<std::uint64_t>(lo);
   const std::uint64_t limit = UINT64_MAX - UINT64_MAX % span;
   std::uint64_t r = rng();
   while (r >= limit) r = rng();
@@ -34,8 +45,11 @@ inline std::int64_t uniform_int(Rng& rng, std::int64_t lo, std::int64_t hi) {
 }
 
 /// \brief Fills an Eigen object with values uniform in [-limit, limit).
+/// \throws std::invalid_argument unless limit is finite and >= 0.
 template <class Derived>
 void fill_uniform(Eigen::DenseBase<Derived>& m, Rng& rng, double limit) {
+  if (!(std::isfinite(limit) && limit >= 0))
+    detail::throw_argument("fill_uniform", "limit", "finite and >= 0", std::to_string(limit));
   using Scalar = typename Derived::Scalar;
   for (Eigen::Index r = 0; r < m.rows(); ++r)
     for (Eigen::Index c = 0; c < m.cols(); ++c)

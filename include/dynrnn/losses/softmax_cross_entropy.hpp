@@ -35,6 +35,8 @@ struct SoftmaxCrossEntropy {
 /// \brief softmax() into `p`, reusing its storage.
 template <class Scalar>
 void softmax(const Matrix<Scalar>& logits, Matrix<Scalar>& p) {
+  if (logits.cols() == 0)
+    detail::throw_argument("softmax", "logits", "of at least one column", detail::shape_string({logits.rows(), 0}));
   p.resize(logits.rows(), logits.cols());
   for (Index n = 0; n < logits.rows(); ++n) {
     p.row(n) = (logits.row(n).array() - logits.row(n).maxCoeff()).exp().matrix();
@@ -45,6 +47,7 @@ void softmax(const Matrix<Scalar>& logits, Matrix<Scalar>& p) {
 /// \brief Row-wise softmax, computed stably.
 /// \param logits (N, C).
 /// \return (N, C) probabilities; each row sums to 1.
+/// \throws std::invalid_argument when C = 0.
 template <class Scalar>
 Matrix<Scalar> softmax(const Matrix<Scalar>& logits) {
   Matrix<Scalar> p;

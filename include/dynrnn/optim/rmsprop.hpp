@@ -92,7 +92,11 @@ class RMSProp {
   /// \brief The options in force.
   const RMSPropOptions<Scalar>& options() const { return options_; }
   /// \brief Changes the learning rate from the next update on (for schedules).
-  void set_learning_rate(Scalar lr) { options_.learning_rate = lr; }
+  /// \throws std::invalid_argument unless lr >= 0.
+  void set_learning_rate(Scalar lr) {
+    if (!(lr >= 0)) detail::throw_argument("RMSProp::set_learning_rate", "lr", ">= 0", std::to_string(lr));
+    options_.learning_rate = lr;
+  }
 
   /// \brief Updates one parameter in place from its gradient.
   /// \param param any writable Eigen dense object (matrix, vector, array or block).

@@ -21,9 +21,11 @@
 // contiguous block of rows.
 #pragma once
 
+#include "../core/check.hpp"
 #include "../core/parallel.hpp"
 #include "../core/types.hpp"
 
+#include <string>
 #include <vector>
 
 namespace dynrnn {
@@ -43,7 +45,8 @@ struct PackedSchedule {
   /// \brief Number of valid (row, step) pairs, the sum of the lengths.
   Index total() const { return offset.empty() ? 0 : offset.back(); }
 
-  /// \brief Builds the schedule for `lengths` (each already validated to lie in [0, max_time]).
+  /// \brief Builds the schedule for `lengths`.
+  /// \throws std::invalid_argument when max_time < 0 or a length lies outside [0, max_time].
   static PackedSchedule build(const std::vector<int>& lengths, Index max_time) {
     PackedSchedule s;
     s.assign(lengths, max_time);
@@ -52,7 +55,10 @@ struct PackedSchedule {
 
   /// \brief Rebuilds this schedule in place; allocates nothing when the batch and time
   /// extents do not grow.
+  /// \throws std::invalid_argument as build() does.
   void assign(const std::vector<int>& row_lengths, Index time) {
+    if (time < 0) detail::throw_argument("PackedSchedule", "max_time", ">= 0", std::to_string(time));
+    detail::check_lengths("PackedSchedule", row_lengths, static_cast<Index>(row_lengths.size()), time);
     max_time = time;
     batch = static_cast<Index>(row_lengths.size());
     lengths.assign(row_lengths.begin(), row_lengths.end());
