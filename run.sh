@@ -37,7 +37,8 @@ case "$mode" in
   example)
     configure
     cmake --build "$build" -j "$jobs" --target count_ones
-    exec "$build/examples/count_ones/count_ones" --csv "$build/count_ones_loss.csv" "$@"
+    exec "$build/examples/count_ones/count_ones" --csv "$build/count_ones_loss.csv" \
+      --checkpoint "$build/count_ones.safetensors" "$@"
     ;;
   test)
     configure -DDYNRNN_WERROR=ON

@@ -146,14 +146,19 @@ int main(int argc, char** argv) {
   app.add_option("--loss", reduction_name, "Batch loss: mean over the batch, or sum (the notebook's tf.reduce_sum)")
       ->check(CLI::IsMember({"sum", "mean"}))
       ->capture_default_str();
-  app.add_option("--csv", csv_path, "Where to write the loss curve (step,loss,accuracy)")->capture_default_str();
+  // The last --csv and --checkpoint win, so that scripts can set defaults and users override them.
+  app.add_option("--csv", csv_path, "Where to write the loss curve (step,loss,accuracy)")
+      ->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--eval", eval_size, "Held-out sequences evaluated at the end")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--log-every", log_every, "Print progress every N steps")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--checkpoint", checkpoint_path, "Where to save checkpoints (safetensors)")->capture_default_str();
+  app.add_option("--checkpoint", checkpoint_path, "Where to save checkpoints (safetensors)")
+      ->capture_default_str()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--checkpoint-every", checkpoint_every, "Save a checkpoint every N steps and at the end; 0: never")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
