@@ -213,10 +213,11 @@ class LSTMCell {
     cache.tanh_c.resize(P, H);
     cache.h.resize(P, H);
 
-    // Input projection for every valid (row, step) pair at once.
-    cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N);
+    // Input projection for every valid (row, step) pair at once, added onto the bias: one
+    // parallel pass writes the bias, where a zero fill and a bias pass would take two.
     detail::for_each_row(P, double(P) * double(4 * H) >= kParallelElementwise,
-                         [&](Index r) { cache.gates.row(r) += bias_.transpose(); });
+                         [&](Index r) { cache.gates.row(r) = bias_.transpose(); });
+    cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = loop_threads(rows);
