@@ -84,5 +84,25 @@ TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
   }
 }
 
+// A product's result depends on its own shape only, never on the products a Gemm made
+// before: the depth blocking, which fixes the order of the sums, follows each product.
+TYPED_TEST(GemmTyped, ResultDoesNotDependOnEarlierShapes) {
+  using Scalar = TypeParam;
+  Rng rng(43);
+  const Matrix<Scalar> big_a = random_matrix<Scalar>(50, 2000, rng), big_b = random_matrix<Scalar>(2000, 120, rng);
+  Matrix<Scalar> big(50, 120);
+  for (Index K : {300, 600, 1100}) {  // depths blocked differently from 2000 by any L1 size
+    SCOPED_TRACE(K);
+    const Matrix<Scalar> a = random_matrix<Scalar>(40, K, rng), b = random_matrix<Scalar>(K, 90, rng);
+    Matrix<Scalar> fresh(40, 90), reused(40, 90);
+    Gemm<Scalar> first;
+    first(fresh, a, Op::N, b, Op::N);
+    Gemm<Scalar> second;
+    second(big, big_a, Op::N, big_b, Op::N);  // deeper and wider than the product that follows
+    second(reused, a, Op::N, b, Op::N);
+    EXPECT_TRUE(identical(fresh, reused));
+  }
+}
+
 }  // namespace
 }  // namespace dynrnn::test

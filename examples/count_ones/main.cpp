@@ -98,27 +98,45 @@ struct StepResult {
   double loss, accuracy;
 };
 
-StepResult train_step(Model& m, const Batch& b, dynrnn::Reduction reduction) {
-  // Forward.
-  const auto x = m.embedding.forward_sequences(b.ids, b.max_time, b.batch);  // [T, B, 2]
-  const auto fwd = dynrnn::dynamic_rnn(m.lstm, x, b.lengths);                // [T, B, H]
-  const auto last = dynrnn::gather_last_outputs(fwd.outputs, b.lengths);     // (B, H)
-  const auto logits = m.output.forward(last);                                 // (B, 15)
-  const auto ce = dynrnn::softmax_cross_entropy(logits, b.targets, reduction);
+/// One training step's activations and gradients, kept from step to step: after the
+/// first batches of each length, a step allocates nothing (see the README's section on speed).
+struct TrainStep {
+  dynrnn::Tensor3<Scalar> x, d_outputs;                    // [T, B, 2], [T, B, H]
+  dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // outputs [T, B, H] and the cache
+  dynrnn::DynamicRNNGradients<dynrnn::LSTMCell<Scalar>> d_lstm;
+  dynrnn::LSTMState<Scalar> zero;                          // initial state and d_final, (B, H)
+  dynrnn::Matrix<Scalar> last, logits, d_last;             // (B, H), (B, 15), (B, H)
+  dynrnn::SoftmaxCrossEntropy<Scalar> ce;
+  dynrnn::DenseGradients<Scalar> d_output;
+  dynrnn::EmbeddingGradients<Scalar> d_embedding;
 
-  // Backward.
-  auto d_output = m.output.make_gradients();
-  const auto d_last = m.output.backward(last, ce.d_logits, d_output);
-  const auto d_lstm = dynrnn::dynamic_rnn_backward(
-      m.lstm, fwd, dynrnn::gather_last_outputs_backward(d_last, b.lengths, b.max_time));
-  auto d_embedding = m.embedding.make_gradients();
-  m.embedding.backward_sequences(b.ids, d_lstm.inputs, d_embedding);
+  explicit TrainStep(const Model& m)
+      : d_lstm(m.lstm), d_output(m.output.make_gradients()), d_embedding(m.embedding.make_gradients()) {}
 
-  m.opt.apply(m.lstm, d_lstm);
-  m.opt.apply(m.output, d_output);
-  m.opt.apply(m.embedding, d_embedding);
-  return {double(ce.loss), accuracy(logits, b.targets)};
-}
+  StepResult run(Model& m, const Batch& b, dynrnn::Reduction reduction) {
+    if (zero.h.rows() != b.batch) zero = m.lstm.zero_state(b.batch);
+    // Forward.
+    m.embedding.forward_sequences(b.ids, b.max_time, b.batch, x);
+    dynrnn::dynamic_rnn(m.lstm, x, b.lengths, zero, fwd);
+    dynrnn::gather_last_outputs(fwd.outputs, b.lengths, last);
+    m.output.forward(last, logits);
+    dynrnn::softmax_cross_entropy(logits, b.targets, reduction, ce);
+
+    // Backward; parameter gradients add up, so they start from zero.
+    d_output.setZero();
+    d_lstm.setZero();
+    d_embedding.setZero();
+    m.output.backward(last, ce.d_logits, d_output, d_last);
+    dynrnn::gather_last_outputs_backward(d_last, b.lengths, b.max_time, d_outputs);
+    dynrnn::dynamic_rnn_backward(m.lstm, fwd, d_outputs, zero, d_lstm);
+    m.embedding.backward_sequences(b.ids, d_lstm.inputs, d_embedding);
+
+    m.opt.apply(m.lstm, d_lstm);
+    m.opt.apply(m.output, d_output);
+    m.opt.apply(m.embedding, d_embedding);
+    return {double(ce.loss), accuracy(logits, b.targets)};
+  }
+};
 
 }  // namespace
 
@@ -226,9 +244,10 @@ int main(int argc, char** argv) {
   const auto start = Clock::now();
   auto window_start = start;
   csv.precision(std::numeric_limits<double>::max_digits10);  // exact, for comparing runs
+  TrainStep step_state(model);
   for (int step = first_step; step <= steps; ++step) {
     const Batch b = make_batch(task, batch_size, train_rng);
-    const StepResult r = train_step(model, b, reduction);
+    const StepResult r = step_state.run(model, b, reduction);
     csv << step << ',' << r.loss << ',' << r.accuracy << '\n';
     if (step % log_every == 0 || step == steps) {
       const auto now = Clock::now();

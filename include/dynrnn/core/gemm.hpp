@@ -147,7 +147,7 @@ class Gemm {
   void dispatch(MatrixRef& C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b, Index M,
                 Index N, Index K, Scalar alpha) {
     const int threads = thread_count(M, N, K);
-    reserve(M, N, K, threads);
+    reserve(threads);
     if (threads == 1) {
       block(C, A, op_a, B, op_b, 0, M, 0, N, K, alpha, 0);
       return;
@@ -191,23 +191,12 @@ class Gemm {
       op_b == Op::N ? go(Cols{}, Rows{}) : go(Cols{}, Cols{});
   }
 
-  // Makes sure every thread slot has packing buffers for products up to M x N x K. All
-  // slots are blocked for the same (largest) shape, so they share one inner blocking.
-  void reserve(Index M, Index N, Index K, int threads) {
+  // Makes sure there is a packing space for every thread slot.
+  void reserve(int threads) {
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-    const bool grow = M > rows_ || N > cols_ || K > depth_;
-    if (grow) {
-      rows_ = std::max(rows_, M);
-      cols_ = std::max(cols_, N);
-      depth_ = std::max(depth_, K);
-      blocking_.clear();
-    }
-    while (int(blocking_.size()) < threads) {
-      blocking_.push_back(std::make_unique<Blocking>(rows_, cols_, depth_, 1, true));
-      blocking_.back()->allocateAll();
-    }
+    while (int(blocking_.size()) < threads) blocking_.push_back(std::make_unique<Blocking>());
 #else
-    (void)M, (void)N, (void)K, (void)threads;
+    (void)threads;
 #endif
   }
 
@@ -217,9 +206,11 @@ class Gemm {
   void run(Scalar* c, Index ldc, const Scalar* a, Index lda, const Scalar* b, Index ldb, Index M, Index N,
            Index K, Scalar alpha, int slot) {
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+    Blocking& blocking = *blocking_[slot];
+    blocking.set(M, N, K);
     Eigen::internal::general_matrix_matrix_product<Index, Scalar, OrderA, false, Scalar, OrderB, false,
                                                    Eigen::RowMajor, 1>::run(M, N, K, a, lda, b, ldb, c, 1, ldc,
-                                                                            alpha, *blocking_[slot]);
+                                                                            alpha, blocking);
 #else
     (void)slot;
     using MapA = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, OrderA>, 0, Eigen::OuterStride<>>;
@@ -231,10 +222,28 @@ class Gemm {
   }
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-  using Blocking = Eigen::internal::gemm_blocking_space<Eigen::RowMajor, Scalar, Scalar, Eigen::Dynamic,
-                                                        Eigen::Dynamic, Eigen::Dynamic>;
+  // Eigen's blocking of one product: block sizes from that product's own shape, so that its
+  // sums never depend on the shapes multiplied before it (the depth blocking kc decides the
+  // order of the sums), and packing buffers that are kept and only grow.
+  class Blocking : public Eigen::internal::level3_blocking<Scalar, Scalar> {
+   public:
+    void set(Index M, Index N, Index K) {
+      // C is row-major, so Eigen computes Cᵀ = op(B)ᵀ · op(A)ᵀ: its mc runs over N, nc over M.
+      Index kc = K, mc = N, nc = M;
+      Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1>(kc, mc, nc, Index(1));
+      this->m_kc = kc;
+      this->m_mc = mc;
+      this->m_nc = nc;
+      if (a_.size() < std::size_t(kc * mc)) a_.resize(std::size_t(kc * mc));
+      if (b_.size() < std::size_t(kc * nc)) b_.resize(std::size_t(kc * nc));
+      this->m_blockA = a_.data();
+      this->m_blockB = b_.data();
+    }
+
+   private:
+    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> a_, b_;
+  };
   std::vector<std::unique_ptr<Blocking>> blocking_;  // one per thread slot
-  Index rows_ = 0, cols_ = 0, depth_ = 0;
 #endif
 };
 
