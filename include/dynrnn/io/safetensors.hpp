@@ -60,8 +60,24 @@ class CheckpointError : public std::runtime_error {
 
 namespace safetensors {
 
-/// \brief Element types defined by the safetensors format.
-enum class DType { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, I64, U64, F64 };
+/// \brief Element types defined by the safetensors format, named as in its header.
+enum class DType {
+  BOOL,     ///< Boolean, 1 byte.
+  U8,       ///< Unsigned 8-bit integer.
+  I8,       ///< Signed 8-bit integer.
+  F8_E5M2,  ///< 8-bit float, 5 exponent and 2 mantissa bits.
+  F8_E4M3,  ///< 8-bit float, 4 exponent and 3 mantissa bits.
+  I16,      ///< Signed 16-bit integer.
+  U16,      ///< Unsigned 16-bit integer.
+  F16,      ///< IEEE half precision.
+  BF16,     ///< bfloat16.
+  I32,      ///< Signed 32-bit integer.
+  U32,      ///< Unsigned 32-bit integer.
+  F32,      ///< IEEE single precision (float).
+  I64,      ///< Signed 64-bit integer.
+  U64,      ///< Unsigned 64-bit integer.
+  F64,      ///< IEEE double precision (double).
+};
 
 /// \brief The format's name of a dtype, e.g. "F32".
 inline const char* dtype_name(DType d) {
