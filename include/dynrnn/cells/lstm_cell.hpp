@@ -47,8 +47,8 @@ struct LSTMState {
   /// \brief A state of zeros for `batch` rows of `hidden` units.
   /// \throws std::invalid_argument when either is negative.
   static LSTMState zeros(Index batch, Index hidden) {
-    if (batch < 0) detail::throw_argument("LSTMState::zeros", "batch", ">= 0", std::to_string(batch));
-    if (hidden < 0) detail::throw_argument("LSTMState::zeros", "hidden", ">= 0", std::to_string(hidden));
+    detail::check_non_negative("LSTMState::zeros", "batch", batch);
+    detail::check_non_negative("LSTMState::zeros", "hidden", hidden);
     return {Matrix<Scalar>::Zero(batch, hidden), Matrix<Scalar>::Zero(batch, hidden)};
   }
 
@@ -274,8 +274,8 @@ class LSTMCell {
   /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
   /// \param grads  parameter gradients, added to.
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
-  /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
   /// \param ws     scratch space, reused between calls.
+  /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
   void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
                 Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();

@@ -58,6 +58,11 @@ inline void check_positive(const char* function, const char* argument, Index val
   if (value <= 0) throw_argument(function, argument, "positive", std::to_string(value));
 }
 
+/// Requires a count that may be zero (rows, steps, an index).
+inline void check_non_negative(const char* function, const char* argument, Index value) {
+  if (value < 0) throw_argument(function, argument, ">= 0", std::to_string(value));
+}
+
 /// Requires one length per batch row, each in [0, max_time].
 inline void check_lengths(const char* function, const std::vector<int>& lengths, Index batch,
                           Index max_time) {

@@ -268,7 +268,7 @@ class PackedRightGemm {
   /// by up to `slots` threads at once (see rows()). Allocates only when the sizes grow.
   /// \throws std::invalid_argument when max_rows < 0 or slots < 1.
   void pack(const ConstMatrixRef& W, Op op, Index max_rows, int slots = 1) {
-    if (max_rows < 0) detail::throw_argument("PackedRightGemm::pack", "max_rows", ">= 0", std::to_string(max_rows));
+    detail::check_non_negative("PackedRightGemm::pack", "max_rows", max_rows);
     if (slots < 1) detail::throw_argument("PackedRightGemm::pack", "slots", ">= 1", std::to_string(slots));
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();

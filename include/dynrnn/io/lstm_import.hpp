@@ -26,6 +26,7 @@
 #pragma once
 
 #include "../cells/lstm_cell.hpp"
+#include "../core/check.hpp"
 #include "safetensors.hpp"
 
 #include <array>
@@ -81,7 +82,7 @@ void assign_lstm(LSTMCell<Scalar>& cell, Matrix<Scalar>&& kernel, Vector<Scalar>
 template <class Scalar>
 void import_pytorch_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, const std::string& prefix = "",
                          int layer = 0) {
-  if (layer < 0) detail::throw_argument("import_pytorch_lstm", "layer", ">= 0", std::to_string(layer));
+  detail::check_non_negative("import_pytorch_lstm", "layer", layer);
   const Index I = cell.input_size(), H = cell.hidden_size();
   const std::string k = "_l" + std::to_string(layer);
   if (file.contains(prefix + "weight_hr" + k))

@@ -44,8 +44,7 @@ template <class Scalar>
 void gather_last_outputs_backward(const Matrix<Scalar>& d_last, const std::vector<int>& lengths, Index max_time,
                                   Tensor3<Scalar>& d_outputs) {
   const Index B = d_last.rows(), H = d_last.cols();
-  if (max_time < 0)
-    detail::throw_argument("gather_last_outputs_backward", "max_time", ">= 0", std::to_string(max_time));
+  detail::check_non_negative("gather_last_outputs_backward", "max_time", max_time);
   detail::check_lengths("gather_last_outputs_backward", lengths, B, max_time);
   d_outputs.resize(max_time, B, H);  // reallocates only when the size changes
   d_outputs.setZero();

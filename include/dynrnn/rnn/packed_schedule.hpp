@@ -57,7 +57,7 @@ struct PackedSchedule {
   /// extents do not grow.
   /// \throws std::invalid_argument as build() does.
   void assign(const std::vector<int>& row_lengths, Index time) {
-    if (time < 0) detail::throw_argument("PackedSchedule", "max_time", ">= 0", std::to_string(time));
+    detail::check_non_negative("PackedSchedule", "max_time", time);
     detail::check_lengths("PackedSchedule", row_lengths, static_cast<Index>(row_lengths.size()), time);
     max_time = time;
     batch = static_cast<Index>(row_lengths.size());
