@@ -75,14 +75,13 @@ struct Corruption {
 /// the header length, in the header and in the data; a corrupt header length; and the header
 /// edited at every field (JSON syntax, duplicate key, dtype, shape, data_offsets, metadata).
 inline std::vector<Corruption> corruptions(const std::vector<unsigned char>& valid) {
-  std::uint64_t n = 0;
-  for (int k = 7; k >= 0; --k) n = (n << 8) | valid[std::size_t(k)];
+  const std::uint64_t n = safetensors::read_le64(valid.data());
   const std::string header(valid.begin() + 8, valid.begin() + 8 + std::ptrdiff_t(n));
   const std::vector<unsigned char> data(valid.begin() + 8 + std::ptrdiff_t(n), valid.end());
 
   auto assemble = [&](const std::string& h, std::uint64_t length) {
     std::vector<unsigned char> out;
-    for (int k = 0; k < 8; ++k) out.push_back(static_cast<unsigned char>(length >> (8 * k)));
+    safetensors::append_le64(out, length);
     out.insert(out.end(), h.begin(), h.end());
     out.insert(out.end(), data.begin(), data.end());
     return out;

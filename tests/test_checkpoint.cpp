@@ -87,8 +87,7 @@ TEST(Checkpoint, FileLayoutIsSafetensors) {
   TinyModel m;
   m.fake_step(0.5);
   const std::vector<unsigned char> bytes = m.ckpt.to_bytes(7);
-  std::uint64_t n = 0;
-  for (int k = 7; k >= 0; --k) n = (n << 8) | bytes[std::size_t(k)];
+  const std::uint64_t n = safetensors::read_le64(bytes.data());
   EXPECT_EQ((8 + n) % 8, 0u);
   const auto header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + std::ptrdiff_t(n));
   const auto& meta = header.at("__metadata__");
@@ -154,8 +153,7 @@ TEST(Checkpoint, EveryHeaderByteOverwrittenIsSafe) {
   TinyModel saved;
   saved.fake_step(0.5);
   const std::vector<unsigned char> valid = saved.ckpt.to_bytes(7);
-  std::uint64_t n = 0;
-  for (int k = 7; k >= 0; --k) n = (n << 8) | valid[std::size_t(k)];
+  const std::uint64_t n = safetensors::read_le64(valid.data());
   auto target = std::make_unique<TinyModel>(42);
   const std::vector<double> before = target->state();
   int refused = 0, loaded = 0;

@@ -19,6 +19,7 @@
 // tensor is handed out.
 #pragma once
 
+#include "../core/check.hpp"
 #include "../core/types.hpp"
 
 #include <nlohmann/json.hpp>
@@ -107,6 +108,14 @@ constexpr DType dtype_of() {
   else static_assert(sizeof(T) == 0, "safetensors: no dtype for this type");
 }
 
+/// \brief Number of elements of a tensor of `shape`, the product of its dimensions (1 for a
+/// scalar). The caller makes sure it fits 64 bits.
+inline std::uint64_t element_count(const std::vector<std::uint64_t>& shape) {
+  std::uint64_t n = 1;
+  for (std::uint64_t d : shape) n *= d;
+  return n;
+}
+
 /// \brief One tensor's entry in the header.
 struct TensorInfo {
   DType dtype = DType::F32;             ///< Element type.
@@ -114,11 +123,7 @@ struct TensorInfo {
   std::uint64_t begin = 0, end = 0;     ///< Byte range within the data section.
 
   /// \brief Number of elements, the product of the shape (1 for a scalar).
-  std::uint64_t elements() const {
-    std::uint64_t n = 1;
-    for (std::uint64_t d : shape) n *= d;
-    return n;
-  }
+  std::uint64_t elements() const { return element_count(shape); }
 };
 
 /// \brief Formats a shape as "[a, b]".
@@ -126,6 +131,18 @@ inline std::string shape_string(const std::vector<std::uint64_t>& shape) {
   std::string s = "[";
   for (std::size_t k = 0; k < shape.size(); ++k) s += (k ? ", " : "") + std::to_string(shape[k]);
   return s + "]";
+}
+
+/// \brief The 8-byte little-endian unsigned integer at `bytes`, e.g. a file's header length.
+inline std::uint64_t read_le64(const unsigned char* bytes) {
+  std::uint64_t n = 0;
+  for (int k = 7; k >= 0; --k) n = (n << 8) | bytes[k];
+  return n;
+}
+
+/// \brief Appends `value` to `out` as 8 little-endian bytes.
+inline void append_le64(std::vector<unsigned char>& out, std::uint64_t value) {
+  for (int k = 0; k < 8; ++k) out.push_back(static_cast<unsigned char>(value >> (8 * k)));
 }
 
 /// \brief The largest header accepted, as in the format's reference implementation.
@@ -244,8 +261,7 @@ class File {
     const std::uint64_t size = bytes_.size();
     if (size < 8)
       fail("file is " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
-    std::uint64_t n = 0;
-    for (int k = 7; k >= 0; --k) n = (n << 8) | bytes_[k];
+    const std::uint64_t n = read_le64(bytes_.data());
     if (n > size - 8)
       fail("header length " + std::to_string(n) + " exceeds the " + std::to_string(size - 8) +
            " bytes after it (file truncated or header length corrupt)");
@@ -378,15 +394,13 @@ class Writer {
   /// differs from the shape's element count.
   template <class T>
   void add(const std::string& name, const std::vector<std::uint64_t>& shape, const T* values, std::size_t count) {
+    constexpr const char* fn = "safetensors::Writer::add";
     if (name == "__metadata__" || tensors_.count(name))
-      throw std::invalid_argument("dynrnn::safetensors::Writer::add: argument 'name' must be a new tensor name, got '" +
-                                  name + "'");
-    std::uint64_t n = 1;
-    for (std::uint64_t d : shape) n *= d;
+      detail::throw_argument(fn, "name", "a new tensor name", "'" + name + "'");
+    const std::uint64_t n = element_count(shape);
     if (n != count)
-      throw std::invalid_argument("dynrnn::safetensors::Writer::add: argument 'count' must be " + std::to_string(n) +
-                                  " (the elements of shape " + shape_string(shape) + "), got " +
-                                  std::to_string(count));
+      detail::throw_argument(fn, "count", std::to_string(n) + " (the elements of shape " + shape_string(shape) + ")",
+                             std::to_string(count));
     Entry& e = tensors_[name];
     e.dtype = dtype_of<T>();
     e.shape = shape;
@@ -418,7 +432,7 @@ class Writer {
     text.append((8 - text.size() % 8) % 8, ' ');
     std::vector<unsigned char> out;
     out.reserve(8 + text.size() + offset);
-    for (int k = 0; k < 8; ++k) out.push_back(static_cast<unsigned char>(std::uint64_t(text.size()) >> (8 * k)));
+    append_le64(out, text.size());
     out.insert(out.end(), text.begin(), text.end());
     for (const auto& [name, e] : tensors_) out.insert(out.end(), e.bytes.begin(), e.bytes.end());
     return out;
