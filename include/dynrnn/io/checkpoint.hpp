@@ -113,7 +113,7 @@ class Checkpoint {
     for (const Tensor& t : tensors_) w.add(t.name, t.shape(), t.data(), t.size());
     for (const Optimizer& o : optimizers_)
       for (const Tensor& t : tensors_)
-        for_each_slot(o, t, [&](const std::string& name, Eigen::Array<Scalar, Eigen::Dynamic, 1>& slot) {
+        for_each_slot(o, t, [&](const std::string& name, SlotArray& slot) {
           w.add(name, t.shape(), slot.data(), t.size());
         });
     return w.bytes();
@@ -157,7 +157,8 @@ class Checkpoint {
     }
     for (const Optimizer& o : optimizers_)
       for (const Tensor& t : tensors_)
-        for (const std::string& name : slot_names(o, t)) {
+        for (const StoredSlot& slot : stored_slots(o)) {
+          const std::string name = slot_name(o, t, slot);
           f.check<Scalar>(name, t.shape());
           expected.insert(name);
         }
@@ -173,7 +174,7 @@ class Checkpoint {
     for (const Tensor& t : tensors_) f.read_into(t.name, t.shape(), t.data());
     for (const Optimizer& o : optimizers_)
       for (const Tensor& t : tensors_)
-        for_each_slot(o, t, [&](const std::string& name, Eigen::Array<Scalar, Eigen::Dynamic, 1>& slot) {
+        for_each_slot(o, t, [&](const std::string& name, SlotArray& slot) {
           f.read_into(name, t.shape(), slot.data());
         });
     metadata_.clear();
@@ -209,22 +210,31 @@ class Checkpoint {
     return it->second;
   }
 
-  std::vector<std::string> slot_names(const Optimizer& o, const Tensor& t) const {
-    const std::string base = o.prefix + "/" + t.name + "/";
-    std::vector<std::string> names{base + "ms"};
-    if (o.rmsprop->momentum_is_state()) names.push_back(base + "mom");
-    if (o.rmsprop->mean_gradient_is_state()) names.push_back(base + "mg");
-    return names;
+  using SlotArray = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  using SlotMember = SlotArray RMSProp<Scalar>::Slots::*;
+  struct StoredSlot {
+    const char* name;
+    SlotMember member;
+  };
+
+  // The slots of `o` that carry state, and so are stored: the one list both the checks and
+  // the assignments of load() and save() follow.
+  static std::vector<StoredSlot> stored_slots(const Optimizer& o) {
+    using Slots = typename RMSProp<Scalar>::Slots;
+    std::vector<StoredSlot> slots{{"ms", &Slots::ms}};
+    if (o.rmsprop->momentum_is_state()) slots.push_back({"mom", &Slots::mom});
+    if (o.rmsprop->mean_gradient_is_state()) slots.push_back({"mg", &Slots::mg});
+    return slots;
+  }
+  static std::string slot_name(const Optimizer& o, const Tensor& t, const StoredSlot& slot) {
+    return o.prefix + "/" + t.name + "/" + slot.name;
   }
 
   // Calls f(name, slot array) for each stored slot of tensor t, creating the slots if needed.
   template <class F>
   void for_each_slot(const Optimizer& o, const Tensor& t, F&& f) const {
     auto& s = t.matrix ? o.rmsprop->slots(*t.matrix) : o.rmsprop->slots(*t.vector);
-    const std::string base = o.prefix + "/" + t.name + "/";
-    f(base + "ms", s.ms);
-    if (o.rmsprop->momentum_is_state()) f(base + "mom", s.mom);
-    if (o.rmsprop->mean_gradient_is_state()) f(base + "mg", s.mg);
+    for (const StoredSlot& slot : stored_slots(o)) f(slot_name(o, t, slot), s.*slot.member);
   }
 
   bool taken(const std::string& name) const {
