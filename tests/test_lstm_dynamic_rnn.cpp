@@ -320,12 +320,6 @@ TEST(LSTMCellTest, InitialisationIsGlorotUniformAndReproducible) {
   EXPECT_FALSE(identical(a.kernel(), b.kernel()));
 }
 
-}  // namespace
-}  // namespace dynrnn::test
-
-namespace dynrnn::test {
-namespace {
-
 TEST(LSTMThreads, ResultsDoNotDependOnTheThreadCount) {
   // Shapes large enough that products and elementwise loops are split across threads.
   Rng rng(10);
