@@ -28,6 +28,7 @@
 #include "../core/random.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
+#include "../rnn/time_loop.hpp"
 
 #include <algorithm>
 #include <array>
@@ -213,55 +214,37 @@ class LSTMCell {
     cache.tanh_c.resize(P, H);
     cache.h.resize(P, H);
 
-    // Input projection for every valid (row, step) pair at once, added onto the bias: one
-    // parallel pass writes the bias, where a zero fill and a bias pass would take two.
-    detail::for_each_row(P, double(P) * double(4 * H) >= kParallelElementwise,
-                         [&](Index r) { cache.gates.row(r) = bias_.transpose(); });
+    // Input projection for every valid (row, step) pair at once, added onto the bias.
+    detail::fill_rows(cache.gates, bias_);
     cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = loop_threads(rows);
+    const int threads = detail::loop_threads(rows, double(H) * double(4 * H));
     cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows, threads);  // W_h, (H, 4H)
-    if (s.steps > 0) cache.h_prev.topRows(rows) = s0.h.topRows(rows);
-    detail::parallel_region(threads, [&](int thread, int team) {
-      for (Index t = 0; t < s.steps; ++t) {
-        const Index n = s.active[t], o = s.offset[t];
-        const auto [r0, r1] = detail::share_of(n, thread, team, PackedRightGemm<Scalar>::kRowGranule);
-        if (r0 < r1) {
-          cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
-                                    Scalar(1), Scalar(1), thread);
-          // c_{t-1} of the continuing rows: the first rows of the previous step's block.
-          const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-          for (Index r = r0; r < r1; ++r) {  // one pass over the four gates of each row
-            Scalar* g = cache.gates.row(o + r).data();
-            Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-            Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
-            i = i.logistic();
-            j = j.tanh();
-            f = (f + forget_bias_).logistic();
-            og = og.logistic();
-            c = f * ConstArray(c_prev + r * H, H) + i * j;
-            tc = c.tanh();
-            Array(cache.h.row(o + r).data(), H) = og * tc;
-          }
-          if (t + 1 < s.steps) {  // h_t of the rows that go on feeds step t + 1
-            const Index end = std::min(r1, s.active[t + 1]);
-            if (r0 < end)
-              cache.h_prev.middleRows(s.offset[t + 1] + r0, end - r0) = cache.h.middleRows(o + r0, end - r0);
-          }
-        }
-        detail::barrier();  // a row may belong to another thread at the next step
+    detail::seed_first_step(s, s0.h, cache.h_prev);
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
+      cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
+                                Scalar(1), Scalar(1), thread);
+      // c_{t-1} of the continuing rows: the first rows of the previous step's block.
+      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+      for (Index r = r0; r < r1; ++r) {  // one pass over the four gates of each row
+        Scalar* g = cache.gates.row(o + r).data();
+        Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
+        Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
+        i = i.logistic();
+        j = j.tanh();
+        f = (f + forget_bias_).logistic();
+        og = og.logistic();
+        c = f * ConstArray(c_prev + r * H, H) + i * j;
+        tc = c.tanh();
+        Array(cache.h.row(o + r).data(), H) = og * tc;
       }
+      detail::feed_next_step(s, t, r0, r1, cache.h, cache.h_prev);
     });
 
     // A row's final state is its state at its last valid step; rows of length 0 keep s0.
-    final.zip(s0, [](Matrix<Scalar>& dst, const Matrix<Scalar>& src) { dst = src; });
-    for (Index j = 0; j < s.batch; ++j) {
-      const int len = s.lengths[s.order[j]];
-      if (len == 0) continue;
-      final.c.row(j) = cache.c.row(s.offset[len - 1] + j);
-      final.h.row(j) = cache.h.row(s.offset[len - 1] + j);
-    }
+    detail::gather_final(s, cache.c, s0.c, final.c);
+    detail::gather_final(s, cache.h, s0.h, final.h);
   }
 
   /// \brief The packed outputs of a forward pass, `(P, H)`.
@@ -292,68 +275,42 @@ class LSTMCell {
     auto& dh_next = dstate.h;
     auto& dc_next = dstate.c;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = loop_threads(rows);
+    const int threads = detail::loop_threads(rows, double(H) * double(4 * H));
     ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, rows, threads);  // W_hᵀ, (4H, H)
 
-    detail::parallel_region(threads, [&](int thread, int team) {
-      for (Index t = s.steps - 1; t >= 0; --t) {
-        const Index n = s.active[t], o = s.offset[t];
-        const auto [r0, r1] = detail::share_of(n, thread, team, PackedRightGemm<Scalar>::kRowGranule);
-        if (r0 < r1) {
-          const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-          for (Index r = r0; r < r1; ++r) {
-            const Scalar* g = cache.gates.row(o + r).data();
-            const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-            const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
-            Array dh_t(dh_next.row(r).data(), H), dc_t(dc_next.row(r).data(), H);  // become totals
-            Scalar* dg = ws.dgates.row(o + r).data();
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1, int thread) {
+      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+      for (Index r = r0; r < r1; ++r) {
+        const Scalar* g = cache.gates.row(o + r).data();
+        const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
+        const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
+        Array dh_t(dh_next.row(r).data(), H), dc_t(dc_next.row(r).data(), H);  // become totals
+        Scalar* dg = ws.dgates.row(o + r).data();
 
-            dh_t += ConstArray(dh.row(o + r).data(), H);
-            // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
-            dc_t += dh_t * og * (Scalar(1) - tc.square());
-            Array(dg, H) = dc_t * j * i * (Scalar(1) - i);
-            Array(dg + H, H) = dc_t * i * (Scalar(1) - j.square());
-            Array(dg + 2 * H, H) = dc_t * ConstArray(c_prev + r * H, H) * f * (Scalar(1) - f);
-            Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
-            // dc flows into c_{t-1} through the forget gate.
-            dc_t *= f;
-          }
-          // dh flows into h_{t-1} through W_h.
-          ws.recurrent_gemm.rows(dh_next.middleRows(r0, r1 - r0), ws.dgates.middleRows(o + r0, r1 - r0), Scalar(1),
-                                 Scalar(0), thread);
-        }
-        detail::barrier();  // a row may belong to another thread at the previous step
+        dh_t += ConstArray(dh.row(o + r).data(), H);
+        // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
+        dc_t += dh_t * og * (Scalar(1) - tc.square());
+        Array(dg, H) = dc_t * j * i * (Scalar(1) - i);
+        Array(dg + H, H) = dc_t * i * (Scalar(1) - j.square());
+        Array(dg + 2 * H, H) = dc_t * ConstArray(c_prev + r * H, H) * f * (Scalar(1) - f);
+        Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
+        // dc flows into c_{t-1} through the forget gate.
+        dc_t *= f;
       }
+      // dh flows into h_{t-1} through W_h.
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, r1 - r0), ws.dgates.middleRows(o + r0, r1 - r0), Scalar(1),
+                             Scalar(0), thread);
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
     ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
     ws.weight_gemm(grads.kernel.bottomRows(H), cache.h_prev, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
-    // dbias: column sums of dgates, a block of columns per thread (each column summed in the
-    // same order whatever the split).
-    const Index chunks = std::max<Index>(1, 4 * H / kColumnChunk);
-    detail::for_each_row(chunks, double(P) * double(4 * H) >= kParallelElementwise, [&](Index k) {
-      const Index c0 = k * kColumnChunk, width = k + 1 == chunks ? 4 * H - c0 : kColumnChunk;
-      grads.bias.segment(c0, width) += ws.dgates.middleCols(c0, width).colwise().sum().transpose();
-    });
+    detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
     dx.resize(P, input_size_);
     ws.input_gemm(dx, ws.dgates, Op::N, kernel_.topRows(input_size_), Op::T);
   }
 
  private:
-  // The time loop runs on several threads when a step's recurrent product has at least this
-  // many multiply-adds, and every thread gets a few rows.
-  static constexpr double kParallelStepWork = 1 << 18;
-  // Elementwise passes over whole packed matrices go parallel from this many entries.
-  static constexpr double kParallelElementwise = 1 << 18;
-  static constexpr Index kColumnChunk = 64;
-
-  int loop_threads(Index rows) const {
-    const double work = double(rows) * double(hidden_size_) * double(4 * hidden_size_);
-    const int max = max_threads();
-    if (max <= 1 || work < kParallelStepWork) return 1;
-    return int(std::max<Index>(1, std::min<Index>(max, rows / 8)));
-  }
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;             // one gate of one row
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
 

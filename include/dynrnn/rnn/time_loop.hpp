@@ -1,0 +1,101 @@
+// dynrnn: the pieces every cell's time loop shares.
+//
+// A cell's forward() and backward() walk a packed batch (packed_schedule.hpp) step by
+// step. At step t the n_t active rows are rows offset[t] .. offset[t] + n_t - 1 of every
+// packed (P, ·) matrix, and the rows of step t + 1 are the first n_{t+1} of them. These
+// helpers hold what is the same for every cell: how many threads the loop gets, how the
+// active rows are shared between them, how h_t reaches the next step's h_{t-1}, how each
+// row's final state is picked out, and the parallel passes over whole packed matrices
+// before and after the loop.
+#pragma once
+
+#include "../core/gemm.hpp"
+#include "../core/parallel.hpp"
+#include "../core/types.hpp"
+#include "packed_schedule.hpp"
+
+#include <algorithm>
+
+namespace dynrnn::detail {
+
+// The time loop runs on several threads when a step's recurrent products have at least
+// this many multiply-adds, and every thread gets a few rows.
+inline constexpr double kParallelStepWork = 1 << 18;
+// Elementwise passes over whole packed matrices go parallel from this many entries.
+inline constexpr double kParallelElementwise = 1 << 18;
+
+/// Threads for a time loop whose first step has `rows` rows, each costing
+/// `macs_per_row` multiply-adds in the recurrent products.
+inline int loop_threads(Index rows, double macs_per_row) {
+  const int max = max_threads();
+  if (max <= 1 || double(rows) * macs_per_row < kParallelStepWork) return 1;
+  return int(std::max<Index>(1, std::min<Index>(max, rows / 8)));
+}
+
+/// Runs step(t, o, r0, r1, thread) for every step t of `s`, in order (or in reverse order
+/// for backward passes), on `threads` threads: each thread gets its share [r0, r1) of the
+/// step's active rows, whole panels of the recurrent product's kRowGranule rows, and the
+/// threads meet after every step, since a row may belong to another thread at the next.
+/// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
+/// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
+template <class Scalar, class F>
+void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
+  parallel_region(threads, [&](int thread, int team) {
+    for (Index k = 0; k < s.steps; ++k) {
+      const Index t = reverse ? s.steps - 1 - k : k;
+      const auto [r0, r1] = share_of(s.active[t], thread, team, PackedRightGemm<Scalar>::kRowGranule);
+      if (r0 < r1) step(t, s.offset[t], r0, r1, thread);
+      barrier();
+    }
+  });
+}
+
+/// After step t: copies h_t of the rows in [r0, r1) that go on to step t + 1 into that
+/// step's block of h_prev, which the recurrent product and the weight gradients read.
+template <class Scalar>
+void feed_next_step(const PackedSchedule& s, Index t, Index r0, Index r1, const Matrix<Scalar>& h,
+                    Matrix<Scalar>& h_prev) {
+  if (t + 1 >= s.steps) return;
+  const Index end = std::min(r1, s.active[t + 1]);
+  if (r0 < end) h_prev.middleRows(s.offset[t + 1] + r0, end - r0) = h.middleRows(s.offset[t] + r0, end - r0);
+}
+
+/// Before step 0: the sorted initial h of the rows active at step 0 is step 0's h_prev.
+template <class Scalar>
+void seed_first_step(const PackedSchedule& s, const Matrix<Scalar>& h0, Matrix<Scalar>& h_prev) {
+  if (s.steps > 0) h_prev.topRows(s.active[0]) = h0.topRows(s.active[0]);
+}
+
+/// final.row(j) = the packed row of sorted row j at its last valid step, or initial.row(j)
+/// when its length is 0 (all in sorted order).
+template <class Scalar>
+void gather_final(const PackedSchedule& s, const Matrix<Scalar>& packed, const Matrix<Scalar>& initial,
+                  Matrix<Scalar>& final) {
+  final = initial;  // reallocates only when the shape changes
+  for (Index j = 0; j < s.batch; ++j) {
+    const int len = s.lengths[s.order[j]];
+    if (len > 0) final.row(j) = packed.row(s.offset[len - 1] + j);
+  }
+}
+
+/// Every row of `m` set to `bias`ᵀ, in parallel when large: the input projection is then
+/// added onto it, where a zero fill and a bias pass would take two passes.
+template <class Scalar, class V>
+void fill_rows(Matrix<Scalar>& m, const V& bias) {
+  for_each_row(m.rows(), double(m.rows()) * double(m.cols()) >= kParallelElementwise,
+               [&](Index r) { m.row(r) = bias.transpose(); });
+}
+
+/// out += the column sums of `m`, a block of columns per thread; each column is summed in
+/// the same order whatever the split.
+template <class Scalar, class M, class V>
+void add_column_sums(const M& m, V&& out) {
+  constexpr Index chunk = 64;  // the last block takes the remainder
+  const Index chunks = std::max<Index>(1, m.cols() / chunk);
+  for_each_row(chunks, double(m.rows()) * double(m.cols()) >= kParallelElementwise, [&](Index k) {
+    const Index c0 = k * chunk, width = k + 1 == chunks ? m.cols() - c0 : chunk;
+    out.segment(c0, width) += m.middleCols(c0, width).colwise().sum().transpose();
+  });
+}
+
+}  // namespace dynrnn::detail
