@@ -40,16 +40,16 @@ inline double max_gradient_error(double* param, const double* analytic, Index n,
 
 /// Gradient check for an Eigen matrix or vector parameter of the same layout as its gradient.
 template <class P, class G>
-double max_gradient_error(P& param, const G& analytic, const std::function<double()>& loss) {
+double max_gradient_error(P& param, const G& analytic, const std::function<double()>& loss, double eps = 1e-6) {
   EXPECT_EQ(param.size(), analytic.size());
-  return max_gradient_error(param.data(), analytic.data(), param.size(), loss);
+  return max_gradient_error(param.data(), analytic.data(), param.size(), loss, eps);
 }
 
 /// Gradient check for a [T, B, K] tensor parameter.
 inline double max_gradient_error(Tensor3<double>& param, const Tensor3<double>& analytic,
-                                 const std::function<double()>& loss) {
+                                 const std::function<double()>& loss, double eps = 1e-6) {
   EXPECT_EQ(param.size(), analytic.size());
-  return max_gradient_error(param.data(), analytic.data(), param.size(), loss);
+  return max_gradient_error(param.data(), analytic.data(), param.size(), loss, eps);
 }
 
 /// Tensor with entries uniform in [-1, 1).

@@ -57,6 +57,31 @@ TEST(Errors, CellParametersResizedByTheUser) {
 TEST(Errors, CellConstructor) {
   expect_invalid_argument([] { LSTMCell<float>(0, 4); }, {"LSTMCell", "'input_size'", "positive", "got 0"});
   expect_invalid_argument([] { LSTMCell<float>(2, -1); }, {"'hidden_size'", "got -1"});
+  expect_invalid_argument([] { RNNCell<float>(0, 4); }, {"RNNCell", "'input_size'", "positive", "got 0"});
+  expect_invalid_argument([] { RNNCell<float>(2, 0, RNNActivation::relu); }, {"RNNCell", "'hidden_size'", "got 0"});
+  expect_invalid_argument([] { GRUCell<float>(-3, 4, GRUVariant::reset_after); },
+                          {"GRUCell", "'input_size'", "positive", "got -3"});
+  expect_invalid_argument([] { GRUCell<float>(2, 0, GRUVariant::reset_before); }, {"GRUCell", "'hidden_size'", "got 0"});
+}
+
+TEST(Errors, GRUAndRNNShapes) {
+  Rng rng(3);
+  const auto x = random_tensor<double>(5, 2, 3, rng);
+  GRUCell<double> gru(3, 4, GRUVariant::reset_after);
+  gru.recurrent_bias().resize(4);  // resized by the user
+  expect_invalid_argument([&] { dynamic_rnn(gru, x, {5, 1}); },
+                          {"dynamic_rnn", "'cell.recurrent_bias()'", "[12, 1]", "[4, 1]"});
+  GRUCell<double> before(3, 4, GRUVariant::reset_before);
+  const auto fwd = dynamic_rnn(before, x, {5, 1});
+  DynamicRNNGradients<GRUCell<double>> grads(before);
+  grads.recurrent_bias.resize(12);  // reset_before has no recurrent bias
+  expect_invalid_argument([&] { dynamic_rnn_backward(before, fwd, random_tensor<double>(5, 2, 4, rng), before.zero_state(2), grads); },
+                          {"dynamic_rnn_backward", "'grads.recurrent_bias'", "[0, 1]", "[12, 1]"});
+  RNNCell<double> rnn(3, 4);
+  expect_invalid_argument([&] { dynamic_rnn(rnn, x, {5, 1}, HiddenState<double>::zeros(2, 5)); },
+                          {"dynamic_rnn", "'initial_state.h'", "[2, 4]", "[2, 5]"});
+  expect_invalid_argument([&] { dynamic_rnn(rnn, random_tensor<double>(5, 2, 2, rng), {5, 1}); },
+                          {"dynamic_rnn", "'x'", "[5, 2, 3]", "[5, 2, 2]"});
 }
 
 TEST(Errors, DynamicRNNBackward) {

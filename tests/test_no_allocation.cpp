@@ -168,6 +168,37 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   EXPECT_EQ(g_allocations - before, 0);
 }
 
+// Forward and backward of every cell through dynamic_rnn, into reused result and gradient
+// objects: nothing is allocated after the first call.
+template <class Cell>
+long allocations_after_first_pass(const Cell& cell) {
+  const Index T = 10, B = 5;
+  Tensor3<Scalar> x(T, B, cell.input_size()), d_out(T, B, cell.output_size());
+  x.setConstant(0.25f);
+  d_out.setConstant(0.5f);
+  const std::vector<int> lengths = {10, 2, 7, 0, 10};
+  const auto s0 = cell.zero_state(B);
+  DynamicRNNResult<Cell> fwd;
+  DynamicRNNGradients<Cell> grads(cell);
+  const auto pass = [&] {
+    dynamic_rnn(cell, x, lengths, s0, fwd);
+    dynamic_rnn_backward(cell, fwd, d_out, s0, grads);
+  };
+  pass();
+  const long before = g_allocations;
+  for (int k = 0; k < 5; ++k) pass();
+  return g_allocations - before;
+}
+
+TEST(NoAllocation, EveryCellAfterTheFirstPass) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  EXPECT_EQ(allocations_after_first_pass(LSTMCell<Scalar>(8, 32)), 0);
+  EXPECT_EQ(allocations_after_first_pass(RNNCell<Scalar>(8, 32, RNNActivation::tanh)), 0);
+  EXPECT_EQ(allocations_after_first_pass(RNNCell<Scalar>(8, 32, RNNActivation::relu)), 0);
+  EXPECT_EQ(allocations_after_first_pass(GRUCell<Scalar>(8, 32, GRUVariant::reset_before)), 0);
+  EXPECT_EQ(allocations_after_first_pass(GRUCell<Scalar>(8, 32, GRUVariant::reset_after)), 0);
+}
+
 // Whether an OpenMP parallel region itself allocates: GCC's libgomp does not once its
 // threads exist, LLVM's libomp allocates a few blocks per region.
 bool runtime_allocates_per_region() {

@@ -3,7 +3,7 @@
 // One include for the whole library:
 //
 //   core/      types, argument checks, random numbers, reusable GEMM, threads
-//   cells/     recurrent cells: forward and backward through time on a packed batch
+//   cells/     recurrent cells (LSTM, GRU, vanilla RNN): forward and backward through time on a packed batch
 //   rnn/       dynamic_rnn and its backward pass, the packed layout, last-output gather
 //   layers/    Dense, Embedding
 //   losses/    softmax cross-entropy
@@ -18,11 +18,15 @@
 #include "core/types.hpp"
 #include "core/version.hpp"
 
+#include "cells/gru_cell.hpp"
+#include "cells/hidden_state.hpp"
 #include "cells/lstm_cell.hpp"
+#include "cells/rnn_cell.hpp"
 
 #include "rnn/dynamic_rnn.hpp"
 #include "rnn/last_outputs.hpp"
 #include "rnn/packed_schedule.hpp"
+#include "rnn/time_loop.hpp"
 
 #include "layers/dense.hpp"
 #include "layers/embedding.hpp"

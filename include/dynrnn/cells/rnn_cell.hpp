@@ -1,0 +1,272 @@
+// dynrnn: the vanilla (Elman) RNN cell, forward and backward through time over a packed batch.
+//
+// Dimensions: T time, B batch, I input features, H hidden units,
+//             P valid (row, step) pairs = sum of lengths (see packed_schedule.hpp).
+//
+// The cell is TensorFlow 1.x's BasicRNNCell, and PyTorch's nn.RNN with one bias:
+//
+//   h_t = act([x_t, h_{t-1}] · kernel + bias)      act = tanh or relu; output = h_t
+//
+// Weight layout, identical to TensorFlow's `kernel` and `bias`:
+//
+//    rows 0..I-1     W_x   (I, H)
+//    rows I..I+H-1   W_h   (H, H)
+//    bias            (H)
+//
+// PyTorch's weight_ih (H, I) and weight_hh (H, H) are W_xᵀ and W_hᵀ, and its two biases
+// add up to this one (io/rnn_import.hpp converts).
+#pragma once
+
+#include "../core/check.hpp"
+#include "../core/gemm.hpp"
+#include "../core/random.hpp"
+#include "../core/types.hpp"
+#include "../rnn/packed_schedule.hpp"
+#include "../rnn/time_loop.hpp"
+#include "hidden_state.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+namespace dynrnn {
+
+/// \brief The nonlinearity of an RNNCell.
+enum class RNNActivation {
+  tanh,  ///< tanh, the default of TensorFlow and PyTorch
+  relu,  ///< max(0, ·); its derivative at 0 is taken as 0, as PyTorch does
+};
+
+/// \brief "tanh" or "relu".
+inline const char* to_string(RNNActivation a) { return a == RNNActivation::tanh ? "tanh" : "relu"; }
+
+/// \brief Gradients of an RNNCell's parameters, shaped like the parameters.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct RNNGradients {
+  Matrix<Scalar> kernel;  ///< (I+H, H) dLoss/dkernel.
+  Vector<Scalar> bias;    ///< (H) dLoss/dbias.
+
+  RNNGradients() = default;
+  /// \brief Zero gradients for a cell of the given sizes.
+  RNNGradients(Index input_size, Index hidden_size)
+      : kernel(Matrix<Scalar>::Zero(input_size + hidden_size, hidden_size)), bias(Vector<Scalar>::Zero(hidden_size)) {}
+
+  /// \brief Sets every gradient to zero, keeping the shapes.
+  void setZero() {
+    kernel.setZero();
+    bias.setZero();
+  }
+};
+
+/// \brief What RNNCell::forward keeps for RNNCell::backward, packed (`P` rows, step after
+/// step, longest sequence first within a step). Reusing it for a batch of the same shape
+/// allocates nothing.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct RNNCache {
+  Matrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
+  Matrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0).
+  Matrix<Scalar> h;       ///< (P, H) h_t, the outputs.
+  Gemm<Scalar> input_gemm;                 ///< Packing buffers of the input projection.
+  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
+};
+
+/// \brief Scratch space of RNNCell::backward, kept between calls so that they allocate nothing.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct RNNBackwardWorkspace {
+  Matrix<Scalar> d_pre;                    ///< (P, H) dLoss/d pre-activation.
+  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass.
+  Gemm<Scalar> weight_gemm;                ///< [x, h_prev]ᵀ · d_pre after the loop.
+  Gemm<Scalar> input_gemm;                 ///< d_pre · W_xᵀ after the loop.
+};
+
+/// \brief Vanilla RNN cell, `h_t = act([x_t, h_{t-1}] · kernel + bias)`, as TensorFlow 1.x's
+/// BasicRNNCell (tanh) or PyTorch's nn.RNN (tanh or relu).
+///
+/// \tparam Scalar `float` or `double`.
+///
+/// \code
+/// dynrnn::RNNCell<float> cell(/*input_size=*/8, /*hidden_size=*/32, dynrnn::RNNActivation::relu);
+/// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);   // x: Tensor3<float> [T, B, 8]
+/// \endcode
+template <class Scalar_>
+class RNNCell {
+ public:
+  using Scalar = Scalar_;                                   ///< Element type.
+  using State = HiddenState<Scalar>;                        ///< Recurrent state type.
+  using Cache = RNNCache<Scalar>;                           ///< Forward cache type.
+  using Gradients = RNNGradients<Scalar>;                   ///< Parameter gradient type.
+  using BackwardWorkspace = RNNBackwardWorkspace<Scalar>;   ///< Scratch of backward().
+
+  /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
+  static constexpr std::uint64_t default_seed = 0x5eed;
+
+  /// \brief Creates a cell with a Glorot-uniform kernel drawn from Rng(default_seed) and zero
+  /// bias (TensorFlow's defaults). Call reset_parameters() to draw other weights.
+  /// \param input_size  I, features per step (> 0).
+  /// \param hidden_size H, hidden units (> 0).
+  /// \param activation  tanh (default) or relu.
+  /// \throws std::invalid_argument when a size is not positive.
+  RNNCell(Index input_size, Index hidden_size, RNNActivation activation = RNNActivation::tanh)
+      : input_size_(input_size), hidden_size_(hidden_size), activation_(activation) {
+    detail::check_positive("RNNCell", "input_size", input_size);
+    detail::check_positive("RNNCell", "hidden_size", hidden_size);
+    kernel_.resize(input_size + hidden_size, hidden_size);
+    bias_.resize(hidden_size);
+    Rng rng(default_seed);
+    reset_parameters(rng);
+  }
+
+  /// \brief Redraws the kernel Glorot-uniform, limit sqrt(6 / (I + H + H)), and zeroes the bias.
+  void reset_parameters(Rng& rng) {
+    fill_uniform(kernel_, rng, std::sqrt(6.0 / double(kernel_.rows() + kernel_.cols())));
+    bias_.setZero();
+  }
+
+  Index input_size() const { return input_size_; }          ///< I.
+  Index hidden_size() const { return hidden_size_; }        ///< H.
+  Index output_size() const { return hidden_size_; }        ///< Width of the outputs, H.
+  RNNActivation activation() const { return activation_; }  ///< tanh or relu.
+
+  /// \brief The fused weights `[W_x; W_h]`, `(I+H, H)`.
+  Matrix<Scalar>& kernel() { return kernel_; }
+  const Matrix<Scalar>& kernel() const { return kernel_; }  ///< \copydoc kernel()
+  /// \brief The bias, `(H)`.
+  Vector<Scalar>& bias() { return bias_; }
+  const Vector<Scalar>& bias() const { return bias_; }  ///< \copydoc bias()
+
+  /// \brief Calls `f(name, parameter)` for "kernel" and "bias"; checkpoints use this.
+  template <class F>
+  void for_each_parameter(F&& f) {
+    f("kernel", kernel_);
+    f("bias", bias_);
+  }
+  /// \brief The cell's kind and sizes, e.g. "RNNCell(input_size=2, hidden_size=64, activation=tanh)";
+  /// checkpoints refuse to load into a cell of another description.
+  std::string description() const {
+    return "RNNCell(input_size=" + std::to_string(input_size_) + ", hidden_size=" + std::to_string(hidden_size_) +
+           ", activation=" + to_string(activation_) + ")";
+  }
+
+  /// \brief Zero gradients shaped like this cell's parameters.
+  Gradients make_gradients() const { return Gradients(input_size_, hidden_size_); }
+  /// \brief The zero state for `batch` rows.
+  State zero_state(Index batch) const { return State::zeros(batch, hidden_size_); }
+
+  /// \brief Throws std::invalid_argument unless the parameters still have their constructed shapes.
+  void check_parameters(const char* function) const {
+    detail::check_shape(function, "cell.kernel()", kernel_, input_size_ + hidden_size_, hidden_size_);
+    detail::check_shape(function, "cell.bias()", bias_, hidden_size_, 1);
+  }
+  /// \brief Throws std::invalid_argument unless `g` is shaped like this cell's parameters.
+  void check_gradients(const char* function, const Gradients& g) const {
+    detail::check_shape(function, "grads.kernel", g.kernel, input_size_ + hidden_size_, hidden_size_);
+    detail::check_shape(function, "grads.bias", g.bias, hidden_size_, 1);
+  }
+
+  /// \brief Runs the cell over a packed batch. Used by dynamic_rnn; call that instead.
+  /// \param s      the batch's packed schedule.
+  /// \param s0     initial state, rows in sorted order, (B, H).
+  /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
+  /// \param final  receives the state after each row's last valid step, sorted order.
+  /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
+  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
+    const Index H = hidden_size_, P = s.total();
+    constexpr const char* fn = "RNNCell::forward";
+    check_parameters(fn);
+    s0.check(fn, "s0", s.batch, H);
+    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    cache.h_prev.resize(P, H);
+    cache.h.resize(P, H);
+
+    // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
+    detail::fill_rows(cache.h, bias_);
+    cache.input_gemm(cache.h, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
+
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    const int threads = detail::loop_threads(rows, double(H) * double(H));
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows, threads);  // W_h, (H, H)
+    detail::seed_first_step(s, s0.h, cache.h_prev);
+    const bool relu = activation_ == RNNActivation::relu;
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
+      auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
+      cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1), thread);
+      if (relu)
+        h = h.cwiseMax(Scalar(0));
+      else
+        h = h.array().tanh().matrix();
+      detail::feed_next_step(s, t, r0, r1, cache.h, cache.h_prev);
+    });
+    detail::gather_final(s, cache.h, s0.h, final.h);
+  }
+
+  /// \brief The packed outputs of a forward pass, `(P, H)`.
+  static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
+
+  /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
+  /// \param s      the schedule forward() ran with.
+  /// \param cache  forward()'s cache.
+  /// \param dh     (P, H) dLoss/d outputs, packed.
+  /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
+  /// \param grads  parameter gradients, added to.
+  /// \param dx     receives (P, I) dLoss/d inputs, packed.
+  /// \param ws     scratch space, reused between calls.
+  /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
+  void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
+                Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
+    const Index H = hidden_size_, P = s.total();
+    constexpr const char* fn = "RNNCell::backward";
+    check_parameters(fn);
+    check_gradients(fn, grads);
+    detail::check_shape(fn, "cache.h", cache.h, P, H);
+    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    detail::check_shape(fn, "dh", dh, P, H);
+    dstate.check(fn, "dstate", s.batch, H);
+    ws.d_pre.resize(P, H);
+    // dstate.h carries dLoss/dh_t of each sorted row back through time; a row joins the
+    // recursion at its last step, carrying its final-state gradient.
+    auto& dh_next = dstate.h;
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    const int threads = detail::loop_threads(rows, double(H) * double(H));
+    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, rows, threads);  // W_hᵀ, (H, H)
+    const bool relu = activation_ == RNNActivation::relu;
+
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1, int thread) {
+      const Index n = r1 - r0;
+      const auto h = cache.h.middleRows(o + r0, n).array();
+      const auto dh_t = dh_next.middleRows(r0, n).array() + dh.middleRows(o + r0, n).array();
+      auto d_pre = ws.d_pre.middleRows(o + r0, n);
+      if (relu)
+        d_pre = (h > Scalar(0)).select(dh_t, Scalar(0)).matrix();
+      else
+        d_pre = (dh_t * (Scalar(1) - h.square())).matrix();
+      // dh flows into h_{t-1} through W_h.
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), d_pre, Scalar(1), Scalar(0), thread);
+    });
+
+    // Weight gradients: one GEMM each over all valid (row, step) pairs.
+    ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.d_pre, Op::N, Scalar(1), Scalar(1));
+    ws.weight_gemm(grads.kernel.bottomRows(H), cache.h_prev, Op::T, ws.d_pre, Op::N, Scalar(1), Scalar(1));
+    detail::add_column_sums<Scalar>(ws.d_pre, grads.bias);
+    dx.resize(P, input_size_);
+    ws.input_gemm(dx, ws.d_pre, Op::N, kernel_.topRows(input_size_), Op::T);
+  }
+
+ private:
+  Index input_size_;
+  Index hidden_size_;
+  RNNActivation activation_;
+  Matrix<Scalar> kernel_;  // (I+H, H)
+  Vector<Scalar> bias_;    // (H)
+};
+
+/// \brief Visits each (parameter, gradient) pair of an RNNCell; optimisers use this.
+template <class Scalar, class F>
+void visit_parameters(RNNCell<Scalar>& cell, const RNNGradients<Scalar>& g, F&& f) {
+  f(cell.kernel(), g.kernel);
+  f(cell.bias(), g.bias);
+}
+
+}  // namespace dynrnn
