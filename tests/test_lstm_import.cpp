@@ -2,42 +2,17 @@
 // PyTorch's nn.LSTM: outputs, final states and every gradient, in double, within 1e-10
 // relative. The golden files come from tests/data/make_lstm_golden.py (torch autograd;
 // the Keras and TensorFlow layouts are converted there with NumPy).
-#include "support.hpp"
+#include "golden.hpp"
 
 #include <string>
 
 namespace dynrnn::test {
 namespace {
 
-const std::string kData = DYNRNN_TEST_DATA_DIR;
 constexpr double kTolerance = 1e-10;
 
-/// Largest |a - b| / max(|a|, |b|, 1) over all entries.
-double max_relative_error(const double* a, const double* b, std::size_t n) {
-  double worst = 0;
-  for (std::size_t k = 0; k < n; ++k) worst = std::max(worst, relative_error(a[k], b[k], 1.0));
-  return worst;
-}
-
-struct Golden {
-  safetensors::File f = safetensors::File::read(kData + "/lstm_golden.safetensors");
-  Index T = 6, B = 5, I = 3, H = 4;
-
-  Tensor3<double> tensor(const std::string& name, Index k) const {
-    Tensor3<double> t(T, B, k);
-    f.read_into(name, {std::uint64_t(T), std::uint64_t(B), std::uint64_t(k)}, t.data());
-    return t;
-  }
-  Matrix<double> matrix(const std::string& name, Index rows, Index cols) const {
-    Matrix<double> m(rows, cols);
-    f.read_into(name, {std::uint64_t(rows), std::uint64_t(cols)}, m.data());
-    return m;
-  }
-  std::vector<int> lengths() const {
-    std::vector<std::int64_t> l(static_cast<std::size_t>(B));
-    f.read_into("lengths", {std::uint64_t(B)}, l.data());
-    return {l.begin(), l.end()};
-  }
+struct Golden : GoldenFile {
+  Golden() : GoldenFile("lstm_golden.safetensors") {}
 };
 
 // Runs the golden batch through `cell` and compares everything with PyTorch's values.

@@ -8,7 +8,7 @@
 //   layers/    Dense, Embedding
 //   losses/    softmax cross-entropy
 //   optim/     RMSProp
-//   io/        safetensors files, atomic checkpoints, LSTM weights from PyTorch, Keras, TensorFlow
+//   io/        safetensors files, atomic checkpoints, LSTM, GRU and RNN weights from PyTorch, Keras, TensorFlow
 #pragma once
 
 #include "core/check.hpp"
@@ -37,5 +37,8 @@
 
 #include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"
+#include "io/gru_import.hpp"
 #include "io/lstm_import.hpp"
+#include "io/read_tensors.hpp"
+#include "io/rnn_import.hpp"
 #include "io/safetensors.hpp"

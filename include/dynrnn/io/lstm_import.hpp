@@ -27,6 +27,7 @@
 
 #include "../cells/lstm_cell.hpp"
 #include "../core/check.hpp"
+#include "read_tensors.hpp"
 #include "safetensors.hpp"
 
 #include <array>
@@ -38,26 +39,6 @@ namespace detail {
 
 // Source gate block of each of LSTMCell's gates i, j, f, o, for sources ordered i, f, g, o.
 inline constexpr std::array<Index, 4> kIfgoToIjfo = {0, 2, 1, 3};
-
-// Reads a (rows, cols) tensor of `f` into a new matrix, after checking dtype and shape.
-template <class Scalar>
-Matrix<Scalar> read_matrix(const safetensors::File& f, const std::string& name, Index rows, Index cols) {
-  Matrix<Scalar> m(rows, cols);
-  f.read_into(name, {std::uint64_t(rows), std::uint64_t(cols)}, m.data());
-  return m;
-}
-template <class Scalar>
-Vector<Scalar> read_vector(const safetensors::File& f, const std::string& name, Index n) {
-  Vector<Scalar> v(n);
-  f.read_into(name, {std::uint64_t(n)}, v.data());
-  return v;
-}
-
-// The optional bias of `f` (zeros when absent), after checking dtype and shape.
-template <class Scalar>
-Vector<Scalar> read_optional_bias(const safetensors::File& f, const std::string& name, Index n) {
-  return f.contains(name) ? read_vector<Scalar>(f, name, n) : Vector<Scalar>::Zero(n);
-}
 
 // Assigns a converted kernel and bias, moving forget_bias from the source's convention
 // (source_forget_bias) to the cell's.
@@ -87,13 +68,9 @@ void import_pytorch_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, 
   const std::string k = "_l" + std::to_string(layer);
   if (file.contains(prefix + "weight_hr" + k))
     file.fail("holds '" + prefix + "weight_hr" + k + "': an LSTM with proj_size, which LSTMCell does not have");
-  const bool has_ih = file.contains(prefix + "bias_ih" + k), has_hh = file.contains(prefix + "bias_hh" + k);
-  if (has_ih != has_hh)
-    file.fail("holds only one of '" + prefix + "bias_ih" + k + "' and '" + prefix + "bias_hh" + k + "'");
   const auto w_ih = detail::read_matrix<Scalar>(file, prefix + "weight_ih" + k, 4 * H, I);
   const auto w_hh = detail::read_matrix<Scalar>(file, prefix + "weight_hh" + k, 4 * H, H);
-  const auto b_ih = detail::read_optional_bias<Scalar>(file, prefix + "bias_ih" + k, 4 * H);
-  const auto b_hh = detail::read_optional_bias<Scalar>(file, prefix + "bias_hh" + k, 4 * H);
+  const auto [b_ih, b_hh] = detail::read_pytorch_biases<Scalar>(file, prefix, k, 4 * H);
 
   Matrix<Scalar> kernel(I + H, 4 * H);
   Vector<Scalar> bias(4 * H);
