@@ -68,6 +68,14 @@ Matrix<Scalar> random_matrix(Index rows, Index cols, Rng& rng, double limit = 1)
   return m;
 }
 
+/// Largest |entry| of a tensor (0 for an empty one).
+template <class Scalar>
+double max_abs(const Tensor3<Scalar>& t) {
+  double m = 0;
+  for (Index k = 0; k < t.size(); ++k) m = std::max(m, double(std::abs(t.data()[k])));
+  return m;
+}
+
 /// Sum of a ⊙ b over all entries of two tensors of the same shape.
 template <class Scalar>
 double dot(const Tensor3<Scalar>& a, const Tensor3<Scalar>& b) {

@@ -136,3 +136,76 @@ TEST(Softmax, RowsSumToOne) {
 
 }  // namespace
 }  // namespace dynrnn::test
+
+namespace dynrnn::test {
+namespace {
+
+// logsumexp(z) - z[y], straight from the definition.
+double cross_entropy_by_hand(std::initializer_list<double> z, int y) {
+  double sum = 0;
+  for (double v : z) sum += std::exp(v);
+  return std::log(sum) - *(z.begin() + y);
+}
+
+TEST(SequenceLoss, MeanOverValidStepsByHandAndPaddingNeverRead) {
+  // T = 2, B = 2, C = 3; row 0 has 2 steps, row 1 has 1. Row 1's padded step holds NaN
+  // logits and an out-of-range label, neither of which may be read.
+  Tensor3<double> logits(2, 2, 3);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double z[2][2][3] = {{{1, 2, 3}, {0.5, -1, 0}}, {{-2, 0, 2}, {nan, nan, nan}}};
+  for (int t = 0; t < 2; ++t)
+    for (int b = 0; b < 2; ++b)
+      for (int c = 0; c < 3; ++c) logits(t, b, c) = z[t][b][c];
+  const std::vector<int> labels = {2, 0, 1, -5};  // time-major: (t0 b0), (t0 b1), (t1 b0), (t1 b1)
+  const auto mean = sequence_softmax_cross_entropy(logits, labels, {2, 1});
+  const double expected =
+      (cross_entropy_by_hand({1, 2, 3}, 2) + cross_entropy_by_hand({0.5, -1, 0}, 0) + cross_entropy_by_hand({-2, 0, 2}, 1)) / 3;
+  EXPECT_NEAR(mean.loss, expected, 1e-14);
+  EXPECT_EQ(mean.steps, 3);
+  for (int c = 0; c < 3; ++c) EXPECT_EQ(mean.d_logits(1, 1, c), 0.0);
+  // d = (softmax - onehot) / 3 at (t1, b0): softmax of {-2, 0, 2}.
+  const double e = std::exp(-2) + 1 + std::exp(2);
+  EXPECT_NEAR(mean.d_logits(1, 0, 1), (1 / e - 1) / 3, 1e-15);
+  const auto sum = sequence_softmax_cross_entropy(logits, labels, {2, 1}, Reduction::sum);
+  EXPECT_NEAR(sum.loss, 3 * expected, 1e-13);
+  EXPECT_NEAR(sum.d_logits(1, 0, 1), 1 / e - 1, 1e-15);
+}
+
+TEST(SequenceLoss, GradientMatchesFiniteDifferences) {
+  Rng rng(11);
+  const Index T = 5, B = 4, C = 6;
+  auto logits = random_tensor<double>(T, B, C, rng);
+  const std::vector<int> lengths = {5, 0, 2, 3};
+  std::vector<int> labels(T * B);
+  for (int& y : labels) y = int(uniform_int(rng, 0, C));
+  for (Reduction reduction : {Reduction::mean, Reduction::sum}) {
+    const auto r = sequence_softmax_cross_entropy(logits, labels, lengths, reduction);
+    const auto loss = [&] { return double(sequence_softmax_cross_entropy(logits, labels, lengths, reduction).loss); };
+    EXPECT_LE(max_gradient_error(logits, r.d_logits, loss), 1e-7);
+  }
+}
+
+TEST(SequenceLoss, EmptyBatchHasZeroLoss) {
+  Tensor3<float> logits(3, 2, 4);
+  logits.setConstant(1.0f);
+  const auto r = sequence_softmax_cross_entropy(logits, std::vector<int>(6, 0), {0, 0});
+  EXPECT_EQ(r.loss, 0.0f);
+  EXPECT_EQ(r.steps, 0);
+  EXPECT_EQ(max_abs(r.d_logits), 0.0);
+}
+
+TEST(SequenceLoss, BadArguments) {
+  Tensor3<float> logits(3, 2, 4);
+  logits.setZero();
+  expect_invalid_argument([&] { sequence_softmax_cross_entropy(logits, std::vector<int>(5, 0), {3, 1}); },
+                          {"sequence_softmax_cross_entropy", "'labels'", "of size 6", "size 5"});
+  expect_invalid_argument([&] { sequence_softmax_cross_entropy(logits, {0, 0, 0, 0, 4, 0}, {3, 1}); },
+                          {"'labels'", "in [0, 4)", "labels[4] = 4 (step 2, row 0)"});
+  expect_invalid_argument([&] { sequence_softmax_cross_entropy(logits, std::vector<int>(6, 0), {4, 1}); },
+                          {"'lengths'", "in [0, 3]", "lengths[0] = 4"});
+  expect_invalid_argument([&] { sequence_softmax_cross_entropy(Tensor3<float>(3, 2, 0), std::vector<int>(6, 0), {3, 1}); },
+                          {"'logits'", "at least one class", "[3, 2, 0]"});
+}
+
+}  // namespace
+}  // namespace dynrnn::test

@@ -6,7 +6,7 @@
 //   cells/     recurrent cells (LSTM, GRU, vanilla RNN): forward and backward through time on a packed batch
 //   rnn/       dynamic_rnn and its backward pass, the packed layout, last-output gather
 //   layers/    Dense, Embedding
-//   losses/    softmax cross-entropy
+//   losses/    softmax cross-entropy, per sample and per valid step of a sequence
 //   optim/     RMSProp
 //   io/        safetensors files, atomic checkpoints, LSTM, GRU and RNN weights from PyTorch, Keras, TensorFlow
 #pragma once
@@ -31,6 +31,7 @@
 #include "layers/dense.hpp"
 #include "layers/embedding.hpp"
 
+#include "losses/sequence_softmax_cross_entropy.hpp"
 #include "losses/softmax_cross_entropy.hpp"
 
 #include "optim/rmsprop.hpp"

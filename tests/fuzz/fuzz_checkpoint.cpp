@@ -1,4 +1,4 @@
-// libFuzzer target: any bytes given to the checkpoint loader and the LSTM importers must
+// libFuzzer target: any bytes given to the checkpoint loader and the weight importers must
 // either load or throw dynrnn::CheckpointError. Any other exception, crash, leak or
 // sanitizer report is a bug. Built with -DDYNRNN_FUZZ=ON (clang); see the README.
 #include "../checkpoint_fixture.hpp"
@@ -14,22 +14,27 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   } catch (const dynrnn::CheckpointError&) {
     return 0;
   }
-  // A valid safetensors file: try it as a checkpoint and as each framework's LSTM weights.
-  try {
-    model.ckpt.load(file);
-  } catch (const dynrnn::CheckpointError&) {
-  }
-  try {
-    dynrnn::import_pytorch_lstm(model.lstm, file);
-  } catch (const dynrnn::CheckpointError&) {
-  }
-  try {
-    dynrnn::import_keras_lstm(model.lstm, file);
-  } catch (const dynrnn::CheckpointError&) {
-  }
-  try {
-    dynrnn::import_tensorflow_lstm(model.lstm, file);
-  } catch (const dynrnn::CheckpointError&) {
-  }
+  // A valid safetensors file: try it as a checkpoint and as each framework's weights of
+  // each cell. The cells keep their shapes whatever loads into them.
+  static dynrnn::GRUCell<float> gru_after(3, 4, dynrnn::GRUVariant::reset_after);
+  static dynrnn::GRUCell<float> gru_before(3, 4, dynrnn::GRUVariant::reset_before);
+  static dynrnn::RNNCell<float> rnn(3, 4);
+  const auto attempt = [](auto&& load) {
+    try {
+      load();
+    } catch (const dynrnn::CheckpointError&) {
+    }
+  };
+  attempt([&] { model.ckpt.load(file); });
+  attempt([&] { dynrnn::import_pytorch_lstm(model.lstm, file); });
+  attempt([&] { dynrnn::import_keras_lstm(model.lstm, file); });
+  attempt([&] { dynrnn::import_tensorflow_lstm(model.lstm, file); });
+  attempt([&] { dynrnn::import_pytorch_gru(gru_after, file); });
+  attempt([&] { dynrnn::import_keras_gru(gru_after, file); });
+  attempt([&] { dynrnn::import_keras_gru(gru_before, file); });
+  attempt([&] { dynrnn::import_tensorflow_gru(gru_before, file); });
+  attempt([&] { dynrnn::import_pytorch_rnn(rnn, file); });
+  attempt([&] { dynrnn::import_keras_rnn(rnn, file); });
+  attempt([&] { dynrnn::import_tensorflow_rnn(rnn, file); });
   return 0;
 }

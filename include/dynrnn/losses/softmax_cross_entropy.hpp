@@ -13,6 +13,7 @@
 #include "../core/check.hpp"
 #include "../core/types.hpp"
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,22 @@ struct SoftmaxCrossEntropy {
   Scalar loss = Scalar(0);   ///< Reduced loss.
   Matrix<Scalar> d_logits;   ///< (N, C) dloss/dlogits for the reduced loss.
 };
+
+namespace detail {
+
+/// One sample: writes softmax(z) - onehot(label) into `d` and returns the loss
+/// logsumexp(z) - z[label], both computed from the same shifted exponentials.
+template <class Z, class D>
+double cross_entropy_row(const Z& z, int label, D&& d) {
+  const auto m = z.maxCoeff();
+  d = (z.array() - m).exp().matrix();
+  const auto sum = d.sum();
+  d /= sum;
+  d(label) -= 1;
+  return double(m + std::log(sum) - z(label));
+}
+
+}  // namespace detail
 
 /// \brief softmax() into `p`, reusing its storage.
 template <class Scalar>
@@ -71,16 +88,11 @@ void softmax_cross_entropy(const Matrix<Scalar>& logits, const std::vector<int>&
       detail::throw_argument(fn, "labels", "in [0, " + std::to_string(C) + ") (columns of logits)",
                              "labels[" + std::to_string(n) + "] = " + std::to_string(labels[n]));
 
-  softmax(logits, result.d_logits);
+  result.d_logits.resize(N, C);
   const Scalar scale = reduction == Reduction::mean ? Scalar(1) / Scalar(N) : Scalar(1);
   // Sum in double: the per-sample losses of a large float batch would otherwise round.
   double total = 0;
-  for (Index n = 0; n < N; ++n) {
-    const Scalar m = logits.row(n).maxCoeff();
-    const Scalar lse = m + std::log((logits.row(n).array() - m).exp().sum());
-    total += double(lse - logits(n, labels[n]));
-    result.d_logits(n, labels[n]) -= Scalar(1);
-  }
+  for (Index n = 0; n < N; ++n) total += detail::cross_entropy_row(logits.row(n), labels[n], result.d_logits.row(n));
   result.d_logits *= scale;
   result.loss = Scalar(total) * scale;
 }
