@@ -200,6 +200,10 @@ class GRUCell {
   Gradients make_gradients() const { return Gradients(input_size_, hidden_size_, variant_); }
   /// \brief The zero state for `batch` rows.
   State zero_state(Index batch) const { return State::zeros(batch, hidden_size_); }
+  /// \brief Throws std::invalid_argument unless `s` is a state of this cell for `batch` rows.
+  void check_state(const char* function, const char* argument, const State& s, Index batch) const {
+    s.check(function, argument, batch, hidden_size_);
+  }
 
   /// \brief Throws std::invalid_argument unless the parameters still have their constructed shapes.
   void check_parameters(const char* function) const {
@@ -222,7 +226,7 @@ class GRUCell {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::forward";
     check_parameters(fn);
-    s0.check(fn, "s0", s.batch, H);
+    check_state(fn, "s0", s0, s.batch);
     detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
     const bool after = variant_ == GRUVariant::reset_after;
     cache.h_prev.resize(P, H);
@@ -308,7 +312,7 @@ class GRUCell {
     detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
     detail::check_shape(fn, after ? "cache.hc" : "cache.reset_h", after ? cache.hc : cache.reset_h, P, H);
     detail::check_shape(fn, "dh", dh, P, H);
-    dstate.check(fn, "dstate", s.batch, H);
+    check_state(fn, "dstate", dstate, s.batch);
     ws.dgates.resize(P, 3 * H);
     ws.dgates_h.resize(after ? P : 0, 3 * H);
     ws.d_reset_h.resize(after ? 0 : s.batch, H);

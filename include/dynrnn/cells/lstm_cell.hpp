@@ -1,25 +1,35 @@
 // dynrnn: the LSTM cell, forward and backward through time over a packed batch.
 //
-// Dimensions: T time, B batch, I input features, H hidden units,
-//             P valid (row, step) pairs = sum of lengths (see packed_schedule.hpp).
+// Dimensions: T time, B batch, I input features, H hidden units, R output width (H, or
+//             num_proj with a projection), P valid (row, step) pairs = sum of lengths
+//             (see packed_schedule.hpp).
 //
-// The cell is TensorFlow 1.x's LSTMCell without peepholes or projection:
+// The cell is TensorFlow 1.x's LSTMCell, options included (LSTMOptions):
 //
-//   [i j f o] = [x_t, h_{t-1}] · kernel + bias            (1, 4H) pre-activations
-//   c_t = sigmoid(f + forget_bias) ⊙ c_{t-1} + sigmoid(i) ⊙ tanh(j)
-//   h_t = sigmoid(o) ⊙ tanh(c_t)                           (output = h_t)
+//   [i j f o] = [x_t, h_{t-1}] · kernel + bias                     (1, 4H) pre-activations
+//   c_t = sigmoid(f + forget_bias + w_f ⊙ c_{t-1}) ⊙ c_{t-1} + sigmoid(i + w_i ⊙ c_{t-1}) ⊙ tanh(j)
+//   c_t = clip(c_t, -cell_clip, cell_clip)                          with cell_clip
+//   m_t = sigmoid(o + w_o ⊙ c_t) ⊙ tanh(c_t)
+//   h_t = m_t, or clip(m_t · projection, -proj_clip, proj_clip)     with num_proj (proj_clip)
+//
+// The peephole terms w ⊙ c appear with use_peepholes only. The output and the recurrent
+// state h_t have width R; c_t has width H. A clip passes the gradient where |x| <= clip
+// (its boundary included) and stops it beyond, as TensorFlow's clip_by_value does.
 //
 // Fused weight layout, identical to TensorFlow's `kernel` and `bias`:
 //
 //                  0      H      2H     3H     4H
 //                  +------+------+------+------+
 //    rows 0..I-1   |  i   |  j   |  f   |  o   |   input weights W_x
-//    rows I..I+H-1 |  i   |  j   |  f   |  o   |   recurrent weights W_h
+//    rows I..I+R-1 |  i   |  j   |  f   |  o   |   recurrent weights W_h
 //                  +------+------+------+------+
 //    bias (4H)     |  i   |  j   |  f   |  o   |
 //
+//    w_i_diag, w_f_diag, w_o_diag (H each)      peepholes
+//    projection (H, R)                           TensorFlow's projection/kernel
+//
 // PyTorch orders the gates i, f, g(=j), o and stores W_x, W_h transposed, so
-// its weights must be reordered and transposed before they are copied in.
+// its weights must be reordered and transposed before they are copied in (lstm_import.hpp).
 #pragma once
 
 #include "../core/check.hpp"
@@ -34,23 +44,28 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <sstream>
 #include <string>
+#include <utility>
 
 namespace dynrnn {
 
-/// \brief Recurrent state of an LSTM: cell state `c` and hidden state `h`, each `(B, H)`.
+/// \brief Recurrent state of an LSTM: cell state `c`, `(B, H)`, and hidden state `h`, `(B, R)`
+/// (R = H unless the cell projects its output).
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMState {
   Matrix<Scalar> c;  ///< (B, H) cell state.
-  Matrix<Scalar> h;  ///< (B, H) hidden state, which is also the cell's output.
+  Matrix<Scalar> h;  ///< (B, R) hidden state, which is also the cell's output.
 
-  /// \brief A state of zeros for `batch` rows of `hidden` units.
-  /// \throws std::invalid_argument when either is negative.
-  static LSTMState zeros(Index batch, Index hidden) {
+  /// \brief A state of zeros for `batch` rows of `hidden` units (and outputs of width
+  /// `output`, when it differs from `hidden`).
+  /// \throws std::invalid_argument when a size is negative.
+  static LSTMState zeros(Index batch, Index hidden, Index output = -1) {
+    if (output < 0) output = hidden;
     detail::check_non_negative("LSTMState::zeros", "batch", batch);
     detail::check_non_negative("LSTMState::zeros", "hidden", hidden);
-    return {Matrix<Scalar>::Zero(batch, hidden), Matrix<Scalar>::Zero(batch, hidden)};
+    return {Matrix<Scalar>::Zero(batch, hidden), Matrix<Scalar>::Zero(batch, output)};
   }
 
   /// \brief Calls `f(mine, theirs)` for each member matrix of this state and of `other`,
@@ -61,50 +76,80 @@ struct LSTMState {
     f(h, other.h);
   }
 
-  /// \brief Throws std::invalid_argument unless both members are `(batch, hidden)`.
-  void check(const char* function, const char* argument, Index batch, Index hidden) const {
+  /// \brief Throws std::invalid_argument unless `c` is `(batch, hidden)` and `h` is
+  /// `(batch, output)` (`output` = `hidden` when not given).
+  void check(const char* function, const char* argument, Index batch, Index hidden, Index output = -1) const {
     const std::string name(argument);
     detail::check_shape(function, (name + ".c").c_str(), c, batch, hidden);
-    detail::check_shape(function, (name + ".h").c_str(), h, batch, hidden);
+    detail::check_shape(function, (name + ".h").c_str(), h, batch, output < 0 ? hidden : output);
   }
+};
+
+/// \brief TensorFlow 1.x LSTMCell's options; the defaults give the plain cell.
+struct LSTMOptions {
+  bool use_peepholes = false;  ///< Diagonal connections from c into the i, f and o gates.
+  double cell_clip = 0;        ///< > 0: c is clipped to [-cell_clip, cell_clip] (0: no clip).
+  Index num_proj = 0;          ///< > 0: h = m · projection, of this width (0: no projection).
+  double proj_clip = 0;        ///< > 0: the projected h is clipped to [-proj_clip, proj_clip]; needs num_proj.
+  double forget_bias = 1;      ///< Added to the forget gate's pre-activation (TensorFlow's default 1).
 };
 
 /// \brief Gradients of an LSTMCell's parameters, shaped like the parameters.
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMGradients {
-  Matrix<Scalar> kernel;  ///< (I+H, 4H) dLoss/dkernel.
-  Vector<Scalar> bias;    ///< (4H) dLoss/dbias.
+  Matrix<Scalar> kernel;      ///< (I+R, 4H) dLoss/dkernel.
+  Vector<Scalar> bias;        ///< (4H) dLoss/dbias.
+  Vector<Scalar> w_i_diag;    ///< (H) dLoss/dw_i_diag with peepholes; empty otherwise.
+  Vector<Scalar> w_f_diag;    ///< (H) dLoss/dw_f_diag with peepholes; empty otherwise.
+  Vector<Scalar> w_o_diag;    ///< (H) dLoss/dw_o_diag with peepholes; empty otherwise.
+  Matrix<Scalar> projection;  ///< (H, R) dLoss/dprojection with num_proj; empty otherwise.
 
   LSTMGradients() = default;
-  /// \brief Zero gradients for a cell of the given sizes.
-  LSTMGradients(Index input_size, Index hidden_size)
-      : kernel(Matrix<Scalar>::Zero(input_size + hidden_size, 4 * hidden_size)),
-        bias(Vector<Scalar>::Zero(4 * hidden_size)) {}
+  /// \brief Zero gradients for a plain cell of the given sizes.
+  LSTMGradients(Index input_size, Index hidden_size) : LSTMGradients(input_size, hidden_size, LSTMOptions{}) {}
+  /// \brief Zero gradients for a cell of the given sizes and options.
+  LSTMGradients(Index input_size, Index hidden_size, const LSTMOptions& options) {
+    const Index H = hidden_size, R = options.num_proj > 0 ? options.num_proj : H, D = options.use_peepholes ? H : 0;
+    kernel = Matrix<Scalar>::Zero(input_size + R, 4 * H);
+    bias = Vector<Scalar>::Zero(4 * H);
+    w_i_diag = w_f_diag = w_o_diag = Vector<Scalar>::Zero(D);
+    projection = Matrix<Scalar>::Zero(options.num_proj > 0 ? H : 0, options.num_proj > 0 ? R : 0);
+  }
 
   /// \brief Sets every gradient to zero, keeping the shapes.
   void setZero() {
     kernel.setZero();
     bias.setZero();
+    w_i_diag.setZero();
+    w_f_diag.setZero();
+    w_o_diag.setZero();
+    projection.setZero();
   }
 };
 
 /// \brief What LSTMCell::forward keeps for LSTMCell::backward. All packed, `P` rows,
 /// step after step; within a step the rows are sorted longest sequence first. Reusing a
-/// cache for a batch of the same shape allocates nothing.
+/// cache for a batch of the same shape allocates nothing. Members an option does not use
+/// stay empty.
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMCache {
   Matrix<Scalar> x;       ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  Matrix<Scalar> h_prev;  ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0).
+  Matrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0).
   Matrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
-                          ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o).
-  Matrix<Scalar> c;       ///< (P, H)  c_t.
+                          ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)
+                          ///<         (peephole terms included).
+  Matrix<Scalar> c;       ///< (P, H)  c_t (after cell_clip).
   Matrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t).
-  Matrix<Scalar> h;       ///< (P, H)  h_t, the outputs.
+  Matrix<Scalar> h;       ///< (P, R)  h_t, the outputs.
   Matrix<Scalar> c0;      ///< (B, H)  initial c, sorted order.
+  Matrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip.
+  Matrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection.
+  Matrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip.
   Gemm<Scalar> input_gemm;      ///< Packing buffers of the input projection.
-  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass for h_{t-1} · W_h.
+  PackedRightGemm<Scalar> recurrent_gemm;   ///< W_h, packed once per pass for h_{t-1} · W_h.
+  PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: the projection, for m_t · projection.
 };
 
 /// \brief Scratch space of LSTMCell::backward, kept between calls so that they allocate nothing.
@@ -112,18 +157,27 @@ struct LSTMCache {
 template <class Scalar>
 struct LSTMBackwardWorkspace {
   Matrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
-  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
-  Gemm<Scalar> weight_gemm;     ///< [x, h_prev]ᵀ · dgates after the loop.
+  Matrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
+  Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
+  PackedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
+  PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
+  Gemm<Scalar> weight_gemm;     ///< [x, h_prev]ᵀ · dgates (and mᵀ · d_proj) after the loop.
   Gemm<Scalar> input_gemm;      ///< dgates · W_xᵀ after the loop.
 };
 
-/// \brief Long short-term memory cell with TensorFlow 1.x LSTMCell semantics.
+/// \brief Long short-term memory cell with TensorFlow 1.x LSTMCell semantics, including its
+/// options (peepholes, cell_clip, num_proj, proj_clip, forget_bias).
 ///
 /// \tparam Scalar `float` or `double`.
 ///
 /// \code
 /// dynrnn::LSTMCell<float> cell(/*input_size=*/8, /*hidden_size=*/32);
 /// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);   // x: Tensor3<float> [T, B, 8]
+///
+/// dynrnn::LSTMOptions options;
+/// options.use_peepholes = true;
+/// options.num_proj = 16;                                // outputs and h of width 16
+/// dynrnn::LSTMCell<float> projected(8, 32, options);
 /// \endcode
 template <class Scalar_>
 class LSTMCell {
@@ -137,91 +191,175 @@ class LSTMCell {
   /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
   static constexpr std::uint64_t default_seed = 0x5eed;
 
-  /// \brief Creates a cell with Glorot-uniform kernel (TensorFlow's default initialiser, drawn
-  /// from Rng(default_seed)) and zero bias. Call reset_parameters() to draw other weights.
+  /// \brief Creates a plain cell (no peepholes, clip or projection); see the constructor with
+  /// options.
   /// \param input_size I, features per step (> 0).
   /// \param hidden_size H, hidden units (> 0).
   /// \param forget_bias added to the forget gate's pre-activation (TensorFlow's default 1).
+  /// \throws std::invalid_argument when a size is not positive.
   LSTMCell(Index input_size, Index hidden_size, Scalar forget_bias = Scalar(1))
-      : input_size_(input_size), hidden_size_(hidden_size), forget_bias_(forget_bias) {
-    detail::check_positive("LSTMCell", "input_size", input_size);
-    detail::check_positive("LSTMCell", "hidden_size", hidden_size);
-    kernel_.resize(input_size + hidden_size, 4 * hidden_size);
-    bias_.resize(4 * hidden_size);
+      : LSTMCell(input_size, hidden_size, with_forget_bias(forget_bias)) {}
+
+  /// \brief Creates a cell with TensorFlow's options, its weights drawn as reset_parameters()
+  /// describes from Rng(default_seed).
+  /// \param input_size I, features per step (> 0).
+  /// \param hidden_size H, hidden units (> 0).
+  /// \param options peepholes, clips, projection and forget_bias.
+  /// \throws std::invalid_argument when a size is not positive, a clip is negative or not
+  /// finite, num_proj is negative, or proj_clip is set without num_proj.
+  LSTMCell(Index input_size, Index hidden_size, const LSTMOptions& options)
+      : input_size_(input_size), hidden_size_(hidden_size), options_(options),
+        forget_bias_(Scalar(options.forget_bias)) {
+    constexpr const char* fn = "LSTMCell";
+    detail::check_positive(fn, "input_size", input_size);
+    detail::check_positive(fn, "hidden_size", hidden_size);
+    detail::check_non_negative(fn, "options.num_proj", options.num_proj);
+    const std::pair<const char*, double> clips[] = {{"options.cell_clip", options.cell_clip},
+                                                    {"options.proj_clip", options.proj_clip}};
+    for (const auto& [name, clip] : clips)
+      if (!(clip >= 0) || !std::isfinite(clip))
+        detail::throw_argument(fn, name, "finite and >= 0 (0: no clip)", std::to_string(clip));
+    if (options.proj_clip > 0 && options.num_proj == 0)
+      detail::throw_argument(fn, "options.proj_clip", "0 when options.num_proj is 0 (it clips the projection)",
+                             std::to_string(options.proj_clip));
+    const Index H = hidden_size, R = output_size(), D = options.use_peepholes ? H : 0;
+    kernel_.resize(input_size + R, 4 * H);
+    bias_.resize(4 * H);
+    w_i_diag_.resize(D);
+    w_f_diag_.resize(D);
+    w_o_diag_.resize(D);
+    projection_.resize(projects() ? H : 0, projects() ? R : 0);
     Rng rng(default_seed);
     reset_parameters(rng);
   }
 
-  /// \brief Redraws the kernel Glorot-uniform, limit sqrt(6 / (I + H + 4H)), and zeroes the bias.
+  /// \brief Redraws the weights Glorot-uniform, as TensorFlow's default initialiser does: the
+  /// kernel with limit sqrt(6 / (I + R + 4H)), each peephole vector with sqrt(3 / H) (a 1-D
+  /// shape's fans are both H), the projection with sqrt(6 / (H + R)); zeroes the bias.
   void reset_parameters(Rng& rng) {
     fill_uniform(kernel_, rng, std::sqrt(6.0 / double(kernel_.rows() + kernel_.cols())));
     bias_.setZero();
+    const double peephole_limit = std::sqrt(3.0 / double(hidden_size_));
+    for (Vector<Scalar>* w : {&w_i_diag_, &w_f_diag_, &w_o_diag_}) fill_uniform(*w, rng, peephole_limit);
+    if (projects()) fill_uniform(projection_, rng, std::sqrt(6.0 / double(projection_.rows() + projection_.cols())));
   }
 
   Index input_size() const { return input_size_; }    ///< I.
-  Index hidden_size() const { return hidden_size_; }  ///< H.
-  Index output_size() const { return hidden_size_; }  ///< Width of the outputs, H.
+  Index hidden_size() const { return hidden_size_; }  ///< H, the width of c.
+  /// \brief R, the width of the outputs and of h: num_proj with a projection, else H.
+  Index output_size() const { return projects() ? options_.num_proj : hidden_size_; }
   Scalar forget_bias() const { return forget_bias_; } ///< Constant added to the forget gate.
+  const LSTMOptions& options() const { return options_; }  ///< The options the cell was built with.
 
-  /// \brief The fused weights, `(I+H, 4H)`; see the layout diagram at the top of this header.
+  /// \brief The fused weights, `(I+R, 4H)`; see the layout diagram at the top of this header.
   Matrix<Scalar>& kernel() { return kernel_; }
   const Matrix<Scalar>& kernel() const { return kernel_; }  ///< \copydoc kernel()
   /// \brief The fused bias, `(4H)`, gates i, j, f, o.
   Vector<Scalar>& bias() { return bias_; }
   const Vector<Scalar>& bias() const { return bias_; }  ///< \copydoc bias()
+  /// \brief Peephole weights into the i gate, `(H)` with use_peepholes, else empty.
+  Vector<Scalar>& w_i_diag() { return w_i_diag_; }
+  const Vector<Scalar>& w_i_diag() const { return w_i_diag_; }  ///< \copydoc w_i_diag()
+  /// \brief Peephole weights into the f gate, `(H)` with use_peepholes, else empty.
+  Vector<Scalar>& w_f_diag() { return w_f_diag_; }
+  const Vector<Scalar>& w_f_diag() const { return w_f_diag_; }  ///< \copydoc w_f_diag()
+  /// \brief Peephole weights into the o gate, `(H)` with use_peepholes, else empty.
+  Vector<Scalar>& w_o_diag() { return w_o_diag_; }
+  const Vector<Scalar>& w_o_diag() const { return w_o_diag_; }  ///< \copydoc w_o_diag()
+  /// \brief The output projection, `(H, R)` with num_proj, else empty.
+  Matrix<Scalar>& projection() { return projection_; }
+  const Matrix<Scalar>& projection() const { return projection_; }  ///< \copydoc projection()
 
-  /// \brief Calls `f(name, parameter)` for "kernel" and "bias"; checkpoints use this.
+  /// \brief Calls `f(name, parameter)` for "kernel", "bias" and, with the options that add
+  /// them, "w_i_diag", "w_f_diag", "w_o_diag" and "projection/kernel" (TensorFlow's names);
+  /// checkpoints use this.
   template <class F>
   void for_each_parameter(F&& f) {
     f("kernel", kernel_);
     f("bias", bias_);
+    if (options_.use_peepholes) {
+      f("w_i_diag", w_i_diag_);
+      f("w_f_diag", w_f_diag_);
+      f("w_o_diag", w_o_diag_);
+    }
+    if (projects()) f("projection/kernel", projection_);
   }
-  /// \brief The cell's kind and sizes, e.g. "LSTMCell(input_size=2, hidden_size=64)"; checkpoints
-  /// store it and refuse to load into a cell of another description.
+  /// \brief The cell's kind, sizes and options, e.g. "LSTMCell(input_size=2, hidden_size=64)"
+  /// or "LSTMCell(input_size=2, hidden_size=64, use_peepholes=true, num_proj=16)"; checkpoints
+  /// store it and refuse to load into a cell of another description. forget_bias is not part
+  /// of it (it is not a trained parameter).
   std::string description() const {
-    return "LSTMCell(input_size=" + std::to_string(input_size_) + ", hidden_size=" + std::to_string(hidden_size_) + ")";
+    std::string d = "LSTMCell(input_size=" + std::to_string(input_size_) + ", hidden_size=" + std::to_string(hidden_size_);
+    const auto number = [](double v) {
+      std::ostringstream s;
+      s.precision(17);
+      s << v;
+      return s.str();
+    };
+    if (options_.use_peepholes) d += ", use_peepholes=true";
+    if (options_.cell_clip > 0) d += ", cell_clip=" + number(options_.cell_clip);
+    if (projects()) d += ", num_proj=" + std::to_string(options_.num_proj);
+    if (options_.proj_clip > 0) d += ", proj_clip=" + number(options_.proj_clip);
+    return d + ")";
   }
 
   /// \brief Zero gradients shaped like this cell's parameters.
-  Gradients make_gradients() const { return Gradients(input_size_, hidden_size_); }
-  /// \brief The zero state for `batch` rows.
-  State zero_state(Index batch) const { return State::zeros(batch, hidden_size_); }
+  Gradients make_gradients() const { return Gradients(input_size_, hidden_size_, options_); }
+  /// \brief The zero state for `batch` rows: c `(batch, H)`, h `(batch, R)`.
+  State zero_state(Index batch) const { return State::zeros(batch, hidden_size_, output_size()); }
+  /// \brief Throws std::invalid_argument unless `s` is a state of this cell for `batch` rows.
+  void check_state(const char* function, const char* argument, const State& s, Index batch) const {
+    s.check(function, argument, batch, hidden_size_, output_size());
+  }
 
   /// \brief Throws std::invalid_argument unless the parameters still have their constructed shapes.
   void check_parameters(const char* function) const {
-    check_like_parameters(function, "cell.kernel()", kernel_, "cell.bias()", bias_);
+    static constexpr const char* names[] = {"cell.kernel()",   "cell.bias()",     "cell.w_i_diag()",
+                                            "cell.w_f_diag()", "cell.w_o_diag()", "cell.projection()"};
+    check_like_parameters(function, names, kernel_, bias_, w_i_diag_, w_f_diag_, w_o_diag_, projection_);
   }
   /// \brief Throws std::invalid_argument unless `g` is shaped like this cell's parameters.
   void check_gradients(const char* function, const Gradients& g) const {
-    check_like_parameters(function, "grads.kernel", g.kernel, "grads.bias", g.bias);
+    static constexpr const char* names[] = {"grads.kernel",   "grads.bias",     "grads.w_i_diag",
+                                            "grads.w_f_diag", "grads.w_o_diag", "grads.projection"};
+    check_like_parameters(function, names, g.kernel, g.bias, g.w_i_diag, g.w_f_diag, g.w_o_diag, g.projection);
   }
 
   /// \brief Runs the cell over a packed batch. Used by dynamic_rnn; call that instead.
   /// \param s      the batch's packed schedule.
-  /// \param s0     initial state, rows in sorted order, (B, H) each.
+  /// \param s0     initial state, rows in sorted order: c (B, H), h (B, R).
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
-    const Index H = hidden_size_, P = s.total();
-    check_parameters("LSTMCell::forward");
-    s0.check("LSTMCell::forward", "s0", s.batch, H);
-    detail::check_shape("LSTMCell::forward", "cache.x", cache.x, P, input_size_);
+    const Index H = hidden_size_, R = output_size(), P = s.total();
+    constexpr const char* fn = "LSTMCell::forward";
+    check_parameters(fn);
+    check_state(fn, "s0", s0, s.batch);
+    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    const bool peep = options_.use_peepholes, proj = projects();
+    const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
     cache.c0 = s0.c;
-    cache.h_prev.resize(P, H);
+    cache.h_prev.resize(P, R);
     cache.gates.resize(P, 4 * H);
     cache.c.resize(P, H);
     cache.tanh_c.resize(P, H);
-    cache.h.resize(P, H);
+    cache.h.resize(P, R);
+    cache.c_raw.resize(cell_clip > 0 ? P : 0, H);
+    cache.m.resize(proj ? P : 0, H);
+    cache.h_raw.resize(proj_clip > 0 ? P : 0, R);
 
     // Input projection for every valid (row, step) pair at once, added onto the bias.
     detail::fill_rows(cache.gates, bias_);
     cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(H) * double(4 * H));
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows, threads);  // W_h, (H, 4H)
+    const int threads = detail::loop_threads(rows, double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0));
+    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, rows, threads);  // W_h, (R, 4H)
+    if (proj) cache.projection_gemm.pack(projection_, Op::N, rows, threads);  // (H, R)
     detail::seed_first_step(s, s0.h, cache.h_prev);
+    // m_t lands in h (no projection) or in m, from where the projection takes it into h.
+    Matrix<Scalar>& m_out = proj ? cache.m : cache.h;
     detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
                                 Scalar(1), Scalar(1), thread);
@@ -231,13 +369,31 @@ class LSTMCell {
         Scalar* g = cache.gates.row(o + r).data();
         Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
         Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
+        const ConstArray cp(c_prev + r * H, H);
+        if (peep) {
+          i += ConstArray(w_i_diag_.data(), H) * cp;
+          f += ConstArray(w_f_diag_.data(), H) * cp;
+        }
         i = i.logistic();
         j = j.tanh();
         f = (f + forget_bias_).logistic();
+        c = f * cp + i * j;
+        if (cell_clip > 0) {
+          Array(cache.c_raw.row(o + r).data(), H) = c;
+          c = c.min(cell_clip).max(-cell_clip);
+        }
+        if (peep) og += ConstArray(w_o_diag_.data(), H) * c;
         og = og.logistic();
-        c = f * ConstArray(c_prev + r * H, H) + i * j;
         tc = c.tanh();
-        Array(cache.h.row(o + r).data(), H) = og * tc;
+        Array(m_out.row(o + r).data(), H) = og * tc;
+      }
+      if (proj) {
+        auto h = cache.h.middleRows(o + r0, r1 - r0);
+        cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0), thread);
+        if (proj_clip > 0) {
+          cache.h_raw.middleRows(o + r0, r1 - r0) = h;
+          h = h.cwiseMin(proj_clip).cwiseMax(-proj_clip);
+        }
       }
       detail::feed_next_step(s, t, r0, r1, cache.h, cache.h_prev);
     });
@@ -247,13 +403,13 @@ class LSTMCell {
     detail::gather_final(s, cache.h, s0.h, final.h);
   }
 
-  /// \brief The packed outputs of a forward pass, `(P, H)`.
+  /// \brief The packed outputs of a forward pass, `(P, R)`.
   static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
 
   /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
   /// \param s      the schedule forward() ran with.
   /// \param cache  forward()'s cache.
-  /// \param dh     (P, H) dLoss/d outputs, packed.
+  /// \param dh     (P, R) dLoss/d outputs, packed.
   /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
   /// \param grads  parameter gradients, added to.
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
@@ -261,51 +417,77 @@ class LSTMCell {
   /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
   void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
                 Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
-    const Index H = hidden_size_, P = s.total();
+    const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::backward";
     check_parameters(fn);
     check_gradients(fn, grads);
-    detail::check_shape(fn, "cache.h", cache.h, P, H);
+    detail::check_shape(fn, "cache.h", cache.h, P, R);
     detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
-    detail::check_shape(fn, "dh", dh, P, H);
-    dstate.check(fn, "dstate", s.batch, H);
+    detail::check_shape(fn, "dh", dh, P, R);
+    check_state(fn, "dstate", dstate, s.batch);
+    const bool peep = options_.use_peepholes, proj = projects();
+    const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
+    if (cell_clip > 0) detail::check_shape(fn, "cache.c_raw", cache.c_raw, P, H);
+    if (proj) detail::check_shape(fn, "cache.m", cache.m, P, H);
+    if (proj_clip > 0) detail::check_shape(fn, "cache.h_raw", cache.h_raw, P, R);
     ws.dgates.resize(P, 4 * H);
+    ws.d_proj.resize(proj ? P : 0, R);
+    ws.dm.resize(proj ? s.batch : 0, H);
     // dstate.h, dstate.c carry dLoss/dh_t and dLoss/dc_t of each sorted row back through
     // time. A row joins the recursion at its last step, carrying its final-state gradient.
     auto& dh_next = dstate.h;
     auto& dc_next = dstate.c;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(H) * double(4 * H));
-    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, rows, threads);  // W_hᵀ, (4H, H)
+    const int threads = detail::loop_threads(rows, double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0));
+    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, rows, threads);  // W_hᵀ, (4H, R)
+    if (proj) ws.projection_gemm.pack(projection_, Op::T, rows, threads);  // (R, H)
 
     detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1, int thread) {
+      const Index n = r1 - r0;
+      if (proj) {
+        // dLoss/dh_t in total, through the clip, then back through the projection into m_t.
+        auto d_proj = ws.d_proj.middleRows(o + r0, n);
+        d_proj = dh_next.middleRows(r0, n) + dh.middleRows(o + r0, n);
+        if (proj_clip > 0)
+          d_proj = (cache.h_raw.middleRows(o + r0, n).array().abs() <= proj_clip).select(d_proj, Scalar(0));
+        ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0), thread);
+      }
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       for (Index r = r0; r < r1; ++r) {
         const Scalar* g = cache.gates.row(o + r).data();
         const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-        const ConstArray tc(cache.tanh_c.row(o + r).data(), H);
-        Array dh_t(dh_next.row(r).data(), H), dc_t(dc_next.row(r).data(), H);  // become totals
+        const ConstArray tc(cache.tanh_c.row(o + r).data(), H), cp(c_prev + r * H, H);
+        Array dc_t(dc_next.row(r).data(), H);  // becomes the total
         Scalar* dg = ws.dgates.row(o + r).data();
+        Array di(dg, H), dj(dg + H, H), df(dg + 2 * H, H), d_o(dg + 3 * H, H);
 
-        dh_t += ConstArray(dh.row(o + r).data(), H);
-        // h = o ⊙ tanh(c): dh reaches c through tanh and o directly.
-        dc_t += dh_t * og * (Scalar(1) - tc.square());
-        Array(dg, H) = dc_t * j * i * (Scalar(1) - i);
-        Array(dg + H, H) = dc_t * i * (Scalar(1) - j.square());
-        Array(dg + 2 * H, H) = dc_t * ConstArray(c_prev + r * H, H) * f * (Scalar(1) - f);
-        Array(dg + 3 * H, H) = dh_t * tc * og * (Scalar(1) - og);
-        // dc flows into c_{t-1} through the forget gate.
+        // dLoss/dm_t: the total dh_t without a projection (summed in place), else from above.
+        Scalar* dm_data = proj ? ws.dm.row(r).data() : dh_next.row(r).data();
+        Array dm(dm_data, H);
+        if (!proj) dm += ConstArray(dh.row(o + r).data(), H);
+        // m = o ⊙ tanh(c): dm reaches c through tanh and o directly.
+        dc_t += dm * og * (Scalar(1) - tc.square());
+        d_o = dm * tc * og * (Scalar(1) - og);
+        if (peep) dc_t += d_o * ConstArray(w_o_diag_.data(), H);
+        if (cell_clip > 0)
+          dc_t = (ConstArray(cache.c_raw.row(o + r).data(), H).abs() <= cell_clip).select(dc_t, Scalar(0));
+        di = dc_t * j * i * (Scalar(1) - i);
+        dj = dc_t * i * (Scalar(1) - j.square());
+        df = dc_t * cp * f * (Scalar(1) - f);
+        // dc flows into c_{t-1} through the forget gate (and the peepholes).
         dc_t *= f;
+        if (peep) dc_t += di * ConstArray(w_i_diag_.data(), H) + df * ConstArray(w_f_diag_.data(), H);
       }
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, r1 - r0), ws.dgates.middleRows(o + r0, r1 - r0), Scalar(1),
-                             Scalar(0), thread);
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), thread);
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
     ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
-    ws.weight_gemm(grads.kernel.bottomRows(H), cache.h_prev, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
+    ws.weight_gemm(grads.kernel.bottomRows(R), cache.h_prev, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
     detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
+    if (proj) ws.weight_gemm(grads.projection, cache.m, Op::T, ws.d_proj, Op::N, Scalar(1), Scalar(1));
+    if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
     dx.resize(P, input_size_);
     ws.input_gemm(dx, ws.dgates, Op::N, kernel_.topRows(input_size_), Op::T);
   }
@@ -314,17 +496,51 @@ class LSTMCell {
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;             // one gate of one row
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
 
-  void check_like_parameters(const char* function, const char* kernel_name, const Matrix<Scalar>& kernel,
-                             const char* bias_name, const Vector<Scalar>& bias) const {
-    detail::check_shape(function, kernel_name, kernel, input_size_ + hidden_size_, 4 * hidden_size_);
-    detail::check_shape(function, bias_name, bias, 4 * hidden_size_, 1);
+  static LSTMOptions with_forget_bias(Scalar forget_bias) {
+    LSTMOptions o;
+    o.forget_bias = double(forget_bias);
+    return o;
+  }
+  bool projects() const { return options_.num_proj > 0; }
+
+  // dw_i = Σ di ⊙ c_{t-1}, dw_f = Σ df ⊙ c_{t-1}, dw_o = Σ do ⊙ c_t over all valid (row, step)
+  // pairs, summed in a fixed order.
+  void add_peephole_gradients(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dgates,
+                              Gradients& grads) const {
+    const Index H = hidden_size_;
+    for (Index t = 0; t < s.steps; ++t) {
+      const Index n = s.active[t], o = s.offset[t];
+      const auto c_prev = t == 0 ? cache.c0.topRows(n) : cache.c.middleRows(s.offset[t - 1], n);
+      const auto d = dgates.middleRows(o, n);
+      grads.w_i_diag += (d.leftCols(H).array() * c_prev.array()).colwise().sum().matrix().transpose();
+      grads.w_f_diag += (d.middleCols(2 * H, H).array() * c_prev.array()).colwise().sum().matrix().transpose();
+      grads.w_o_diag +=
+          (d.rightCols(H).array() * cache.c.middleRows(o, n).array()).colwise().sum().matrix().transpose();
+    }
+  }
+
+  // names: kernel, bias, w_i_diag, w_f_diag, w_o_diag, projection as the messages call them
+  // (string literals, so that a passing check allocates nothing).
+  void check_like_parameters(const char* function, const char* const (&names)[6], const Matrix<Scalar>& kernel,
+                             const Vector<Scalar>& bias, const Vector<Scalar>& w_i, const Vector<Scalar>& w_f,
+                             const Vector<Scalar>& w_o, const Matrix<Scalar>& projection) const {
+    const Index H = hidden_size_, R = output_size(), D = options_.use_peepholes ? H : 0;
+    detail::check_shape(function, names[0], kernel, input_size_ + R, 4 * H);
+    detail::check_shape(function, names[1], bias, 4 * H, 1);
+    detail::check_shape(function, names[2], w_i, D, 1);
+    detail::check_shape(function, names[3], w_f, D, 1);
+    detail::check_shape(function, names[4], w_o, D, 1);
+    detail::check_shape(function, names[5], projection, projects() ? H : 0, projects() ? R : 0);
   }
 
   Index input_size_;
   Index hidden_size_;
+  LSTMOptions options_;
   Scalar forget_bias_;
-  Matrix<Scalar> kernel_;  // (I+H, 4H)
-  Vector<Scalar> bias_;    // (4H)
+  Matrix<Scalar> kernel_;      // (I+R, 4H)
+  Vector<Scalar> bias_;        // (4H)
+  Vector<Scalar> w_i_diag_, w_f_diag_, w_o_diag_;  // (H) with peepholes, else empty
+  Matrix<Scalar> projection_;  // (H, R) with num_proj, else empty
 };
 
 /// \brief Visits each (parameter, gradient) pair of an LSTMCell; optimisers use this.
@@ -332,6 +548,12 @@ template <class Scalar, class F>
 void visit_parameters(LSTMCell<Scalar>& cell, const LSTMGradients<Scalar>& g, F&& f) {
   f(cell.kernel(), g.kernel);
   f(cell.bias(), g.bias);
+  if (cell.options().use_peepholes) {
+    f(cell.w_i_diag(), g.w_i_diag);
+    f(cell.w_f_diag(), g.w_f_diag);
+    f(cell.w_o_diag(), g.w_o_diag);
+  }
+  if (cell.options().num_proj > 0) f(cell.projection(), g.projection);
 }
 
 }  // namespace dynrnn

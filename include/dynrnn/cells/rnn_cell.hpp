@@ -154,6 +154,10 @@ class RNNCell {
   Gradients make_gradients() const { return Gradients(input_size_, hidden_size_); }
   /// \brief The zero state for `batch` rows.
   State zero_state(Index batch) const { return State::zeros(batch, hidden_size_); }
+  /// \brief Throws std::invalid_argument unless `s` is a state of this cell for `batch` rows.
+  void check_state(const char* function, const char* argument, const State& s, Index batch) const {
+    s.check(function, argument, batch, hidden_size_);
+  }
 
   /// \brief Throws std::invalid_argument unless the parameters still have their constructed shapes.
   void check_parameters(const char* function) const {
@@ -176,7 +180,7 @@ class RNNCell {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::forward";
     check_parameters(fn);
-    s0.check(fn, "s0", s.batch, H);
+    check_state(fn, "s0", s0, s.batch);
     detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
     cache.h_prev.resize(P, H);
     cache.h.resize(P, H);
@@ -223,7 +227,7 @@ class RNNCell {
     detail::check_shape(fn, "cache.h", cache.h, P, H);
     detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
     detail::check_shape(fn, "dh", dh, P, H);
-    dstate.check(fn, "dstate", s.batch, H);
+    check_state(fn, "dstate", dstate, s.batch);
     ws.d_pre.resize(P, H);
     // dstate.h carries dLoss/dh_t of each sorted row back through time; a row joins the
     // recursion at its last step, carrying its final-state gradient.

@@ -15,10 +15,10 @@
 //
 // A Cell type provides: Scalar, State, Cache (with a member x, the packed
 // inputs), Gradients, BackwardWorkspace; input_size(), output_size(),
-// zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g);
-// forward(schedule, sorted s0, cache, sorted final); packed_outputs(cache);
-// backward(schedule, cache, packed dh, sorted dstate, grads, packed dx, ws).
-// State provides zip(other, f) and check(fn, arg, B, H).
+// zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g),
+// check_state(fn, arg, state, B); forward(schedule, sorted s0, cache, sorted final);
+// packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate, grads,
+// packed dx, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells.
 //
 // The overloads that take the result or gradient object by reference reuse its
 // buffers: called again with a batch of the same shape (batch, max_time and lengths), they allocate
@@ -110,7 +110,7 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
   const Index T = x.dimension(0), B = x.dimension(1), H = cell.output_size();
   detail::check_shape(fn, "x", x, T, B, cell.input_size());
   detail::check_lengths(fn, lengths, B, T);
-  initial_state.check(fn, "initial_state", B, H);
+  cell.check_state(fn, "initial_state", initial_state, B);
 
   PackedSchedule& s = result.schedule;
   s.assign(lengths, T);
@@ -159,7 +159,7 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
   detail::check_shape(fn, "forward.outputs", forward.outputs, T, B, H);
   detail::check_shape(fn, "forward.cache.x", forward.cache.x, s.total(), I);
   detail::check_shape(fn, "d_outputs", d_outputs, T, B, H);
-  d_final.check(fn, "d_final", B, H);
+  cell.check_state(fn, "d_final", d_final, B);
   cell.check_gradients(fn, grads);
 
   auto& ws = grads.workspace;
