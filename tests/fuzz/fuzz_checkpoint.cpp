@@ -19,6 +19,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static dynrnn::GRUCell<float> gru_after(3, 4, dynrnn::GRUVariant::reset_after);
   static dynrnn::GRUCell<float> gru_before(3, 4, dynrnn::GRUVariant::reset_before);
   static dynrnn::RNNCell<float> rnn(3, 4);
+  static dynrnn::LSTMCell<float> lstm_projected(3, 4, [] {
+    dynrnn::LSTMOptions o;
+    o.num_proj = 2;
+    return o;
+  }());
+  static dynrnn::LSTMCell<float> lstm_peephole(3, 4, [] {
+    dynrnn::LSTMOptions o;
+    o.use_peepholes = true;
+    o.num_proj = 3;
+    return o;
+  }());
   const auto attempt = [](auto&& load) {
     try {
       load();
@@ -29,6 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   attempt([&] { dynrnn::import_pytorch_lstm(model.lstm, file); });
   attempt([&] { dynrnn::import_keras_lstm(model.lstm, file); });
   attempt([&] { dynrnn::import_tensorflow_lstm(model.lstm, file); });
+  attempt([&] { dynrnn::import_pytorch_lstm(lstm_projected, file); });
+  attempt([&] { dynrnn::import_tensorflow_lstm(lstm_peephole, file); });
   attempt([&] { dynrnn::import_pytorch_gru(gru_after, file); });
   attempt([&] { dynrnn::import_keras_gru(gru_after, file); });
   attempt([&] { dynrnn::import_keras_gru(gru_before, file); });
