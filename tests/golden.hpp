@@ -50,6 +50,15 @@ struct GoldenFile {
     f.read_into(name, {std::uint64_t(n)}, v.data());
     return v;
   }
+  /// A [n, rows, cols] tensor as n matrices.
+  std::vector<Matrix<double>> slices(const std::string& name, Index n, Index rows, Index cols) const {
+    std::vector<double> all(static_cast<std::size_t>(n * rows * cols));
+    f.read_into(name, {std::uint64_t(n), std::uint64_t(rows), std::uint64_t(cols)}, all.data());
+    std::vector<Matrix<double>> out;
+    for (Index k = 0; k < n; ++k)
+      out.push_back(Eigen::Map<const Matrix<double>>(all.data() + k * rows * cols, rows, cols));
+    return out;
+  }
   std::vector<int> lengths() const {
     std::vector<std::int64_t> l(static_cast<std::size_t>(B));
     f.read_into("lengths", {std::uint64_t(B)}, l.data());

@@ -197,6 +197,15 @@ TEST(NoAllocation, EveryCellAfterTheFirstPass) {
   EXPECT_EQ(allocations_after_first_pass(RNNCell<Scalar>(8, 32, RNNActivation::relu)), 0);
   EXPECT_EQ(allocations_after_first_pass(GRUCell<Scalar>(8, 32, GRUVariant::reset_before)), 0);
   EXPECT_EQ(allocations_after_first_pass(GRUCell<Scalar>(8, 32, GRUVariant::reset_after)), 0);
+  LSTMOptions options;
+  options.use_peepholes = true;
+  options.cell_clip = 1;
+  options.num_proj = 16;
+  options.proj_clip = 0.5;
+  EXPECT_EQ(allocations_after_first_pass(LSTMCell<Scalar>(8, 32, options)), 0);
+  StackedCell<LSTMCell<Scalar>> stack({LSTMCell<Scalar>(8, 32), LSTMCell<Scalar>(32, 16)}, 0.2);
+  stack.set_training(true);  // dropout masks drawn at every pass
+  EXPECT_EQ(allocations_after_first_pass(stack), 0);
 }
 
 // Whether an OpenMP parallel region itself allocates: GCC's libgomp does not once its

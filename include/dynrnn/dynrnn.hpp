@@ -3,8 +3,10 @@
 // One include for the whole library:
 //
 //   core/      types, argument checks, random numbers, reusable GEMM, threads
-//   cells/     recurrent cells (LSTM, GRU, vanilla RNN): forward and backward through time on a packed batch
-//   rnn/       dynamic_rnn and its backward pass, the packed layout, last-output gather
+//   cells/     recurrent cells (LSTM, GRU, vanilla RNN, a stack of layers): forward and
+//              backward through time on a packed batch
+//   rnn/       dynamic_rnn, bidirectional_dynamic_rnn and their backward passes, the packed
+//              layout and time loop, last-output gather
 //   layers/    Dense, Embedding
 //   losses/    softmax cross-entropy, per sample and per valid step of a sequence
 //   optim/     RMSProp
@@ -22,7 +24,9 @@
 #include "cells/hidden_state.hpp"
 #include "cells/lstm_cell.hpp"
 #include "cells/rnn_cell.hpp"
+#include "cells/stacked_cell.hpp"
 
+#include "rnn/bidirectional_dynamic_rnn.hpp"
 #include "rnn/dynamic_rnn.hpp"
 #include "rnn/last_outputs.hpp"
 #include "rnn/packed_schedule.hpp"

@@ -75,18 +75,19 @@ void require_plain_options(const char* function, const LSTMCell<Scalar>& cell, b
 /// \param file   the parsed file.
 /// \param prefix prepended to every tensor name, e.g. "encoder.lstm." for a submodule.
 /// \param layer  which layer k of a multi-layer nn.LSTM (names end in `_l{k}`).
+/// \param reverse  the reverse direction of a bidirectional layer (names end in `_l{k}_reverse`).
 /// \throws CheckpointError naming the file and the problem (missing tensor, wrong shape or
 /// dtype, a proj_size LSTM for a cell without num_proj); `cell` is then unchanged.
 /// std::invalid_argument for layer < 0 or a cell with peepholes or clips.
 template <class Scalar>
 void import_pytorch_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, const std::string& prefix = "",
-                         int layer = 0) {
+                         int layer = 0, bool reverse = false) {
   constexpr const char* fn = "import_pytorch_lstm";
   detail::check_non_negative(fn, "layer", layer);
   detail::require_plain_options(fn, cell, /*source_projects=*/true);
   cell.check_parameters(fn);
   const Index I = cell.input_size(), H = cell.hidden_size(), R = cell.output_size();
-  const std::string k = "_l" + std::to_string(layer);
+  const std::string k = "_l" + std::to_string(layer) + (reverse ? "_reverse" : "");
   const bool projects = cell.options().num_proj > 0;
   if (file.contains(prefix + "weight_hr" + k) && !projects)
     file.fail("holds '" + prefix + "weight_hr" + k +
@@ -112,8 +113,8 @@ void import_pytorch_lstm(LSTMCell<Scalar>& cell, const safetensors::File& file, 
 /// \brief import_pytorch_lstm() from the file at `path`.
 template <class Scalar>
 void import_pytorch_lstm(LSTMCell<Scalar>& cell, const std::string& path, const std::string& prefix = "",
-                         int layer = 0) {
-  import_pytorch_lstm(cell, safetensors::File::read(path), prefix, layer);
+                         int layer = 0, bool reverse = false) {
+  import_pytorch_lstm(cell, safetensors::File::read(path), prefix, layer, reverse);
 }
 
 /// \brief Loads a Keras `LSTM` layer's weights (`kernel`, `recurrent_kernel`, `bias`, saved as

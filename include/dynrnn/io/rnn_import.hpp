@@ -32,17 +32,18 @@ namespace dynrnn {
 /// \param file   the parsed file.
 /// \param prefix prepended to every tensor name, e.g. "encoder.rnn." for a submodule.
 /// \param layer  which layer k of a multi-layer nn.RNN (names end in `_l{k}`).
+/// \param reverse  the reverse direction of a bidirectional layer (names end in `_l{k}_reverse`).
 /// \throws CheckpointError naming the file and the problem (missing tensor, wrong shape or
 /// dtype); `cell` is then unchanged. std::invalid_argument for layer < 0 or a cell whose
 /// parameters were resized.
 template <class Scalar>
 void import_pytorch_rnn(RNNCell<Scalar>& cell, const safetensors::File& file, const std::string& prefix = "",
-                        int layer = 0) {
+                        int layer = 0, bool reverse = false) {
   constexpr const char* fn = "import_pytorch_rnn";
   detail::check_non_negative(fn, "layer", layer);
   cell.check_parameters(fn);
   const Index I = cell.input_size(), H = cell.hidden_size();
-  const std::string k = "_l" + std::to_string(layer);
+  const std::string k = "_l" + std::to_string(layer) + (reverse ? "_reverse" : "");
   const auto w_ih = detail::read_matrix<Scalar>(file, prefix + "weight_ih" + k, H, I);
   const auto w_hh = detail::read_matrix<Scalar>(file, prefix + "weight_hh" + k, H, H);
   const auto [b_ih, b_hh] = detail::read_pytorch_biases<Scalar>(file, prefix, k, H);
@@ -54,8 +55,8 @@ void import_pytorch_rnn(RNNCell<Scalar>& cell, const safetensors::File& file, co
 /// \brief import_pytorch_rnn() from the file at `path`.
 template <class Scalar>
 void import_pytorch_rnn(RNNCell<Scalar>& cell, const std::string& path, const std::string& prefix = "",
-                        int layer = 0) {
-  import_pytorch_rnn(cell, safetensors::File::read(path), prefix, layer);
+                        int layer = 0, bool reverse = false) {
+  import_pytorch_rnn(cell, safetensors::File::read(path), prefix, layer, reverse);
 }
 
 /// \brief Loads a Keras `SimpleRNN` layer's weights (`kernel`, `recurrent_kernel`, `bias`, saved
