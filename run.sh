@@ -3,6 +3,7 @@
 # needs (apt-get, with sudo when not root), configures a Release build in ./build, then:
 #
 #   ./run.sh example [count_ones flags]   build and train the count-ones example
+#   ./run.sh char_model [flags]           build and train the character model on a word list
 #   ./run.sh test                         build everything and run every test (ctest)
 #   ./run.sh bench [benchmark flags]      build and run the benchmarks
 #
@@ -10,12 +11,12 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 mode=$1
 shift
 
-packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev)
+packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev wamerican)
 case "${CXX:-}" in *clang*) packages+=(clang libomp-dev) ;; esac  # OpenMP for clang++
 missing=()
 for p in "${packages[@]}"; do
@@ -39,6 +40,11 @@ case "$mode" in
     cmake --build "$build" -j "$jobs" --target count_ones
     exec "$build/examples/count_ones/count_ones" --csv "$build/count_ones_loss.csv" \
       --checkpoint "$build/count_ones.safetensors" "$@"
+    ;;
+  char_model)
+    configure
+    cmake --build "$build" -j "$jobs" --target char_model
+    exec "$build/examples/char_model/char_model" --checkpoint "$build/char_model.safetensors" "$@"
     ;;
   test)
     configure -DDYNRNN_WERROR=ON

@@ -116,6 +116,36 @@ void expect_invalid_argument(F&& call, const std::vector<std::string>& fragments
   }
 }
 
+/// Expects two runs of the same batch, (dynamic_rnn result, dynamic_rnn_backward gradients)
+/// made with different thread counts, to agree on the outputs and on the kernel, bias, input
+/// and initial-h gradients: bit for bit with dynrnn's own GEMM, which sums every element in
+/// the same order on any number of threads; to float rounding (1e-5 of the largest
+/// magnitude) with OpenBLAS or oneDNN, which split their products per thread count.
+template <class Run>
+void expect_same_across_thread_counts(const Run& one, const Run& two) {
+#if defined(DYNRNN_GEMM_OPENBLAS) || defined(DYNRNN_GEMM_ONEDNN)
+  const auto close = [](const auto& a, const auto& b) {
+    const double scale = std::max(1.0, double(a.cwiseAbs().maxCoeff()));
+    return double((a - b).cwiseAbs().maxCoeff()) <= 1e-5 * scale;
+  };
+  const auto flat = [](const auto& t) {
+    using S = std::remove_const_t<std::remove_reference_t<decltype(*t.data())>>;
+    return Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, 1>>(t.data(), t.size());
+  };
+  EXPECT_TRUE(close(flat(one.first.outputs), flat(two.first.outputs)));
+  EXPECT_TRUE(close(one.second.kernel, two.second.kernel));
+  EXPECT_TRUE(close(one.second.bias, two.second.bias));
+  EXPECT_TRUE(close(flat(one.second.inputs), flat(two.second.inputs)));
+  EXPECT_TRUE(close(one.second.initial_state.h, two.second.initial_state.h));
+#else
+  EXPECT_TRUE(identical(one.first.outputs, two.first.outputs));
+  EXPECT_TRUE(identical(one.second.kernel, two.second.kernel));
+  EXPECT_TRUE(identical(one.second.bias, two.second.bias));
+  EXPECT_TRUE(identical(one.second.inputs, two.second.inputs));
+  EXPECT_TRUE(identical(one.second.initial_state.h, two.second.initial_state.h));
+#endif
+}
+
 /// The precision-dependent tolerance for comparing float or double results.
 template <class Scalar>
 constexpr double tolerance() {

@@ -248,27 +248,7 @@ TYPED_TEST(CellTest, ResultsDoNotDependOnTheThreadCount) {
     set_num_threads(1);
     return std::make_pair(std::move(fwd), std::move(g));
   };
-  const auto one = run(1);
-  const auto two = run(2);
-#if defined(DYNRNN_GEMM_OPENBLAS) || defined(DYNRNN_GEMM_ONEDNN)
-  // The external libraries split their products differently per thread count.
-  const auto close = [](const auto& a, const auto& b) {
-    const double scale = std::max(1.0, double(a.cwiseAbs().maxCoeff()));
-    return double((a - b).cwiseAbs().maxCoeff()) <= 1e-5 * scale;
-  };
-  const auto flat = [](const Tensor3<float>& t) { return Eigen::Map<const Eigen::VectorXf>(t.data(), t.size()); };
-  EXPECT_TRUE(close(flat(one.first.outputs), flat(two.first.outputs)));
-  EXPECT_TRUE(close(one.second.kernel, two.second.kernel));
-  EXPECT_TRUE(close(one.second.bias, two.second.bias));
-  EXPECT_TRUE(close(flat(one.second.inputs), flat(two.second.inputs)));
-  EXPECT_TRUE(close(one.second.initial_state.h, two.second.initial_state.h));
-#else
-  EXPECT_TRUE(identical(one.first.outputs, two.first.outputs));
-  EXPECT_TRUE(identical(one.second.kernel, two.second.kernel));
-  EXPECT_TRUE(identical(one.second.bias, two.second.bias));
-  EXPECT_TRUE(identical(one.second.inputs, two.second.inputs));
-  EXPECT_TRUE(identical(one.second.initial_state.h, two.second.initial_state.h));
-#endif
+  expect_same_across_thread_counts(run(1), run(2));
 }
 
 TYPED_TEST(CellTest, CheckpointRoundTripAndDescription) {

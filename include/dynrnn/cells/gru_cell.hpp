@@ -225,9 +225,7 @@ class GRUCell {
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::forward";
-    check_parameters(fn);
-    check_state(fn, "s0", s0, s.batch);
-    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    detail::check_forward_arguments(fn, *this, s, s0, cache.x);
     const bool after = variant_ == GRUVariant::reset_after;
     cache.h_prev.resize(P, H);
     cache.gates.resize(P, 3 * H);
@@ -305,14 +303,9 @@ class GRUCell {
                 Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::backward";
-    check_parameters(fn);
-    check_gradients(fn, grads);
+    detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
     const bool after = variant_ == GRUVariant::reset_after;
-    detail::check_shape(fn, "cache.h", cache.h, P, H);
-    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
     detail::check_shape(fn, after ? "cache.hc" : "cache.reset_h", after ? cache.hc : cache.reset_h, P, H);
-    detail::check_shape(fn, "dh", dh, P, H);
-    check_state(fn, "dstate", dstate, s.batch);
     ws.dgates.resize(P, 3 * H);
     ws.dgates_h.resize(after ? P : 0, 3 * H);
     ws.d_reset_h.resize(after ? 0 : s.batch, H);

@@ -334,9 +334,7 @@ class LSTMCell {
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::forward";
-    check_parameters(fn);
-    check_state(fn, "s0", s0, s.batch);
-    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    detail::check_forward_arguments(fn, *this, s, s0, cache.x);
     const bool peep = options_.use_peepholes, proj = projects();
     const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
     cache.c0 = s0.c;
@@ -419,12 +417,7 @@ class LSTMCell {
                 Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::backward";
-    check_parameters(fn);
-    check_gradients(fn, grads);
-    detail::check_shape(fn, "cache.h", cache.h, P, R);
-    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
-    detail::check_shape(fn, "dh", dh, P, R);
-    check_state(fn, "dstate", dstate, s.batch);
+    detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
     const bool peep = options_.use_peepholes, proj = projects();
     const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
     if (cell_clip > 0) detail::check_shape(fn, "cache.c_raw", cache.c_raw, P, H);

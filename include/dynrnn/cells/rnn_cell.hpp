@@ -179,9 +179,7 @@ class RNNCell {
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::forward";
-    check_parameters(fn);
-    check_state(fn, "s0", s0, s.batch);
-    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
+    detail::check_forward_arguments(fn, *this, s, s0, cache.x);
     cache.h_prev.resize(P, H);
     cache.h.resize(P, H);
 
@@ -222,12 +220,7 @@ class RNNCell {
                 Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::backward";
-    check_parameters(fn);
-    check_gradients(fn, grads);
-    detail::check_shape(fn, "cache.h", cache.h, P, H);
-    detail::check_shape(fn, "cache.x", cache.x, P, input_size_);
-    detail::check_shape(fn, "dh", dh, P, H);
-    check_state(fn, "dstate", dstate, s.batch);
+    detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
     ws.d_pre.resize(P, H);
     // dstate.h carries dLoss/dh_t of each sorted row back through time; a row joins the
     // recursion at its last step, carrying its final-state gradient.

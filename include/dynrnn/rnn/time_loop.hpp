@@ -9,6 +9,7 @@
 // before and after the loop.
 #pragma once
 
+#include "../core/check.hpp"
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/types.hpp"
@@ -23,6 +24,31 @@ namespace dynrnn::detail {
 inline constexpr double kParallelStepWork = 1 << 18;
 // Elementwise passes over whole packed matrices go parallel from this many entries.
 inline constexpr double kParallelElementwise = 1 << 18;
+
+/// The checks every cell's forward() starts with: its parameters, the sorted initial state
+/// and the packed inputs against the schedule.
+template <class Cell>
+void check_forward_arguments(const char* function, const Cell& cell, const PackedSchedule& s,
+                             const typename Cell::State& s0, const Matrix<typename Cell::Scalar>& x) {
+  cell.check_parameters(function);
+  cell.check_state(function, "s0", s0, s.batch);
+  check_shape(function, "cache.x", x, s.total(), cell.input_size());
+}
+
+/// The checks every cell's backward() starts with: its parameters, the gradients, the
+/// cache's packed outputs and inputs, the output gradient and the state gradient.
+template <class Cell>
+void check_backward_arguments(const char* function, const Cell& cell, const PackedSchedule& s,
+                              const Matrix<typename Cell::Scalar>& outputs, const Matrix<typename Cell::Scalar>& x,
+                              const Matrix<typename Cell::Scalar>& dh, const typename Cell::State& dstate,
+                              const typename Cell::Gradients& grads) {
+  cell.check_parameters(function);
+  cell.check_gradients(function, grads);
+  check_shape(function, "cache.h", outputs, s.total(), cell.output_size());
+  check_shape(function, "cache.x", x, s.total(), cell.input_size());
+  check_shape(function, "dh", dh, s.total(), cell.output_size());
+  cell.check_state(function, "dstate", dstate, s.batch);
+}
 
 /// Threads for a time loop whose first step has `rows` rows, each costing
 /// `macs_per_row` multiply-adds in the recurrent products.
