@@ -68,6 +68,15 @@ Matrix<Scalar> random_matrix(Index rows, Index cols, Rng& rng, double limit = 1)
   return m;
 }
 
+/// Sets every padded entry (step t >= lengths[b] of row b) of a [T, B, K] tensor to `value`.
+template <class Scalar>
+void fill_padding(Tensor3<Scalar>& x, const std::vector<int>& lengths, Scalar value) {
+  for (Index t = 0; t < x.dimension(0); ++t)
+    for (Index b = 0; b < x.dimension(1); ++b)
+      if (t >= lengths[static_cast<std::size_t>(b)])
+        for (Index k = 0; k < x.dimension(2); ++k) x(t, b, k) = value;
+}
+
 /// Largest |entry| of a tensor (0 for an empty one).
 template <class Scalar>
 double max_abs(const Tensor3<Scalar>& t) {

@@ -205,12 +205,8 @@ TYPED_TEST(CellTest, PaddingValuesChangeNothingForwardOrBackward) {
   for (float fill : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 1e30f}) {
     auto xp = x;
     auto dp = d_out;
-    for (Index t = 0; t < T; ++t)
-      for (Index b = 0; b < B; ++b)
-        if (t >= lengths[b]) {
-          for (Index k = 0; k < I; ++k) xp(t, b, k) = fill;
-          for (Index k = 0; k < H; ++k) dp(t, b, k) = fill;
-        }
+    fill_padding(xp, lengths, fill);
+    fill_padding(dp, lengths, fill);
     const auto fwd = dynamic_rnn(cell, xp, lengths, s0);
     const auto g = dynamic_rnn_backward(cell, fwd, dp, d_final);
     SCOPED_TRACE(testing::Message() << "padding filled with " << fill);

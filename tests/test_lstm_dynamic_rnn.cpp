@@ -133,10 +133,7 @@ TYPED_TEST(LSTMTyped, PaddingValuesChangeNothingForwardOrBackward) {
   auto d_out = random_tensor<Scalar>(T, B, H, rng);
   const auto s0 = random_state<Scalar>(B, H, rng);
   const auto d_final = random_state<Scalar>(B, H, rng);
-  for (Index t = 0; t < T; ++t)
-    for (Index b = 0; b < B; ++b)
-      if (t >= lengths[b])
-        for (Index k = 0; k < I; ++k) x(t, b, k) = 0;
+  fill_padding(x, lengths, Scalar(0));
   const auto clean = dynamic_rnn(cell, x, lengths, s0);
   const auto clean_g = dynamic_rnn_backward(cell, clean, d_out, d_final);
 
@@ -145,12 +142,8 @@ TYPED_TEST(LSTMTyped, PaddingValuesChangeNothingForwardOrBackward) {
   for (Scalar fill : fills) {
     auto xp = x;
     auto dp = d_out;
-    for (Index t = 0; t < T; ++t)
-      for (Index b = 0; b < B; ++b)
-        if (t >= lengths[b]) {
-          for (Index k = 0; k < I; ++k) xp(t, b, k) = fill;
-          for (Index k = 0; k < H; ++k) dp(t, b, k) = fill;
-        }
+    fill_padding(xp, lengths, fill);
+    fill_padding(dp, lengths, fill);
     const auto fwd = dynamic_rnn(cell, xp, lengths, s0);
     const auto g = dynamic_rnn_backward(cell, fwd, dp, d_final);
     SCOPED_TRACE(testing::Message() << "padding filled with " << fill);
