@@ -125,13 +125,27 @@ void expect_invalid_argument(F&& call, const std::vector<std::string>& fragments
   }
 }
 
-/// Expects two runs of the same batch, (dynamic_rnn result, dynamic_rnn_backward gradients)
-/// made with different thread counts, to agree on the outputs and on the kernel, bias, input
-/// and initial-h gradients: bit for bit with dynrnn's own GEMM, which sums every element in
-/// the same order on any number of threads; to float rounding (1e-5 of the largest
-/// magnitude) with OpenBLAS or oneDNN, which split their products per thread count.
-template <class Run>
-void expect_same_across_thread_counts(const Run& one, const Run& two) {
+/// Runs `cell` forward and backward over a [T, B] batch of random inputs and output gradients
+/// (row b of length b % (T + 1), drawn from `rng`) at 1 and at 2 threads, and expects the two
+/// runs to agree on the outputs and on the kernel, bias, input and initial-h gradients: bit
+/// for bit with dynrnn's own GEMM, which sums every element in the same order on any number
+/// of threads; to float rounding (1e-5 of the largest magnitude) with OpenBLAS or oneDNN,
+/// which split their products per thread count.
+template <class Cell>
+void expect_same_across_thread_counts(const Cell& cell, Index T, Index B, Rng& rng) {
+  const auto x = random_tensor<float>(T, B, cell.input_size(), rng);
+  const auto d_out = random_tensor<float>(T, B, cell.output_size(), rng);
+  std::vector<int> lengths(static_cast<std::size_t>(B));
+  for (Index b = 0; b < B; ++b) lengths[static_cast<std::size_t>(b)] = int(b % (T + 1));
+  const auto run = [&](int threads) {
+    set_num_threads(threads);
+    auto fwd = dynamic_rnn(cell, x, lengths);
+    auto g = dynamic_rnn_backward(cell, fwd, d_out);
+    set_num_threads(1);
+    return std::make_pair(std::move(fwd), std::move(g));
+  };
+  const auto one = run(1);
+  const auto two = run(2);
 #if defined(DYNRNN_GEMM_OPENBLAS) || defined(DYNRNN_GEMM_ONEDNN)
   const auto close = [](const auto& a, const auto& b) {
     const double scale = std::max(1.0, double(a.cwiseAbs().maxCoeff()));
