@@ -136,6 +136,7 @@ struct Step {
   dynrnn::EmbeddingGradients<Scalar> d_embedding;
   dynrnn::DynamicRNNGradients<Stack> d_lstm;
   dynrnn::DenseGradients<Scalar> d_output;
+  Stack::State zero;  // the initial state and the final-state gradient, for batches of zero.h rows
 
   explicit Step(const Model& m)
       : d_embedding(m.embedding.make_gradients()), d_lstm(m.lstm), d_output(m.output.make_gradients()) {}
@@ -143,8 +144,9 @@ struct Step {
   /// Mean loss in nats per valid step of the batch; with `train`, one RMSProp update.
   double run(Model& m, const Batch& b, bool train) {
     m.lstm.set_training(train);
+    if (zero.layers.empty() || zero.layers[0].h.rows() != b.batch) zero = m.lstm.zero_state(b.batch);
     m.embedding.forward_sequences(b.inputs, b.max_time, b.batch, x);
-    dynrnn::dynamic_rnn(m.lstm, x, b.lengths, m.lstm.zero_state(b.batch), fwd);
+    dynrnn::dynamic_rnn(m.lstm, x, b.lengths, zero, fwd);
     m.output.forward(dynrnn::detail::as_matrix(fwd.outputs), logits_rows);
     logits.resize(b.max_time, b.batch, m.output.output_size());
     dynrnn::detail::as_matrix(logits) = logits_rows;
@@ -158,7 +160,7 @@ struct Step {
                       d_rows);
     d_outputs.resize(fwd.outputs.dimensions());
     dynrnn::detail::as_matrix(d_outputs) = d_rows;
-    dynrnn::dynamic_rnn_backward(m.lstm, fwd, d_outputs, m.lstm.zero_state(b.batch), d_lstm);
+    dynrnn::dynamic_rnn_backward(m.lstm, fwd, d_outputs, zero, d_lstm);
     m.embedding.backward_sequences(b.inputs, d_lstm.inputs, d_embedding);
     m.opt.apply(m.embedding, d_embedding);
     m.opt.apply(m.lstm, d_lstm);
