@@ -112,15 +112,20 @@ void fill_rows(Matrix<Scalar>& m, const V& bias) {
                [&](Index r) { m.row(r) = bias.transpose(); });
 }
 
-/// out += the column sums of `m`, a block of columns per thread; each column is summed in
-/// the same order whatever the split.
+/// out += the column sums of `m`. Each thread takes a block of columns and walks down the
+/// rows, adding one contiguous row segment at a time (a column-wise reduction of a row-major
+/// matrix would stride through memory). Every column is summed row after row into `out`,
+/// whatever the split, so the result does not depend on the thread count.
 template <class Scalar, class M, class V>
 void add_column_sums(const M& m, V&& out) {
-  constexpr Index chunk = 64;  // the last block takes the remainder
-  const Index chunks = std::max<Index>(1, m.cols() / chunk);
-  for_each_row(chunks, double(m.rows()) * double(m.cols()) >= kParallelElementwise, [&](Index k) {
-    const Index c0 = k * chunk, width = k + 1 == chunks ? m.cols() - c0 : chunk;
-    out.segment(c0, width) += m.middleCols(c0, width).colwise().sum().transpose();
+  const Index rows = m.rows(), cols = m.cols();
+  const int threads = double(rows) * double(cols) >= kParallelElementwise ? max_threads() : 1;
+  parallel_region(threads, [&](int thread, int team) {
+    constexpr Index granule = 16;  // whole cache lines of float
+    const auto [c0, c1] = share_of(cols, thread, team, granule);
+    if (c0 >= c1) return;
+    auto sums = out.segment(c0, c1 - c0);
+    for (Index r = 0; r < rows; ++r) sums += m.row(r).segment(c0, c1 - c0).transpose();
   });
 }
 
