@@ -195,6 +195,12 @@ TEST(Errors, Gemm) {
   expect_invalid_argument([&] { gemm(c, a, Op::N, Matrix<double>(4, 4), Op::N); }, {"'B'", "[5, 4]", "got [4, 4]"});
   expect_invalid_argument([&] { gemm(c, a, Op::N, b, Op::T); }, {"'B'", "[5, 4]", "[5, 4] transposed"});
 
+  Matrix<double> c1(2, 4), c3(3, 4), k6(6, 2), k5(5, 3), k5b(5, 4);
+  expect_invalid_argument([&] { gemm.transposed_pair(c1, k5b, c3, k5, k5b); },
+                          {"Gemm::transposed_pair", "'A1'", "[5, 2]", "[5, 4]"});
+  expect_invalid_argument([&] { gemm.transposed_pair(c1, k6, c3, k5, k5b); }, {"'A1'", "[5, 2]", "[6, 2]"});
+  expect_invalid_argument([&] { gemm.transposed_pair(c1, Matrix<double>(5, 2), c3, k5, Matrix<double>(5, 3)); },
+                          {"'C1'", "[2, 3]", "[2, 4]"});
   PackedRightGemm<double> packed;
   expect_invalid_argument([&] { packed.pack(b, Op::N, -1); }, {"PackedRightGemm::pack", "'max_rows'", ">= 0", "-1"});
   expect_invalid_argument([&] { packed.pack(b, Op::N, 3, 0); }, {"PackedRightGemm::pack", "'slots'", ">= 1", "got 0"});

@@ -84,6 +84,47 @@ TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
   }
 }
 
+// [A1, A2]ᵀ · B with B packed once: against Eigen's product expressions, with beta, for
+// widths that are not multiples of the kernel's panels and depths of several k blocks;
+// bit-identical to two separate products and to itself on any thread count.
+TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
+  using Scalar = TypeParam;
+  Rng rng(44);
+  const Index shapes[][4] = {{1, 1, 1, 1}, {7, 3, 5, 9}, {700, 37, 66, 130}, {640, 128, 256, 1024}};  // K, M1, M2, N
+  Gemm<Scalar> pair, single;
+  for (const auto& shape : shapes) {
+    const Index K = shape[0], M1 = shape[1], M2 = shape[2], N = shape[3];
+    SCOPED_TRACE(testing::Message() << K << " " << M1 << " " << M2 << " " << N);
+    const auto a1 = random_matrix<Scalar>(K, M1, rng), a2 = random_matrix<Scalar>(K, M2, rng);
+    const auto b = random_matrix<Scalar>(K, N, rng);
+    const Matrix<Scalar> c1 = random_matrix<Scalar>(M1, N, rng), c2 = random_matrix<Scalar>(M2, N, rng);
+    for (double beta : {0.0, 1.0}) {
+      Matrix<Scalar> p1 = c1, p2 = c2;
+      pair.transposed_pair(p1, a1, p2, a2, b, Scalar(-0.75), Scalar(beta));
+      const Matrix<Scalar> e1 = Scalar(-0.75) * a1.transpose() * b + Scalar(beta) * c1;
+      const Matrix<Scalar> e2 = Scalar(-0.75) * a2.transpose() * b + Scalar(beta) * c2;
+      EXPECT_LE(max_abs<Scalar>(p1 - e1), tolerance<Scalar>() * double(K) * 4);
+      EXPECT_LE(max_abs<Scalar>(p2 - e2), tolerance<Scalar>() * double(K) * 4);
+#if !defined(DYNRNN_GEMM_OPENBLAS) && !defined(DYNRNN_GEMM_ONEDNN)
+      const int saved_threads = max_threads();
+      Matrix<Scalar> s1 = c1, s2 = c2;
+      single(s1, a1, Op::T, b, Op::N, Scalar(-0.75), Scalar(beta));
+      single(s2, a2, Op::T, b, Op::N, Scalar(-0.75), Scalar(beta));
+      EXPECT_TRUE(identical(p1, s1));
+      EXPECT_TRUE(identical(p2, s2));
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        Matrix<Scalar> t1 = c1, t2 = c2;
+        Gemm<Scalar>().transposed_pair(t1, a1, t2, a2, b, Scalar(-0.75), Scalar(beta));
+        EXPECT_TRUE(identical(t1, p1)) << threads << " threads";
+        EXPECT_TRUE(identical(t2, p2)) << threads << " threads";
+      }
+      set_num_threads(saved_threads);
+#endif
+    }
+  }
+}
+
 // A product's result depends on its own shape only, never on the products a Gemm made
 // before: the depth blocking, which fixes the order of the sums, follows each product.
 TYPED_TEST(GemmTyped, ResultDoesNotDependOnEarlierShapes) {

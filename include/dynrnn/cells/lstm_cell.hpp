@@ -476,8 +476,8 @@ class LSTMCell {
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
-    ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
-    ws.weight_gemm(grads.kernel.bottomRows(R), cache.h_prev, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
+    ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
+                                   cache.h_prev, ws.dgates, Scalar(1), Scalar(1));
     detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
     if (proj) ws.weight_gemm(grads.projection, cache.m, Op::T, ws.d_proj, Op::N, Scalar(1), Scalar(1));
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);

@@ -244,8 +244,8 @@ class RNNCell {
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
-    ws.weight_gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.d_pre, Op::N, Scalar(1), Scalar(1));
-    ws.weight_gemm(grads.kernel.bottomRows(H), cache.h_prev, Op::T, ws.d_pre, Op::N, Scalar(1), Scalar(1));
+    ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(H),
+                                   cache.h_prev, ws.d_pre, Scalar(1), Scalar(1));
     detail::add_column_sums<Scalar>(ws.d_pre, grads.bias);
     dx.resize(P, input_size_);
     ws.input_gemm(dx, ws.d_pre, Op::N, kernel_.topRows(input_size_), Op::T);

@@ -138,6 +138,46 @@ class Gemm {
     }
   }
 
+  /// \brief `C1 = alpha·A1ᵀ·B + beta·C1` and `C2 = alpha·A2ᵀ·B + beta·C2`: the weight
+  /// gradient of a layer whose weights stack two inputs, `[A1, A2]ᵀ · B`, with `B` packed
+  /// once for both products instead of once each. Each element is summed in the same order
+  /// as by operator() and whatever the thread count.
+  /// \param C1 (M1, N).  \param A1 (K, M1).
+  /// \param C2 (M2, N).  \param A2 (K, M2).
+  /// \param B  (K, N).
+  /// \throws std::invalid_argument when the shapes disagree.
+  void transposed_pair(MatrixRef C1, const ConstMatrixRef& A1, MatrixRef C2, const ConstMatrixRef& A2,
+                       const ConstMatrixRef& B, Scalar alpha = Scalar(1), Scalar beta = Scalar(0)) {
+    constexpr const char* fn = "Gemm::transposed_pair";
+    const Index K = B.rows(), N = B.cols();
+    detail::check_shape(fn, "A1", A1, K, C1.rows());
+    detail::check_shape(fn, "A2", A2, K, C2.rows());
+    detail::check_shape(fn, "C1", C1, A1.cols(), N);
+    detail::check_shape(fn, "C2", C2, A2.cols(), N);
+    if constexpr (detail::external_gemm<Scalar>()) {
+      operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
+      operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
+    } else {
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+      if (N == 0) return;
+      if (C1.rows() > 0) detail::scale(C1, beta);
+      if (C2.rows() > 0) detail::scale(C2, beta);
+      if (K == 0) return;
+      // Columns of C (and of B) are shared between the threads; every thread packs its
+      // columns of B once and multiplies them by all of A1 and A2.
+      const int threads = thread_count(C1.rows() + C2.rows(), N, K);
+      reserve(threads);
+      detail::parallel_region(threads, [&](int thread, int team) {
+        const auto [begin, end] = detail::share_of(N, thread, team, kSplit);
+        if (begin < end) pair_block(C1, A1, C2, A2, B, begin, end - begin, alpha, thread);
+      });
+#else
+      operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
+      operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
+#endif
+    }
+  }
+
  private:
   // Splits C into blocks of whole micro-panels: `kSplit` columns (or rows) at the least.
   static constexpr Index kSplit = 64;
@@ -190,6 +230,52 @@ class Gemm {
     else
       op_b == Op::N ? go(Cols{}, Rows{}) : go(Cols{}, Cols{});
   }
+
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+  // Columns [c0, c0 + cols) of C1 and C2 for transposed_pair(), on thread slot `slot`. In
+  // Eigen's column-major terms Ciᵀ = Bᵀ · Ai: Bᵀ is the left operand, packed once per
+  // (mc, kc) block and multiplied by the packed blocks of A1 and then of A2.
+  void pair_block(MatrixRef& C1, const ConstMatrixRef& A1, MatrixRef& C2, const ConstMatrixRef& A2,
+                  const ConstMatrixRef& B, Index c0, Index cols, Scalar alpha, int slot) {
+    using Traits = Eigen::internal::gebp_traits<Scalar, Scalar>;
+    using LhsMapper = Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor>;
+    using RhsMapper = Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::RowMajor>;
+    using ResMapper = Eigen::internal::blas_data_mapper<Scalar, Index, Eigen::ColMajor, Eigen::Unaligned, 1>;
+    using PackLhs = Eigen::internal::gemm_pack_lhs<Scalar, Index, LhsMapper, Traits::mr, Traits::LhsProgress,
+                                                   typename Traits::LhsPacket4Packing, Eigen::ColMajor>;
+    using PackRhs = Eigen::internal::gemm_pack_rhs<Scalar, Index, RhsMapper, Traits::nr, Eigen::RowMajor>;
+    using Gebp = Eigen::internal::gebp_kernel<Scalar, Scalar, Index, ResMapper, Traits::mr, Traits::nr, false, false>;
+
+    const Index K = B.rows();
+    Blocking& blocking = *blocking_[std::size_t(slot)];
+    blocking.set(std::max(C1.rows(), C2.rows()), cols, K);
+    const Index kc = blocking.kc(), mc = blocking.mc(), nc = blocking.nc();
+    Scalar* block_b = blocking.blockA();  // Bᵀ, the left operand in Eigen's terms
+    Scalar* block_a = blocking.blockB();
+    const LhsMapper lhs(B.data() + c0, B.outerStride());
+    const struct {
+      MatrixRef& c;
+      const ConstMatrixRef& a;
+    } parts[] = {{C1, A1}, {C2, A2}};
+    for (Index i2 = 0; i2 < cols; i2 += mc) {
+      const Index actual_mc = std::min(i2 + mc, cols) - i2;
+      for (Index k2 = 0; k2 < K; k2 += kc) {
+        const Index actual_kc = std::min(k2 + kc, K) - k2;
+        PackLhs()(block_b, lhs.getSubMapper(i2, k2), actual_kc, actual_mc);
+        for (const auto& part : parts) {
+          const RhsMapper rhs(part.a.data(), part.a.outerStride());
+          const ResMapper res(part.c.data() + c0, part.c.outerStride());
+          const Index M = part.c.rows();
+          for (Index j2 = 0; j2 < M; j2 += nc) {
+            const Index actual_nc = std::min(j2 + nc, M) - j2;
+            PackRhs()(block_a, rhs.getSubMapper(k2, j2), actual_kc, actual_nc);
+            Gebp()(res.getSubMapper(i2, j2), block_b, block_a, actual_mc, actual_kc, actual_nc, alpha);
+          }
+        }
+      }
+    }
+  }
+#endif
 
   // Makes sure there is a packing space for every thread slot.
   void reserve(int threads) {
