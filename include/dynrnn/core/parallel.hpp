@@ -79,13 +79,6 @@ void parallel_region(int threads, F&& f) {
   f(0, 1);
 }
 
-/// Waits until every thread of the enclosing parallel_region() arrives; a no-op outside one.
-inline void barrier() {
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-}
-
 /// Thread `thread`'s share [begin, end) of `n` items split `threads` ways, in whole multiples
 /// of `granule` (the last share takes the remainder).
 struct Share {

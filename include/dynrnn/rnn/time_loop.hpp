@@ -58,20 +58,47 @@ inline int loop_threads(Index rows, double macs_per_row) {
   return int(std::max<Index>(1, std::min<Index>(max, rows / 8)));
 }
 
+/// Thread `thread`'s rows [begin, end) of a time loop over `s` split `team` ways, fixed for
+/// the whole loop: whole panels of `granule` rows, cut where the threads get about the same
+/// number of valid (row, step) pairs. Rows are sorted longest first, so later threads get
+/// more rows, which stop earlier.
+inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index granule) {
+  const Index rows = s.steps > 0 ? s.active[0] : 0;
+  const auto cut = [&](int k) {  // the panel boundary nearest to k/team of the pairs
+    if (k <= 0) return Index(0);
+    if (k >= team) return rows;
+    const double target = double(s.total()) * double(k) / double(team);
+    Index b = 0;
+    double before = 0;  // pairs in the rows before b
+    while (b < rows) {
+      const Index next = std::min(rows, b + granule);
+      double pairs = 0;
+      for (Index j = b; j < next; ++j) pairs += s.lengths[std::size_t(s.order[std::size_t(j)])];
+      if (before + pairs / 2 >= target) break;
+      before += pairs;
+      b = next;
+    }
+    return b;
+  };
+  return {cut(thread), cut(thread + 1)};
+}
+
 /// Runs step(t, o, r0, r1, thread) for every step t of `s`, in order (or in reverse order
-/// for backward passes), on `threads` threads: each thread gets its share [r0, r1) of the
-/// step's active rows, whole panels of the recurrent product's kRowGranule rows, and the
-/// threads meet after every step, since a row may belong to another thread at the next.
+/// for backward passes), on `threads` threads. Each thread owns a fixed block of sorted rows
+/// for the whole loop (loop_rows()) and at step t gets those of its rows still active,
+/// [r0, r1); rows at panel boundaries of the recurrent product's kRowGranule, so that every
+/// row is summed the same way on any thread count. A row's steps only ever read and write
+/// that row, so the threads never wait for each other inside the loop.
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
 /// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
 template <class Scalar, class F>
 void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
   parallel_region(threads, [&](int thread, int team) {
+    const auto [begin, end] = loop_rows(s, thread, team, PackedRightGemm<Scalar>::kRowGranule);
     for (Index k = 0; k < s.steps; ++k) {
       const Index t = reverse ? s.steps - 1 - k : k;
-      const auto [r0, r1] = share_of(s.active[t], thread, team, PackedRightGemm<Scalar>::kRowGranule);
-      if (r0 < r1) step(t, s.offset[t], r0, r1, thread);
-      barrier();
+      const Index r1 = std::min(end, s.active[std::size_t(t)]);
+      if (begin < r1) step(t, s.offset[std::size_t(t)], begin, r1, thread);
     }
   });
 }
