@@ -168,6 +168,25 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   EXPECT_EQ(g_allocations - before, 0);
 }
 
+// A dense layer over every step of a character model's batch: products far above the size
+// Eigen would pack on the stack, still allocation-free after the first call.
+TEST(NoAllocation, DenseLayerWithLargeProducts) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  Dense<Scalar> dense(256, 54);
+  const Matrix<Scalar> x = Matrix<Scalar>::Constant(1280, 256, 0.25f);
+  const Matrix<Scalar> dy = Matrix<Scalar>::Constant(1280, 54, 0.5f);
+  Matrix<Scalar> y, dx;
+  DenseGradients<Scalar> grads = dense.make_gradients();
+  const auto pass = [&] {
+    dense.forward(x, y);
+    dense.backward(x, dy, grads, dx);
+  };
+  pass();
+  const long before = g_allocations;
+  for (int k = 0; k < 3; ++k) pass();
+  EXPECT_EQ(g_allocations - before, 0);
+}
+
 // Forward and backward of every cell through dynamic_rnn, into reused result and gradient
 // objects: nothing is allocated after the first call.
 template <class Cell>

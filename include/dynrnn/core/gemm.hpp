@@ -333,6 +333,19 @@ class Gemm {
 #endif
 };
 
+namespace detail {
+
+/// A Gemm context of the calling thread, for layers that have no cache of their own to keep
+/// one in (Dense): its buffers grow to the largest product the thread has made and are then
+/// reused, so steady-state calls allocate nothing; they are freed when the thread exits.
+template <class Scalar>
+Gemm<Scalar>& thread_gemm() {
+  thread_local Gemm<Scalar> gemm;
+  return gemm;
+}
+
+}  // namespace detail
+
 /// \brief `C = alpha·A·op(W) + beta·C` for a fixed right operand `W` that is packed once
 /// and then multiplied by many left operands, like the recurrent weights of a cell that
 /// every time step multiplies. Gemm would repack `W` at every step; this does it once.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/gemm.hpp"
 #include "../core/random.hpp"
 #include "../core/types.hpp"
 
@@ -101,12 +102,13 @@ class Dense {
     return y;
   }
 
-  /// \brief y = x · W + b into `y`, reusing its storage.
+  /// \brief y = x · W + b into `y`, reusing its storage. The product runs on the calling
+/// thread's Gemm context (detail::thread_gemm), so repeated calls allocate nothing.
   void forward(const Eigen::Ref<const Matrix<Scalar>>& x, Matrix<Scalar>& y) const {
     detail::check_shape("Dense::forward", "x", x, x.rows(), input_size());
     y.resize(x.rows(), output_size());
-    y.noalias() = x * weight_;
-    y.rowwise() += bias_.transpose();
+    y.rowwise() = bias_.transpose();
+    detail::thread_gemm<Scalar>()(y, x, Op::N, weight_, Op::N, Scalar(1), Scalar(1));
   }
 
   /// \brief Adds dLoss/dW and dLoss/db to `grads` and returns dLoss/dx.
@@ -121,7 +123,8 @@ class Dense {
     return dx;
   }
 
-  /// \brief backward() writing dLoss/dx into `dx`, reusing its storage.
+  /// \brief backward() writing dLoss/dx into `dx`, reusing its storage; allocates nothing
+  /// once `dx` and the calling thread's Gemm context have their sizes.
   void backward(const Eigen::Ref<const Matrix<Scalar>>& x, const Eigen::Ref<const Matrix<Scalar>>& dy,
                 Gradients& grads, Matrix<Scalar>& dx) const {
     constexpr const char* fn = "Dense::backward";
@@ -129,10 +132,11 @@ class Dense {
     detail::check_shape(fn, "dy", dy, x.rows(), output_size());
     detail::check_shape(fn, "grads.weight", grads.weight, input_size(), output_size());
     detail::check_shape(fn, "grads.bias", grads.bias, output_size(), 1);
-    grads.weight.noalias() += x.transpose() * dy;
-    grads.bias += dy.colwise().sum().transpose();
+    auto& gemm = detail::thread_gemm<Scalar>();
+    gemm(grads.weight, x, Op::T, dy, Op::N, Scalar(1), Scalar(1));
+    for (Index r = 0; r < dy.rows(); ++r) grads.bias += dy.row(r).transpose();  // contiguous rows
     dx.resize(x.rows(), input_size());
-    dx.noalias() = dy * weight_.transpose();
+    gemm(dx, dy, Op::N, weight_, Op::T);
   }
 
  private:
