@@ -236,12 +236,14 @@ TEST(Errors, CellForwardAndBackwardDirectly) {
   f.cell.forward(s, f.cell.zero_state(2), cache, final);
   auto grads = f.cell.make_gradients();
   LSTMState<double> dstate = f.cell.zero_state(2);
-  Matrix<double> dx;
+  ReusableMatrix<double> dx, dh;
   LSTMBackwardWorkspace<double> ws;
-  expect_invalid_argument([&] { f.cell.backward(s, cache, Matrix<double>::Zero(7, 3), dstate, grads, dx, ws); },
+  dh = Matrix<double>::Zero(7, 3);
+  expect_invalid_argument([&] { f.cell.backward(s, cache, dh, dstate, grads, dx, ws); },
                           {"LSTMCell::backward", "'dh'", "[7, 4]", "[7, 3]"});
   LSTMState<double> bad = f.cell.zero_state(1);
-  expect_invalid_argument([&] { f.cell.backward(s, cache, Matrix<double>::Zero(7, 4), bad, grads, dx, ws); },
+  dh = Matrix<double>::Zero(7, 4);
+  expect_invalid_argument([&] { f.cell.backward(s, cache, dh, bad, grads, dx, ws); },
                           {"LSTMCell::backward", "'dstate.c'", "[2, 4]", "[1, 4]"});
 }
 

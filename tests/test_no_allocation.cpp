@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -188,25 +189,66 @@ TEST(NoAllocation, DenseLayerWithLargeProducts) {
 }
 
 // Forward and backward of every cell through dynamic_rnn, into reused result and gradient
-// objects: nothing is allocated after the first call.
+// objects: nothing is allocated after the first call, also when the next batches have
+// other lengths (a smaller sum of lengths, so smaller packed buffers) and then the first
+// lengths again.
 template <class Cell>
 long allocations_after_first_pass(const Cell& cell) {
   const Index T = 10, B = 5;
   Tensor3<Scalar> x(T, B, cell.input_size()), d_out(T, B, cell.output_size());
   x.setConstant(0.25f);
   d_out.setConstant(0.5f);
-  const std::vector<int> lengths = {10, 2, 7, 0, 10};
+  const std::vector<int> longest = {10, 2, 7, 0, 10}, shorter = {3, 9, 1, 4, 0};
   const auto s0 = cell.zero_state(B);
   DynamicRNNResult<Cell> fwd;
   DynamicRNNGradients<Cell> grads(cell);
-  const auto pass = [&] {
+  const auto pass = [&](const std::vector<int>& lengths) {
     dynamic_rnn(cell, x, lengths, s0, fwd);
     dynamic_rnn_backward(cell, fwd, d_out, s0, grads);
   };
-  pass();
+  pass(longest);
   const long before = g_allocations;
-  for (int k = 0; k < 5; ++k) pass();
+  for (int k = 0; k < 6; ++k) pass(k % 2 ? longest : shorter);
   return g_allocations - before;
+}
+
+TEST(NoAllocation, ReusableMatrixKeepsItsStorage) {
+  ReusableMatrix<Scalar> m(40, 30);
+  const Scalar* data = m.data();
+  const long before = g_allocations;
+  m.resize(7, 30);
+  m.resize(30, 40);
+  m = Matrix<Scalar>::Constant(20, 2, 1.5f).topRows(20);
+  EXPECT_EQ(g_allocations - before, 0);
+  EXPECT_EQ(m.data(), data);
+  EXPECT_EQ(m.rows(), 20);
+  EXPECT_EQ(m.cols(), 2);
+  EXPECT_EQ(m.capacity(), 1200);
+  EXPECT_EQ(m.sum(), 60.0f);
+  m.resize(41, 30);  // more than it ever held
+  EXPECT_GT(g_allocations - before, 0);
+  EXPECT_EQ(m.capacity(), 1230);
+}
+
+TEST(NoAllocation, ReusableMatrixHasValueSemantics) {
+  ReusableMatrix<Scalar> a;
+  a = Matrix<Scalar>::Constant(3, 4, 2.0f);
+  ReusableMatrix<Scalar> b = a;  // a copy of its own
+  b(1, 2) = 7.0f;
+  EXPECT_EQ(a(1, 2), 2.0f);
+  EXPECT_NE(a.data(), b.data());
+  const Scalar* storage = b.data();
+  ReusableMatrix<Scalar> c = std::move(b);  // takes the storage over
+  EXPECT_EQ(c.data(), storage);
+  EXPECT_EQ(c(1, 2), 7.0f);
+  EXPECT_EQ(b.size(), 0);
+  a = c;
+  EXPECT_EQ(a(1, 2), 7.0f);
+  EXPECT_EQ(a.rows(), 3);
+  EXPECT_EQ(a.cols(), 4);
+  a.resize(0, 4);
+  EXPECT_EQ(a.size(), 0);
+  EXPECT_EQ(a.capacity(), 12);
 }
 
 TEST(NoAllocation, EveryCellAfterTheFirstPass) {

@@ -98,9 +98,9 @@ struct StepResult {
   double loss, accuracy;
 };
 
-/// One training step's activations and gradients, kept from step to step: a step whose batch
-/// has the shape of the step before (sizes and lengths) allocates nothing; one whose sum of
-/// lengths differs resizes the packed buffers (see the README's section on speed).
+/// One training step's activations and gradients, kept from step to step: once the buffers
+/// have held a batch of each max_time, a step allocates nothing (see the README's section on
+/// speed).
 struct TrainStep {
   dynrnn::Tensor3<Scalar> x, d_outputs;                    // [T, B, 2], [T, B, H]
   dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // outputs [T, B, H] and the cache

@@ -2,7 +2,7 @@
 //
 // One include for the whole library:
 //
-//   core/      types, argument checks, random numbers, reusable GEMM, threads
+//   core/      types, reusable matrices, argument checks, random numbers, reusable GEMM, threads
 //   cells/     recurrent cells (LSTM, GRU, vanilla RNN, a stack of layers): forward and
 //              backward through time on a packed batch
 //   rnn/       dynamic_rnn, bidirectional_dynamic_rnn and their backward passes, the packed
@@ -17,6 +17,7 @@
 #include "core/gemm.hpp"
 #include "core/parallel.hpp"
 #include "core/random.hpp"
+#include "core/reusable_matrix.hpp"
 #include "core/types.hpp"
 #include "core/version.hpp"
 

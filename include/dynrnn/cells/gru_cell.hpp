@@ -40,6 +40,7 @@
 #include "../core/check.hpp"
 #include "../core/gemm.hpp"
 #include "../core/random.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
@@ -90,12 +91,12 @@ struct GRUGradients {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct GRUCache {
-  Matrix<Scalar> x;        ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  Matrix<Scalar> h_prev;   ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0).
-  Matrix<Scalar> gates;    ///< (P, 3H) r, u, c after their nonlinearities.
-  Matrix<Scalar> h;        ///< (P, H)  h_t, the outputs.
-  Matrix<Scalar> reset_h;  ///< (P, H)  reset_before: r ⊙ h_{t-1}, the candidate's recurrent input.
-  Matrix<Scalar> hc;       ///< (P, H)  reset_after: h_{t-1} · W_h[c] + recurrent_bias[c].
+  ReusableMatrix<Scalar> x;        ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
+  ReusableMatrix<Scalar> h_prev;   ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0).
+  ReusableMatrix<Scalar> gates;    ///< (P, 3H) r, u, c after their nonlinearities.
+  ReusableMatrix<Scalar> h;        ///< (P, H)  h_t, the outputs.
+  ReusableMatrix<Scalar> reset_h;  ///< (P, H)  reset_before: r ⊙ h_{t-1}, the candidate's recurrent input.
+  ReusableMatrix<Scalar> hc;       ///< (P, H)  reset_after: h_{t-1} · W_h[c] + recurrent_bias[c].
   Matrix<Scalar> hh;       ///< (B, 3H) reset_after scratch: one step's h_{t-1} · W_h.
   Gemm<Scalar> input_gemm;                 ///< Packing buffers of the input projection.
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u] (reset_before) or W_h (reset_after).
@@ -106,8 +107,8 @@ struct GRUCache {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct GRUBackwardWorkspace {
-  Matrix<Scalar> dgates;    ///< (P, 3H) dLoss/d gate pre-activations on the input side.
-  Matrix<Scalar> dgates_h;  ///< (P, 3H) reset_after: dLoss/d(h_{t-1} · W_h + recurrent_bias).
+  ReusableMatrix<Scalar> dgates;    ///< (P, 3H) dLoss/d gate pre-activations on the input side.
+  ReusableMatrix<Scalar> dgates_h;  ///< (P, 3H) reset_after: dLoss/d(h_{t-1} · W_h + recurrent_bias).
   Matrix<Scalar> d_reset_h; ///< (B, H)  reset_before scratch: one step's dLoss/d(r ⊙ h_{t-1}).
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u]ᵀ (reset_before) or W_hᵀ (reset_after).
   PackedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c]ᵀ.
@@ -288,7 +289,7 @@ class GRUCell {
   }
 
   /// \brief The packed outputs of a forward pass, `(P, H)`.
-  static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
+  static const ReusableMatrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
 
   /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
   /// \param s      the schedule forward() ran with.
@@ -299,8 +300,8 @@ class GRUCell {
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
   /// \param ws     scratch space, reused between calls.
   /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
-  void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
-                Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
+  void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
+                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);

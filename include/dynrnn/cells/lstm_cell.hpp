@@ -36,6 +36,7 @@
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/random.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
@@ -135,18 +136,18 @@ struct LSTMGradients {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMCache {
-  Matrix<Scalar> x;       ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  Matrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0).
-  Matrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
+  ReusableMatrix<Scalar> x;       ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
+  ReusableMatrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0).
+  ReusableMatrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
                           ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)
                           ///<         (peephole terms included).
-  Matrix<Scalar> c;       ///< (P, H)  c_t (after cell_clip).
-  Matrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t).
-  Matrix<Scalar> h;       ///< (P, R)  h_t, the outputs.
+  ReusableMatrix<Scalar> c;       ///< (P, H)  c_t (after cell_clip).
+  ReusableMatrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t).
+  ReusableMatrix<Scalar> h;       ///< (P, R)  h_t, the outputs.
   Matrix<Scalar> c0;      ///< (B, H)  initial c, sorted order.
-  Matrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip.
-  Matrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection.
-  Matrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip.
+  ReusableMatrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip.
+  ReusableMatrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection.
+  ReusableMatrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip.
   Gemm<Scalar> input_gemm;      ///< Packing buffers of the input projection.
   PackedRightGemm<Scalar> recurrent_gemm;   ///< W_h, packed once per pass for h_{t-1} · W_h.
   PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: the projection, for m_t · projection.
@@ -156,8 +157,8 @@ struct LSTMCache {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMBackwardWorkspace {
-  Matrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
-  Matrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
+  ReusableMatrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
+  ReusableMatrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
   Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
   PackedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
   PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
@@ -357,7 +358,7 @@ class LSTMCell {
     if (proj) cache.projection_gemm.pack(projection_, Op::N, rows, threads);  // (H, R)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
-    Matrix<Scalar>& m_out = proj ? cache.m : cache.h;
+    ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
     detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
                                 Scalar(1), Scalar(1), thread);
@@ -402,7 +403,7 @@ class LSTMCell {
   }
 
   /// \brief The packed outputs of a forward pass, `(P, R)`.
-  static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
+  static const ReusableMatrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
 
   /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
   /// \param s      the schedule forward() ran with.
@@ -413,8 +414,8 @@ class LSTMCell {
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
   /// \param ws     scratch space, reused between calls.
   /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
-  void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
-                Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
+  void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
+                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
@@ -498,12 +499,12 @@ class LSTMCell {
 
   // dw_i = Σ di ⊙ c_{t-1}, dw_f = Σ df ⊙ c_{t-1}, dw_o = Σ do ⊙ c_t over all valid (row, step)
   // pairs, summed in a fixed order.
-  void add_peephole_gradients(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dgates,
+  void add_peephole_gradients(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dgates,
                               Gradients& grads) const {
     const Index H = hidden_size_;
     for (Index t = 0; t < s.steps; ++t) {
       const Index n = s.active[t], o = s.offset[t];
-      const auto c_prev = t == 0 ? cache.c0.topRows(n) : cache.c.middleRows(s.offset[t - 1], n);
+      const Eigen::Map<const Matrix<Scalar>> c_prev(t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data(), n, H);
       const auto d = dgates.middleRows(o, n);
       grads.w_i_diag += (d.leftCols(H).array() * c_prev.array()).colwise().sum().matrix().transpose();
       grads.w_f_diag += (d.middleCols(2 * H, H).array() * c_prev.array()).colwise().sum().matrix().transpose();

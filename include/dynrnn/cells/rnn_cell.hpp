@@ -20,6 +20,7 @@
 #include "../core/check.hpp"
 #include "../core/gemm.hpp"
 #include "../core/random.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
@@ -65,9 +66,9 @@ struct RNNGradients {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct RNNCache {
-  Matrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
-  Matrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0).
-  Matrix<Scalar> h;       ///< (P, H) h_t, the outputs.
+  ReusableMatrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
+  ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0).
+  ReusableMatrix<Scalar> h;       ///< (P, H) h_t, the outputs.
   Gemm<Scalar> input_gemm;                 ///< Packing buffers of the input projection.
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
 };
@@ -76,7 +77,7 @@ struct RNNCache {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct RNNBackwardWorkspace {
-  Matrix<Scalar> d_pre;                    ///< (P, H) dLoss/d pre-activation.
+  ReusableMatrix<Scalar> d_pre;                    ///< (P, H) dLoss/d pre-activation.
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass.
   Gemm<Scalar> weight_gemm;                ///< [x, h_prev]ᵀ · d_pre after the loop.
   Gemm<Scalar> input_gemm;                 ///< d_pre · W_xᵀ after the loop.
@@ -205,7 +206,7 @@ class RNNCell {
   }
 
   /// \brief The packed outputs of a forward pass, `(P, H)`.
-  static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
+  static const ReusableMatrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
 
   /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
   /// \param s      the schedule forward() ran with.
@@ -216,8 +217,8 @@ class RNNCell {
   /// \param dx     receives (P, I) dLoss/d inputs, packed.
   /// \param ws     scratch space, reused between calls.
   /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
-  void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
-                Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
+  void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
+                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);

@@ -20,6 +20,7 @@
 
 #include "../core/check.hpp"
 #include "../core/random.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "../rnn/packed_schedule.hpp"
 
@@ -63,9 +64,9 @@ struct StackedGradients {
 template <class Cell>
 struct StackedCache {
   using Scalar = typename Cell::Scalar;  ///< Element type.
-  Matrix<Scalar> x;                      ///< (P, I) packed inputs, filled by dynamic_rnn before forward().
+  ReusableMatrix<Scalar> x;                      ///< (P, I) packed inputs, filled by dynamic_rnn before forward().
   std::vector<typename Cell::Cache> layers;  ///< Each layer's cache; layers[k].x is its packed input.
-  std::vector<Matrix<Scalar>> masks;     ///< masks[k] (P, R_k): dropout after layer k (training only).
+  std::vector<ReusableMatrix<Scalar>> masks;     ///< masks[k] (P, R_k): dropout after layer k (training only).
 };
 
 /// \brief Scratch space of StackedCell::backward.
@@ -74,7 +75,7 @@ template <class Cell>
 struct StackedBackwardWorkspace {
   using Scalar = typename Cell::Scalar;  ///< Element type.
   std::vector<typename Cell::BackwardWorkspace> layers;  ///< Each layer's scratch.
-  std::vector<Matrix<Scalar>> dx;  ///< dx[k] (P, I_k): dLoss/d packed input of layer k, k >= 1.
+  std::vector<ReusableMatrix<Scalar>> dx;  ///< dx[k] (P, I_k): dLoss/d packed input of layer k, k >= 1.
 };
 
 /// \brief A stack of recurrent layers of one cell type (sizes and options may differ per
@@ -196,9 +197,9 @@ class StackedCell {
     for (std::size_t k = 0; k < n; ++k) {
       layers_[k].forward(s, s0.layers[k], cache.layers[k], final.layers[k]);
       if (k + 1 == n) break;
-      Matrix<Scalar>& next = cache.layers[k + 1].x;
+      ReusableMatrix<Scalar>& next = cache.layers[k + 1].x;
       next = Cell::packed_outputs(cache.layers[k]);
-      Matrix<Scalar>& mask = cache.masks[k];
+      ReusableMatrix<Scalar>& mask = cache.masks[k];
       if (!drop) {
         mask.resize(0, 0);
         continue;
@@ -211,12 +212,12 @@ class StackedCell {
   }
 
   /// \brief The top layer's packed outputs, `(P, R)`.
-  static const Matrix<Scalar>& packed_outputs(const Cache& cache) { return Cell::packed_outputs(cache.layers.back()); }
+  static const ReusableMatrix<Scalar>& packed_outputs(const Cache& cache) { return Cell::packed_outputs(cache.layers.back()); }
 
   /// \brief Backpropagates through every layer, top first. Used by dynamic_rnn_backward.
   /// \throws std::invalid_argument when a shape does not fit the schedule and stack.
-  void backward(const PackedSchedule& s, const Cache& cache, const Matrix<Scalar>& dh, State& dstate,
-                Gradients& grads, Matrix<Scalar>& dx, BackwardWorkspace& ws) const {
+  void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
+                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
     constexpr const char* fn = "StackedCell::backward";
     check_gradients(fn, grads);
     check_state(fn, "dstate", dstate, s.batch);
@@ -224,9 +225,9 @@ class StackedCell {
     check_count(fn, "cache", "layers", cache.layers.size());
     ws.layers.resize(n);
     ws.dx.resize(n);
-    const Matrix<Scalar>* d_out = &dh;  // dLoss/d packed outputs of the current layer
+    const ReusableMatrix<Scalar>* d_out = &dh;  // dLoss/d packed outputs of the current layer
     for (std::size_t k = n; k-- > 0;) {
-      Matrix<Scalar>& d_in = k == 0 ? dx : ws.dx[k];
+      ReusableMatrix<Scalar>& d_in = k == 0 ? dx : ws.dx[k];
       layers_[k].backward(s, cache.layers[k], *d_out, dstate.layers[k], grads.layers[k], d_in, ws.layers[k]);
       if (k > 0 && cache.masks[k - 1].size() > 0) d_in.array() *= cache.masks[k - 1].array();
       d_out = &d_in;

@@ -21,11 +21,13 @@
 // packed dx, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells.
 //
 // The overloads that take the result or gradient object by reference reuse its
-// buffers: called again with a batch of the same shape (batch, max_time and lengths), they allocate
-// nothing.
+// buffers: called again with a batch of the same batch size and max_time, they allocate
+// nothing once they have seen a batch with at least that sum of lengths (the packed
+// buffers are ReusableMatrix objects, whose storage only grows).
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "packed_schedule.hpp"
 
@@ -61,8 +63,8 @@ struct DynamicRNNGradients : Cell::Gradients {
 
   /// \brief Scratch space reused by dynamic_rnn_backward; not part of the result.
   struct Workspace {
-    Matrix<Scalar> d_outputs;        ///< (P, H) packed dLoss/d outputs.
-    Matrix<Scalar> d_inputs;         ///< (P, I) packed dLoss/d inputs.
+    ReusableMatrix<Scalar> d_outputs;        ///< (P, H) packed dLoss/d outputs.
+    ReusableMatrix<Scalar> d_inputs;         ///< (P, I) packed dLoss/d inputs.
     typename Cell::State d_state;    ///< Sorted-order state gradient carried through time.
     typename Cell::BackwardWorkspace cell;  ///< The cell's own scratch.
   } workspace;  ///< \copybrief Workspace
@@ -99,8 +101,9 @@ DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell
 }
 
 /// \brief dynamic_rnn into an existing result, reusing its buffers: repeated calls with
-/// batches of the same shape (batch, max_time and lengths) allocate nothing. Arguments as for the overload
-/// that returns the result.
+/// batches of the same batch size and max_time allocate nothing once the result has held a
+/// batch with at least their sum of lengths. Arguments as for the overload that returns
+/// the result.
 template <class Cell>
 void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, const std::vector<int>& lengths,
                  const typename Cell::State& initial_state, DynamicRNNResult<Cell>& result) {

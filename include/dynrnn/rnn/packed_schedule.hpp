@@ -23,6 +23,7 @@
 
 #include "../core/check.hpp"
 #include "../core/parallel.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 
 #include <string>
@@ -98,7 +99,7 @@ constexpr double kParallelCopy = 1 << 18;
 
 /// Packs the valid rows of a `(T*B, K)` view (row t*B + b) into `(total, K)`.
 template <class Scalar, class Src>
-void pack_rows(const PackedSchedule& s, const Eigen::MatrixBase<Src>& padded, Matrix<Scalar>& packed) {
+void pack_rows(const PackedSchedule& s, const Eigen::MatrixBase<Src>& padded, ReusableMatrix<Scalar>& packed) {
   packed.resize(s.total(), padded.cols());
   for_each_row(s.steps, double(s.total()) * double(padded.cols()) >= kParallelCopy, [&](Index t) {
     for (Index j = 0; j < s.active[t]; ++j) packed.row(s.offset[t] + j) = padded.row(t * s.batch + s.order[j]);
@@ -107,7 +108,7 @@ void pack_rows(const PackedSchedule& s, const Eigen::MatrixBase<Src>& padded, Ma
 
 /// Scatters packed rows back into a `(T*B, K)` view; rows at padded steps are set to zero.
 template <class Scalar, class Dst>
-void unpack_rows(const PackedSchedule& s, const Matrix<Scalar>& packed, Eigen::MatrixBase<Dst>& padded) {
+void unpack_rows(const PackedSchedule& s, const ReusableMatrix<Scalar>& packed, Eigen::MatrixBase<Dst>& padded) {
   padded.setZero();
   for_each_row(s.steps, double(s.total()) * double(packed.cols()) >= kParallelCopy, [&](Index t) {
     for (Index j = 0; j < s.active[t]; ++j) padded.row(t * s.batch + s.order[j]) = packed.row(s.offset[t] + j);

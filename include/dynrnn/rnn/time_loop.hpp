@@ -12,6 +12,7 @@
 #include "../core/check.hpp"
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "packed_schedule.hpp"
 
@@ -29,7 +30,7 @@ inline constexpr double kParallelElementwise = 1 << 18;
 /// and the packed inputs against the schedule.
 template <class Cell>
 void check_forward_arguments(const char* function, const Cell& cell, const PackedSchedule& s,
-                             const typename Cell::State& s0, const Matrix<typename Cell::Scalar>& x) {
+                             const typename Cell::State& s0, const ReusableMatrix<typename Cell::Scalar>& x) {
   cell.check_parameters(function);
   cell.check_state(function, "s0", s0, s.batch);
   check_shape(function, "cache.x", x, s.total(), cell.input_size());
@@ -39,8 +40,9 @@ void check_forward_arguments(const char* function, const Cell& cell, const Packe
 /// cache's packed outputs and inputs, the output gradient and the state gradient.
 template <class Cell>
 void check_backward_arguments(const char* function, const Cell& cell, const PackedSchedule& s,
-                              const Matrix<typename Cell::Scalar>& outputs, const Matrix<typename Cell::Scalar>& x,
-                              const Matrix<typename Cell::Scalar>& dh, const typename Cell::State& dstate,
+                              const ReusableMatrix<typename Cell::Scalar>& outputs,
+                              const ReusableMatrix<typename Cell::Scalar>& x,
+                              const ReusableMatrix<typename Cell::Scalar>& dh, const typename Cell::State& dstate,
                               const typename Cell::Gradients& grads) {
   cell.check_parameters(function);
   cell.check_gradients(function, grads);
@@ -106,8 +108,8 @@ void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step)
 /// After step t: copies h_t of the rows in [r0, r1) that go on to step t + 1 into that
 /// step's block of h_prev, which the recurrent product and the weight gradients read.
 template <class Scalar>
-void feed_next_step(const PackedSchedule& s, Index t, Index r0, Index r1, const Matrix<Scalar>& h,
-                    Matrix<Scalar>& h_prev) {
+void feed_next_step(const PackedSchedule& s, Index t, Index r0, Index r1, const ReusableMatrix<Scalar>& h,
+                    ReusableMatrix<Scalar>& h_prev) {
   if (t + 1 >= s.steps) return;
   const Index end = std::min(r1, s.active[t + 1]);
   if (r0 < end) h_prev.middleRows(s.offset[t + 1] + r0, end - r0) = h.middleRows(s.offset[t] + r0, end - r0);
@@ -115,14 +117,14 @@ void feed_next_step(const PackedSchedule& s, Index t, Index r0, Index r1, const 
 
 /// Before step 0: the sorted initial h of the rows active at step 0 is step 0's h_prev.
 template <class Scalar>
-void seed_first_step(const PackedSchedule& s, const Matrix<Scalar>& h0, Matrix<Scalar>& h_prev) {
+void seed_first_step(const PackedSchedule& s, const Matrix<Scalar>& h0, ReusableMatrix<Scalar>& h_prev) {
   if (s.steps > 0) h_prev.topRows(s.active[0]) = h0.topRows(s.active[0]);
 }
 
 /// final.row(j) = the packed row of sorted row j at its last valid step, or initial.row(j)
 /// when its length is 0 (all in sorted order).
 template <class Scalar>
-void gather_final(const PackedSchedule& s, const Matrix<Scalar>& packed, const Matrix<Scalar>& initial,
+void gather_final(const PackedSchedule& s, const ReusableMatrix<Scalar>& packed, const Matrix<Scalar>& initial,
                   Matrix<Scalar>& final) {
   final = initial;  // reallocates only when the shape changes
   for (Index j = 0; j < s.batch; ++j) {
@@ -133,8 +135,8 @@ void gather_final(const PackedSchedule& s, const Matrix<Scalar>& packed, const M
 
 /// Every row of `m` set to `bias`ᵀ, in parallel when large: the input projection is then
 /// added onto it, where a zero fill and a bias pass would take two passes.
-template <class Scalar, class V>
-void fill_rows(Matrix<Scalar>& m, const V& bias) {
+template <class M, class V>
+void fill_rows(M& m, const V& bias) {
   for_each_row(m.rows(), double(m.rows()) * double(m.cols()) >= kParallelElementwise,
                [&](Index r) { m.row(r) = bias.transpose(); });
 }

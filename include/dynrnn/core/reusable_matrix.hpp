@@ -1,0 +1,111 @@
+// dynrnn: a row-major matrix that keeps its storage when it shrinks.
+//
+// An Eigen::Matrix frees and reallocates its storage at every change of size. The packed
+// buffers of a time loop hold one row per valid (row, step) pair, so their size follows
+// the sum of the batch's lengths, which changes from batch to batch in training. A
+// ReusableMatrix is an Eigen::Map over storage that only grows: once it has held the
+// largest batch, resizing it for any other batch allocates nothing.
+#pragma once
+
+#include "check.hpp"
+#include "types.hpp"
+
+#include <cstddef>
+#include <new>
+#include <utility>
+#include <vector>
+
+namespace dynrnn {
+
+/// \brief A row-major matrix whose storage only grows: resize() to a size no larger than
+/// the largest it has had reuses the storage, where an Eigen::Matrix would reallocate.
+///
+/// It is an `Eigen::Map`, so it takes part in Eigen expressions like a Matrix: blocks, rows,
+/// arithmetic, `Eigen::Ref` arguments. Assigning an expression resizes it to the
+/// expression's shape first, as assigning to a Matrix does. The packed buffers of the
+/// cells' caches and workspaces are ReusableMatrix objects.
+///
+/// \tparam Scalar element type.
+///
+/// \code
+/// dynrnn::ReusableMatrix<float> m;
+/// m.resize(300, 64);   // allocates
+/// m.resize(120, 64);   // reuses the storage
+/// m = dynrnn::Matrix<float>::Zero(200, 64);
+/// \endcode
+template <class Scalar>
+class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
+ public:
+  using Base = Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax>;  ///< The view of the current shape.
+
+  /// \brief An empty matrix, with no storage.
+  ReusableMatrix() : Base(nullptr, 0, 0) {}
+  /// \brief An uninitialised (rows, cols) matrix.
+  /// \throws std::invalid_argument when a size is negative.
+  ReusableMatrix(Index rows, Index cols) : Base(nullptr, 0, 0) { resize(rows, cols); }
+  /// \brief A copy with storage of its own.
+  ReusableMatrix(const ReusableMatrix& other) : Base(nullptr, 0, 0) { assign(other); }
+  /// \brief Takes over `other`'s storage; `other` is left empty.
+  ReusableMatrix(ReusableMatrix&& other) noexcept : Base(nullptr, 0, 0) { swap(other); }
+  /// \brief Copies `other`'s shape and elements.
+  ReusableMatrix& operator=(const ReusableMatrix& other) {
+    if (this != &other) assign(other);
+    return *this;
+  }
+  /// \brief Exchanges storage with `other`.
+  ReusableMatrix& operator=(ReusableMatrix&& other) noexcept {
+    swap(other);
+    return *this;
+  }
+  /// \brief Takes the shape and the values of an Eigen expression, which must not read
+  /// this matrix.
+  template <class Derived>
+  ReusableMatrix& operator=(const Eigen::DenseBase<Derived>& other) {
+    assign(other.derived());
+    return *this;
+  }
+
+  /// \brief Gives the matrix the shape (rows, cols); allocates only when it holds more
+  /// elements than it ever has. The values are unspecified afterwards.
+  /// \throws std::invalid_argument when a size is negative.
+  void resize(Index rows, Index cols) {
+    detail::check_non_negative("ReusableMatrix::resize", "rows", rows);
+    detail::check_non_negative("ReusableMatrix::resize", "cols", cols);
+    const auto size = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    if (size > storage_.size()) {
+      Storage grown(size);  // the old values need not survive
+      storage_.swap(grown);
+    }
+    reseat(rows, cols);
+  }
+
+  /// \brief How many elements the storage holds, at least rows() * cols().
+  Index capacity() const { return static_cast<Index>(storage_.size()); }
+
+  /// \brief Exchanges shapes and storage with `other`.
+  void swap(ReusableMatrix& other) noexcept {
+    const Index rows = this->rows(), cols = this->cols();
+    storage_.swap(other.storage_);
+    reseat(other.rows(), other.cols());
+    other.reseat(rows, cols);
+  }
+
+ private:
+  using Storage = std::vector<Scalar, Eigen::aligned_allocator<Scalar>>;
+
+  template <class Other>
+  void assign(const Other& other) {
+    resize(other.rows(), other.cols());
+    Base::operator=(other);
+  }
+
+  // Points the Map at the storage with a new shape: Eigen's documented way of changing
+  // what a Map views, and what Eigen::Ref does to its own Map base.
+  void reseat(Index rows, Index cols) noexcept {
+    ::new (static_cast<Base*>(this)) Base(storage_.empty() ? nullptr : storage_.data(), rows, cols);
+  }
+
+  Storage storage_;
+};
+
+}  // namespace dynrnn
