@@ -98,9 +98,9 @@ struct StepResult {
   double loss, accuracy;
 };
 
-/// One training step's activations and gradients, kept from step to step: once the buffers
-/// have held a batch of each max_time, a step allocates nothing (see the README's section on
-/// speed).
+/// One training step's activations and gradients, kept from step to step: a step allocates
+/// nothing unless its max_time differs from the previous step's, which resizes the padded
+/// tensors (see the README's section on speed).
 struct TrainStep {
   dynrnn::Tensor3<Scalar> x, d_outputs;                    // [T, B, 2], [T, B, H]
   dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // outputs [T, B, H] and the cache
