@@ -103,7 +103,7 @@ class Dense {
   }
 
   /// \brief y = x · W + b into `y`, reusing its storage. The product runs on the calling
-/// thread's Gemm context (detail::thread_gemm), so repeated calls allocate nothing.
+  /// thread's Gemm context (detail::thread_gemm), so repeated calls allocate nothing.
   void forward(const Eigen::Ref<const Matrix<Scalar>>& x, Matrix<Scalar>& y) const {
     detail::check_shape("Dense::forward", "x", x, x.rows(), input_size());
     y.resize(x.rows(), output_size());
