@@ -80,7 +80,7 @@ def main():
                     print("| %s | %s | %d | %s | %.3g | %.1f | %s | %s |"
                           % (name, kind, threads, label, ms, gflops, ratio, share))
     print()
-    print("GEMM peak (best of Eigen, OpenBLAS and oneDNN's sgemm at 2048^3, median): "
+    print("GEMM peak (best of Eigen, dynrnn's packed kernel, OpenBLAS and oneDNN's sgemm at 2048^3, median): "
           + ", ".join("%d thread(s) %.0f GFLOP/s" % (t, p) for t, p in sorted(peak.items())))
 
 

@@ -1,8 +1,9 @@
 // Single-precision GEMM throughput on this machine: the ceiling every LSTM figure is
 // measured against. C = A·B, row-major, at 2048³ and at the LSTM workloads' own shapes
 // (the per-step recurrent product B x H · H x 4H and the input projection).
-// Backends: Eigen (as dynrnn uses it), OpenBLAS and oneDNN's dnnl_sgemm when the build
-// found them.
+// Kernels: Eigen's (dynrnn's Gemm), dynrnn's own packed kernel (PackedRightGemm, with B
+// packed once outside the timed loop, as a cell packs its weights once per pass), and
+// OpenBLAS and oneDNN's dnnl_sgemm when the build found them.
 //
 //   gemm_peak_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include "workloads.hpp"
@@ -42,6 +43,20 @@ void BM_Eigen(benchmark::State& state, const Shape& s) {
   dynrnn::Gemm<float> gemm;
   for (auto _ : state) {
     gemm(c, a, dynrnn::Op::N, b, dynrnn::Op::N);
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  counters(state, s);
+}
+
+void BM_Packed(benchmark::State& state, const Shape& s) {
+  dynrnn::set_num_threads(int(state.range(0)));
+  const Mat a = Mat::Random(s.m, s.k), b = Mat::Random(s.k, s.n);
+  Mat c(s.m, s.n);
+  dynrnn::PackedRightGemm<float> gemm;
+  gemm.pack(b, dynrnn::Op::N);
+  for (auto _ : state) {
+    gemm(c, a);
     benchmark::DoNotOptimize(c.data());
     benchmark::ClobberMemory();
   }
@@ -90,6 +105,8 @@ int main(int argc, char** argv) {
   }
   for (const auto& s : shapes) {
     benchmark::RegisterBenchmark(("gemm/eigen/" + s.name).c_str(), BM_Eigen, s)
+        ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+    benchmark::RegisterBenchmark(("gemm/packed/" + s.name).c_str(), BM_Packed, s)
         ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 #ifdef DYNRNN_HAVE_OPENBLAS
     benchmark::RegisterBenchmark(("gemm/openblas/" + s.name).c_str(), BM_OpenBLAS, s)

@@ -54,32 +54,62 @@ TYPED_TEST(GemmTyped, WritesIntoBlocksAndIgnoresOldValuesWhenBetaIsZero) {
   EXPECT_TRUE(std::isnan(c(35, 10)));
 }
 
+// PackedRightGemm against Eigen's product expressions: both orientations of W, widths that
+// are not multiples of the kernel's panels, row counts that are not multiples of its tiles
+// and large enough for several row blocks and threads, alpha, beta and the bias; with beta 0
+// C is never read (it holds NaN). Any split of the rows, on any thread count, gives
+// bit-identical rows.
 TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
   using Scalar = TypeParam;
   Rng rng(43);
-  const Index shapes[][2] = {{3, 5}, {17, 44}, {64, 256}, {256, 1024}, {700, 96}};  // K, N (700: several k blocks)
-  PackedRightGemm<Scalar> packed;
+  const Index shapes[][3] = {{3, 5, 1}, {17, 44, 37}, {64, 256, 64}, {256, 1024, 37}, {300, 96, 700}};  // K, N, n
+  const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+  PackedRightGemm<Scalar> packed;  // one object for all shapes: its storage grows and is reused
+  const int saved_threads = max_threads();
   for (const auto& shape : shapes) {
-    const Index K = shape[0], N = shape[1], max_rows = 37;
+    const Index K = shape[0], N = shape[1], n = shape[2];
     for (Op op : {Op::N, Op::T}) {
+      SCOPED_TRACE(testing::Message() << K << "x" << N << " n " << n << (op == Op::N ? " N" : " T"));
       const auto w = random_matrix<Scalar>(op == Op::N ? K : N, op == Op::N ? N : K, rng);
-      packed.pack(w, op, max_rows, 2);
-      const auto a = random_matrix<Scalar>(max_rows, K, rng);
-      Matrix<Scalar> c = random_matrix<Scalar>(max_rows, N, rng);
-      const Matrix<Scalar> expected = a * apply_op(w, op) + c;
-      Matrix<Scalar> whole = c;
-      packed(whole, a, Scalar(1), Scalar(1));
-      EXPECT_LE(max_abs<Scalar>(whole - expected), tolerance<Scalar>() * double(K) * 4) << K << "x" << N;
-      // Two shares of the rows, split on the kernel's row granule, as two threads would.
-      const Index split = PackedRightGemm<Scalar>::kRowGranule * 4;
-      Matrix<Scalar> shared = c;
-      packed.rows(shared.topRows(split), a.topRows(split), Scalar(1), Scalar(1), 0);
-      packed.rows(shared.bottomRows(max_rows - split), a.bottomRows(max_rows - split), Scalar(1), Scalar(1), 1);
+      packed.pack(w, op);
+      const auto a = random_matrix<Scalar>(n, K, rng);
+      const Matrix<Scalar> c = random_matrix<Scalar>(n, N, rng);
+      const Matrix<Scalar> bias = random_matrix<Scalar>(1, N, rng);
+      const Matrix<Scalar> product = a * apply_op(w, op);
+      const double tol = tolerance<Scalar>() * double(K) * 4;
+
+      Matrix<Scalar> accumulated = c;
+      packed(accumulated, a, Scalar(1), Scalar(1));
+      EXPECT_LE(max_abs<Scalar>(accumulated - (product + c)), tol);
+      Matrix<Scalar> scaled = c;
+      packed(scaled, a, Scalar(-0.5), Scalar(2), bias.data());
+      EXPECT_LE(max_abs<Scalar>(scaled - (Scalar(-0.5) * product + Scalar(2) * c + bias.replicate(n, 1))), tol);
+      Matrix<Scalar> fresh = Matrix<Scalar>::Constant(n, N, nan);
+      packed(fresh, a, Scalar(1), Scalar(0), bias.data());
+      EXPECT_LE(max_abs<Scalar>(fresh - (product + bias.replicate(n, 1))), tol);
+
+      // Rows shared in pieces that are not multiples of the tile, as threads or steps would.
+      Matrix<Scalar> shared = Matrix<Scalar>::Constant(n, N, nan);
+      for (Index r0 = 0, piece = 1; r0 < n; r0 += piece, piece += 2) {
+        const Index rows = std::min(piece, n - r0);
+        packed.rows(shared.middleRows(r0, rows), a.middleRows(r0, rows), Scalar(1), Scalar(0), bias.data());
+      }
 #if !defined(DYNRNN_GEMM_OPENBLAS) && !defined(DYNRNN_GEMM_ONEDNN)
-      EXPECT_TRUE(identical(shared, whole)) << K << "x" << N;
+      EXPECT_TRUE(identical(shared, fresh));
 #else
-      EXPECT_LE(max_abs<Scalar>(shared - whole), tolerance<Scalar>() * double(K) * 4);
+      EXPECT_LE(max_abs<Scalar>(shared - fresh), tol);
 #endif
+      for (int threads : {1, 2}) {
+        set_num_threads(threads);
+        Matrix<Scalar> again = Matrix<Scalar>::Constant(n, N, nan);
+        packed(again, a, Scalar(1), Scalar(0), bias.data());
+#if !defined(DYNRNN_GEMM_OPENBLAS) && !defined(DYNRNN_GEMM_ONEDNN)
+        EXPECT_TRUE(identical(again, fresh)) << threads << " threads";
+#else
+        EXPECT_LE(max_abs<Scalar>(again - fresh), tol) << threads << " threads";
+#endif
+      }
+      set_num_threads(saved_threads);
     }
   }
 }

@@ -98,7 +98,7 @@ struct GRUCache {
   ReusableMatrix<Scalar> reset_h;  ///< (P, H)  reset_before: r ⊙ h_{t-1}, the candidate's recurrent input.
   ReusableMatrix<Scalar> hc;       ///< (P, H)  reset_after: h_{t-1} · W_h[c] + recurrent_bias[c].
   Matrix<Scalar> hh;       ///< (B, 3H) reset_after scratch: one step's h_{t-1} · W_h.
-  Gemm<Scalar> input_gemm;                 ///< Packing buffers of the input projection.
+  PackedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u] (reset_before) or W_h (reset_after).
   PackedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c].
 };
@@ -113,7 +113,7 @@ struct GRUBackwardWorkspace {
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u]ᵀ (reset_before) or W_hᵀ (reset_after).
   PackedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c]ᵀ.
   Gemm<Scalar> weight_gemm;                ///< Weight gradients after the loop.
-  Gemm<Scalar> input_gemm;                 ///< dgates · W_xᵀ after the loop.
+  PackedRightGemm<Scalar> input_gemm;      ///< W_xᵀ, packed once per pass for dgates · W_xᵀ after the loop.
 };
 
 /// \brief Gated recurrent unit, in TensorFlow 1.x's (reset_before) or PyTorch's (reset_after) form.
@@ -235,27 +235,27 @@ class GRUCell {
     cache.hc.resize(after ? P : 0, H);
     cache.hh.resize(after ? s.batch : 0, 3 * H);
 
-    // Input projection for every valid (row, step) pair at once, added onto the bias.
-    detail::fill_rows(cache.gates, bias_);
-    cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
+    // Input projection for every valid (row, step) pair at once, the bias added as it is written.
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N);  // W_x
+    cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = detail::loop_threads(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
-      cache.recurrent_gemm.pack(W_h, Op::N, rows, threads);
+      cache.recurrent_gemm.pack(W_h, Op::N);
     } else {
-      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, rows, threads);
-      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, rows, threads);
+      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N);
+      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N);
     }
     detail::seed_first_step(s, s0.h, cache.h_prev);
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       const auto h_prev = cache.h_prev.middleRows(o + r0, n);
       auto gates = cache.gates.middleRows(o + r0, n);
       if (after) {
         auto hh = cache.hh.middleRows(r0, n);
-        cache.recurrent_gemm.rows(hh, h_prev, Scalar(1), Scalar(0), thread);
+        cache.recurrent_gemm.rows(hh, h_prev, Scalar(1), Scalar(0));
         for (Index r = 0; r < n; ++r) {
           Scalar* g = gates.row(r).data();
           const Scalar* a = hh.row(r).data();
@@ -267,7 +267,7 @@ class GRUCell {
           c = (c + rg * hc).tanh();
         }
       } else {
-        cache.recurrent_gemm.rows(gates.leftCols(2 * H), h_prev, Scalar(1), Scalar(1), thread);
+        cache.recurrent_gemm.rows(gates.leftCols(2 * H), h_prev, Scalar(1), Scalar(1));
         auto reset_h = cache.reset_h.middleRows(o + r0, n);
         for (Index r = 0; r < n; ++r) {
           Scalar* g = gates.row(r).data();
@@ -276,7 +276,7 @@ class GRUCell {
           u = u.logistic();
           Array(reset_h.row(r).data(), H) = rg * ConstArray(h_prev.row(r).data(), H);
         }
-        cache.candidate_gemm.rows(gates.rightCols(H), reset_h, Scalar(1), Scalar(1), thread);
+        cache.candidate_gemm.rows(gates.rightCols(H), reset_h, Scalar(1), Scalar(1));
         gates.rightCols(H) = gates.rightCols(H).array().tanh().matrix();
       }
       // h_t = u ⊙ h_{t-1} + (1 - u) ⊙ c = c + u ⊙ (h_{t-1} - c)
@@ -317,13 +317,13 @@ class GRUCell {
     const int threads = detail::loop_threads(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
-      ws.recurrent_gemm.pack(W_h, Op::T, rows, threads);
+      ws.recurrent_gemm.pack(W_h, Op::T);
     } else {
-      ws.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::T, rows, threads);
-      ws.candidate_gemm.pack(W_h.rightCols(H), Op::T, rows, threads);
+      ws.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::T);
+      ws.candidate_gemm.pack(W_h.rightCols(H), Op::T);
     }
 
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1, int thread) {
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       for (Index r = r0; r < r1; ++r) {
         const Scalar* g = cache.gates.row(o + r).data();
@@ -347,14 +347,13 @@ class GRUCell {
       }
       if (after) {
         // dh flows into h_{t-1} through W_h.
-        ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates_h.middleRows(o + r0, n), Scalar(1), Scalar(1),
-                               thread);
+        ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates_h.middleRows(o + r0, n), Scalar(1), Scalar(1));
         return;
       }
       // reset_before: through the candidate's product into r ⊙ h_{t-1}, then through W_h[r u].
       auto dgates = ws.dgates.middleRows(o + r0, n);
       auto d_reset_h = ws.d_reset_h.middleRows(r0, n);
-      ws.candidate_gemm.rows(d_reset_h, dgates.rightCols(H), Scalar(1), Scalar(0), thread);
+      ws.candidate_gemm.rows(d_reset_h, dgates.rightCols(H), Scalar(1), Scalar(0));
       for (Index r = 0; r < n; ++r) {
         const auto rg = cache.gates.row(o + r0 + r).head(H).array();
         const auto h_prev = cache.h_prev.row(o + r0 + r).array();
@@ -362,7 +361,7 @@ class GRUCell {
         dgates.row(r).head(H).array() = drh * h_prev * rg * (Scalar(1) - rg);
         dh_next.row(r0 + r).array() += drh * rg;
       }
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), dgates.leftCols(2 * H), Scalar(1), Scalar(1), thread);
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), dgates.leftCols(2 * H), Scalar(1), Scalar(1));
     });
 
     // Weight gradients: one GEMM per block over all valid (row, step) pairs.
@@ -378,7 +377,8 @@ class GRUCell {
     }
     detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
     dx.resize(P, input_size_);
-    ws.input_gemm(dx, ws.dgates, Op::N, kernel_.topRows(input_size_), Op::T);
+    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
+    ws.input_gemm(dx, ws.dgates);
   }
 
  private:

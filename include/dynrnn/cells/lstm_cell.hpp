@@ -148,7 +148,7 @@ struct LSTMCache {
   ReusableMatrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip.
   ReusableMatrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection.
   ReusableMatrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip.
-  Gemm<Scalar> input_gemm;      ///< Packing buffers of the input projection.
+  PackedRightGemm<Scalar> input_gemm;       ///< W_x, packed once per pass for the input projection.
   PackedRightGemm<Scalar> recurrent_gemm;   ///< W_h, packed once per pass for h_{t-1} · W_h.
   PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: the projection, for m_t · projection.
 };
@@ -162,8 +162,8 @@ struct LSTMBackwardWorkspace {
   Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
   PackedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
   PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
-  Gemm<Scalar> weight_gemm;     ///< [x, h_prev]ᵀ · dgates (and mᵀ · d_proj) after the loop.
-  Gemm<Scalar> input_gemm;      ///< dgates · W_xᵀ after the loop.
+  Gemm<Scalar> weight_gemm;                 ///< [x, h_prev]ᵀ · dgates (and mᵀ · d_proj) after the loop.
+  PackedRightGemm<Scalar> input_gemm;       ///< W_xᵀ, packed once per pass for dgates · W_xᵀ after the loop.
 };
 
 /// \brief Long short-term memory cell with TensorFlow 1.x LSTMCell semantics, including its
@@ -348,20 +348,20 @@ class LSTMCell {
     cache.m.resize(proj ? P : 0, H);
     cache.h_raw.resize(proj_clip > 0 ? P : 0, R);
 
-    // Input projection for every valid (row, step) pair at once, added onto the bias.
-    detail::fill_rows(cache.gates, bias_);
-    cache.input_gemm(cache.gates, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
+    // Input projection for every valid (row, step) pair at once, the bias added as it is written.
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N);  // W_x
+    cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = detail::loop_threads(rows, double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0));
-    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, rows, threads);  // W_h, (R, 4H)
-    if (proj) cache.projection_gemm.pack(projection_, Op::N, rows, threads);  // (H, R)
+    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N);  // W_h, (R, 4H)
+    if (proj) cache.projection_gemm.pack(projection_, Op::N);  // (H, R)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
-                                Scalar(1), Scalar(1), thread);
+                                Scalar(1), Scalar(1));
       // c_{t-1} of the continuing rows: the first rows of the previous step's block.
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       for (Index r = r0; r < r1; ++r) {  // one pass over the four gates of each row
@@ -388,7 +388,7 @@ class LSTMCell {
       }
       if (proj) {
         auto h = cache.h.middleRows(o + r0, r1 - r0);
-        cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0), thread);
+        cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0));
         if (proj_clip > 0) {
           cache.h_raw.middleRows(o + r0, r1 - r0) = h;
           h = h.cwiseMin(proj_clip).cwiseMax(-proj_clip);
@@ -433,10 +433,10 @@ class LSTMCell {
     auto& dc_next = dstate.c;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = detail::loop_threads(rows, double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0));
-    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, rows, threads);  // W_hᵀ, (4H, R)
-    if (proj) ws.projection_gemm.pack(projection_, Op::T, rows, threads);  // (R, H)
+    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T);  // W_hᵀ, (4H, R)
+    if (proj) ws.projection_gemm.pack(projection_, Op::T);  // (R, H)
 
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1, int thread) {
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       if (proj) {
         // dLoss/dh_t in total, through the clip, then back through the projection into m_t.
@@ -444,7 +444,7 @@ class LSTMCell {
         d_proj = dh_next.middleRows(r0, n) + dh.middleRows(o + r0, n);
         if (proj_clip > 0)
           d_proj = (cache.h_raw.middleRows(o + r0, n).array().abs() <= proj_clip).select(d_proj, Scalar(0));
-        ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0), thread);
+        ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0));
       }
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       for (Index r = r0; r < r1; ++r) {
@@ -473,7 +473,7 @@ class LSTMCell {
         if (peep) dc_t += di * ConstArray(w_i_diag_.data(), H) + df * ConstArray(w_f_diag_.data(), H);
       }
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), thread);
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0));
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
@@ -483,7 +483,8 @@ class LSTMCell {
     if (proj) ws.weight_gemm(grads.projection, cache.m, Op::T, ws.d_proj, Op::N, Scalar(1), Scalar(1));
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
     dx.resize(P, input_size_);
-    ws.input_gemm(dx, ws.dgates, Op::N, kernel_.topRows(input_size_), Op::T);
+    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
+    ws.input_gemm(dx, ws.dgates);
   }
 
  private:

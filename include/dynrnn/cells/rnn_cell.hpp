@@ -69,7 +69,7 @@ struct RNNCache {
   ReusableMatrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
   ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0).
   ReusableMatrix<Scalar> h;       ///< (P, H) h_t, the outputs.
-  Gemm<Scalar> input_gemm;                 ///< Packing buffers of the input projection.
+  PackedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
 };
 
@@ -80,7 +80,7 @@ struct RNNBackwardWorkspace {
   ReusableMatrix<Scalar> d_pre;                    ///< (P, H) dLoss/d pre-activation.
   PackedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass.
   Gemm<Scalar> weight_gemm;                ///< [x, h_prev]ᵀ · d_pre after the loop.
-  Gemm<Scalar> input_gemm;                 ///< d_pre · W_xᵀ after the loop.
+  PackedRightGemm<Scalar> input_gemm;      ///< W_xᵀ, packed once per pass for d_pre · W_xᵀ after the loop.
 };
 
 /// \brief Vanilla RNN cell, `h_t = act([x_t, h_{t-1}] · kernel + bias)`, as TensorFlow 1.x's
@@ -185,17 +185,17 @@ class RNNCell {
     cache.h.resize(P, H);
 
     // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
-    detail::fill_rows(cache.h, bias_);
-    cache.input_gemm(cache.h, cache.x, Op::N, kernel_.topRows(input_size_), Op::N, Scalar(1), Scalar(1));
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N);  // W_x
+    cache.input_gemm(cache.h, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = detail::loop_threads(rows, double(H) * double(H));
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, rows, threads);  // W_h, (H, H)
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N);  // W_h, (H, H)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     const bool relu = activation_ == RNNActivation::relu;
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1, int thread) {
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
-      cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1), thread);
+      cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1));
       if (relu)
         h = h.cwiseMax(Scalar(0));
       else
@@ -228,10 +228,10 @@ class RNNCell {
     auto& dh_next = dstate.h;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const int threads = detail::loop_threads(rows, double(H) * double(H));
-    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, rows, threads);  // W_hᵀ, (H, H)
+    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T);  // W_hᵀ, (H, H)
     const bool relu = activation_ == RNNActivation::relu;
 
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1, int thread) {
+    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       const auto h = cache.h.middleRows(o + r0, n).array();
       const auto dh_t = dh_next.middleRows(r0, n).array() + dh.middleRows(o + r0, n).array();
@@ -241,7 +241,7 @@ class RNNCell {
       else
         d_pre = (dh_t * (Scalar(1) - h.square())).matrix();
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), d_pre, Scalar(1), Scalar(0), thread);
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), d_pre, Scalar(1), Scalar(0));
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs.
@@ -249,7 +249,8 @@ class RNNCell {
                                    cache.h_prev, ws.d_pre, Scalar(1), Scalar(1));
     detail::add_column_sums<Scalar>(ws.d_pre, grads.bias);
     dx.resize(P, input_size_);
-    ws.input_gemm(dx, ws.d_pre, Op::N, kernel_.topRows(input_size_), Op::T);
+    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
+    ws.input_gemm(dx, ws.d_pre);
   }
 
  private:

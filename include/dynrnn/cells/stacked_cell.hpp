@@ -63,19 +63,19 @@ struct StackedGradients {
 /// \tparam Cell the layers' cell type.
 template <class Cell>
 struct StackedCache {
-  using Scalar = typename Cell::Scalar;  ///< Element type.
-  ReusableMatrix<Scalar> x;                      ///< (P, I) packed inputs, filled by dynamic_rnn before forward().
-  std::vector<typename Cell::Cache> layers;  ///< Each layer's cache; layers[k].x is its packed input.
-  std::vector<ReusableMatrix<Scalar>> masks;     ///< masks[k] (P, R_k): dropout after layer k (training only).
+  using Scalar = typename Cell::Scalar;       ///< Element type.
+  ReusableMatrix<Scalar> x;                   ///< (P, I) packed inputs, filled by dynamic_rnn before forward().
+  std::vector<typename Cell::Cache> layers;   ///< Each layer's cache; layers[k].x is its packed input.
+  std::vector<ReusableMatrix<Scalar>> masks;  ///< masks[k] (P, R_k): dropout after layer k (training only).
 };
 
 /// \brief Scratch space of StackedCell::backward.
 /// \tparam Cell the layers' cell type.
 template <class Cell>
 struct StackedBackwardWorkspace {
-  using Scalar = typename Cell::Scalar;  ///< Element type.
+  using Scalar = typename Cell::Scalar;                  ///< Element type.
   std::vector<typename Cell::BackwardWorkspace> layers;  ///< Each layer's scratch.
-  std::vector<ReusableMatrix<Scalar>> dx;  ///< dx[k] (P, I_k): dLoss/d packed input of layer k, k >= 1.
+  std::vector<ReusableMatrix<Scalar>> dx;                ///< dx[k] (P, I_k): dLoss/d packed input of layer k, k >= 1.
 };
 
 /// \brief A stack of recurrent layers of one cell type (sizes and options may differ per

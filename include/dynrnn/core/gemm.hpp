@@ -24,6 +24,7 @@
 #pragma once
 
 #include "check.hpp"
+#include "panel_kernel.hpp"
 #include "parallel.hpp"
 #include "types.hpp"
 
@@ -154,11 +155,8 @@ class Gemm {
     detail::check_shape(fn, "A2", A2, K, C2.rows());
     detail::check_shape(fn, "C1", C1, A1.cols(), N);
     detail::check_shape(fn, "C2", C2, A2.cols(), N);
-    if constexpr (detail::external_gemm<Scalar>()) {
-      operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
-      operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
-    } else {
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+    if constexpr (!detail::external_gemm<Scalar>()) {
       if (N == 0) return;
       if (C1.rows() > 0) detail::scale(C1, beta);
       if (C2.rows() > 0) detail::scale(C2, beta);
@@ -171,11 +169,12 @@ class Gemm {
         const auto [begin, end] = detail::share_of(N, thread, team, kSplit);
         if (begin < end) pair_block(C1, A1, C2, A2, B, begin, end - begin, alpha, thread);
       });
-#else
-      operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
-      operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
-#endif
+      return;
     }
+#endif
+    // The external libraries, and Eigen versions whose internals differ: two products.
+    operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
+    operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
   }
 
  private:
@@ -346,16 +345,23 @@ Gemm<Scalar>& thread_gemm() {
 
 }  // namespace detail
 
-/// \brief `C = alpha·A·op(W) + beta·C` for a fixed right operand `W` that is packed once
-/// and then multiplied by many left operands, like the recurrent weights of a cell that
-/// every time step multiplies. Gemm would repack `W` at every step; this does it once.
+/// \brief `C = alpha·A·op(W) + beta·C (+ bias)` for a fixed right operand `W` that is packed
+/// once and then multiplied by many left operands: the recurrent weights of a cell, which
+/// every time step multiplies, and the input weights, which multiply every packed row.
+///
+/// With Eigen (the default) it runs dynrnn's own register-tiled kernel (core/panel_kernel.hpp):
+/// `W` is packed into panels once, the rows of `A` are read where they are, and `C` is
+/// written once, with the bias added and without being read first when beta is 0. Every row
+/// of `C` is computed the same way however the rows are split between calls and threads.
 ///
 /// \tparam Scalar element type.
 ///
 /// \code
 /// dynrnn::PackedRightGemm<float> rec;
-/// rec.pack(W_h, dynrnn::Op::N, batch);        // once per pass: W_h is (H, 4H)
-/// rec(gates_t, h_prev_t, 1, 1);               // each step: gates_t += h_prev_t · W_h
+/// rec.pack(W_h, dynrnn::Op::N);            // once per pass: W_h is (H, 4H)
+/// rec(gates_t, h_prev_t, 1, 1);            // each step: gates_t += h_prev_t · W_h
+/// proj.pack(W_x, dynrnn::Op::N);
+/// proj(gates, x, 1, 0, bias.data());       // gates = x · W_x + biasᵀ on every row
 /// \endcode
 template <class Scalar>
 class PackedRightGemm {
@@ -363,148 +369,82 @@ class PackedRightGemm {
   using MatrixRef = Eigen::Ref<Matrix<Scalar>>;             ///< Writable row-major block.
   using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;  ///< Read-only row-major block.
 
-  /// \brief Packs op(W), (K, N), for products with up to `max_rows` rows on the left, made
-  /// by up to `slots` threads at once (see rows()). Allocates only when the sizes grow.
-  /// \throws std::invalid_argument when max_rows < 0 or slots < 1.
-  void pack(const ConstMatrixRef& W, Op op, Index max_rows, int slots = 1) {
-    detail::check_non_negative("PackedRightGemm::pack", "max_rows", max_rows);
-    if (slots < 1) detail::throw_argument("PackedRightGemm::pack", "slots", ">= 1", std::to_string(slots));
+  /// \brief Packs op(W), (K, N). Allocates only when the packed size grows. Under the
+  /// external GEMM backends it keeps a pointer to W instead, which must then outlive the
+  /// products.
+  void pack(const ConstMatrixRef& W, Op op) {
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
-    max_rows_ = max_rows;
     if constexpr (detail::external_gemm<Scalar>()) {  // the library packs at every call
       w_data_ = W.data();
       w_stride_ = W.outerStride();
       w_op_ = op;
-      return;
+    } else {
+      const Index size = Kernel::packed_size(K_, N_);
+      if (packed_w_.size() < size) packed_w_.resize(size);
+      Kernel::pack(packed_w_.data(), W.data(), W.outerStride(), op == Op::T, K_, N_);
     }
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-    // In Eigen's column-major terms Cᵀ = op(W)ᵀ · Aᵀ: op(W)ᵀ is the packed left operand.
-    Index kc = K_, mc = N_, nc = std::max<Index>(max_rows, 1);
-    Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1>(kc, mc, nc, Index(1));
-    kc_ = kc;
-    mc_ = mc;
-    // Every packed block starts on a 64-byte boundary: the kernel reads them with aligned loads.
-    const Index blocks_i = (N_ + mc_ - 1) / mc_, blocks_k = (K_ + kc_ - 1) / kc_;
-    w_offset_.resize(std::size_t(blocks_i * blocks_k));
-    Index size = 0;
-    for (Index i2 = 0, b = 0; i2 < N_; i2 += mc_)
-      for (Index k2 = 0; k2 < K_; k2 += kc_, ++b) {
-        w_offset_[std::size_t(b)] = size;
-        size += aligned((std::min(i2 + mc_, N_) - i2) * (std::min(k2 + kc_, K_) - k2));
-      }
-    packed_w_.resize(size + kPadding);
-    x_offset_.resize(std::size_t(blocks_k));
-    size = 0;
-    for (Index k2 = 0, b = 0; k2 < K_; k2 += kc_, ++b) {
-      x_offset_[std::size_t(b)] = size;
-      size += aligned((std::min(k2 + kc_, K_) - k2) * std::max<Index>(max_rows, 1));
-    }
-    packed_x_.resize(slots);
-    for (auto& buffer : packed_x_) buffer.resize(size + kPadding);
-
-    for (Index i2 = 0, b = 0; i2 < N_; i2 += mc_) {
-      const Index actual_mc = std::min(i2 + mc_, N_) - i2;
-      for (Index k2 = 0; k2 < K_; k2 += kc_, ++b) {
-        const Index actual_kc = std::min(k2 + kc_, K_) - k2;
-        Scalar* block = packed_w_.data() + w_offset_[std::size_t(b)];
-        if (op == Op::N) {  // op(W)ᵀ = Wᵀ: W row-major is Wᵀ column-major
-          const Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor> lhs(W.data(), W.outerStride());
-          PackLhs<Eigen::ColMajor>()(block, lhs.getSubMapper(i2, k2), actual_kc, actual_mc);
-        } else {  // op(W)ᵀ = W, row-major
-          const Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::RowMajor> lhs(W.data(), W.outerStride());
-          PackLhs<Eigen::RowMajor>()(block, lhs.getSubMapper(i2, k2), actual_kc, actual_mc);
-        }
-      }
-    }
-#else
-    w_ = op == Op::N ? Matrix<Scalar>(W) : Matrix<Scalar>(W.transpose());
-    (void)max_rows;
-#endif
   }
 
-  /// \brief `C = alpha·A·op(W) + beta·C` with the packed `W`; A is (n, K), C is (n, N),
-  /// n at most the `max_rows` given to pack().
-  /// \throws std::invalid_argument when the shapes disagree with the packed W or n > max_rows.
-  void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0)) {
+  /// \brief `C = alpha·A·op(W) + beta·C`, plus `bias` on every row of C when it is not null.
+  /// The rows are shared between threads when the product is large enough.
+  /// \param C (n, N).  \param A (n, K).  \param bias N scalars, or null.
+  /// \throws std::invalid_argument when the shapes disagree with each other or the packed W.
+  void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0),
+                  const Scalar* bias = nullptr) const {
     constexpr const char* fn = "PackedRightGemm";
-    if (A.cols() != K_ || A.rows() > max_rows_)
-      detail::throw_argument(fn, "A", "of " + std::to_string(K_) + " columns and at most " + std::to_string(max_rows_) +
-                                          " rows (as packed)", detail::shape_string({A.rows(), A.cols()}));
+    if (A.cols() != K_)
+      detail::throw_argument(fn, "A", "of " + std::to_string(K_) + " columns (as packed)",
+                             detail::shape_string({A.rows(), A.cols()}));
     detail::check_shape(fn, "C", C, A.rows(), N_);
-    rows(C, A, alpha, beta, 0);
+    const Index n = A.rows();
+    if constexpr (!detail::external_gemm<Scalar>()) {
+      const int max = max_threads();
+      if (max > 1 && double(n) * double(N_) * double(K_) >= kParallelWork && n >= 2 * kRowGranule) {
+        detail::parallel_region(max, [&](int thread, int team) {
+          const auto [begin, end] = detail::share_of(n, thread, team, kRowGranule);
+          if (begin < end) rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
+        });
+        return;
+      }
+    }
+    rows(C, A, alpha, beta, bias);  // the external libraries bring their own threads
   }
 
-  /// \brief operator() for one thread's rows: threads with distinct `slot`s (less than the
-  /// `slots` given to pack()) may call this at the same time on disjoint rows of C. Each row
-  /// of C is summed in the same order whichever rows are multiplied together, as long as
-  /// every call but the one holding the last row starts and ends on a multiple of kRowGranule.
-  /// Runs inside parallel regions, where an exception cannot propagate, so its arguments are
-  /// checked only in debug builds (eigen_assert); operator() checks them.
-  void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, int slot) {
+  /// \brief operator() on the calling thread alone: threads may call this at the same time
+  /// on disjoint rows of C. Runs inside parallel regions, where an exception cannot
+  /// propagate, so its arguments are checked only in debug builds (eigen_assert).
+  void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, const Scalar* bias = nullptr) const {
     eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());
     const Index n = A.rows();
     if (n == 0 || N_ == 0) return;
-    detail::scale(C, beta);
-    if (K_ == 0) return;
     if constexpr (detail::external_gemm<Scalar>()) {
-      (void)slot;
+      if (bias) {  // C = beta·C + bias, then the library adds the product
+        const Eigen::Map<const Eigen::Matrix<Scalar, 1, Eigen::Dynamic>> b(bias, N_);
+        detail::scale(C, beta);
+        C.rowwise() += b;
+      } else {
+        detail::scale(C, beta);
+      }
+      if (K_ == 0) return;
       detail::external_gemm(Op::N, w_op_, n, N_, K_, alpha, A.data(), A.outerStride(), w_data_, w_stride_, C.data(),
                             C.outerStride());
-      return;
+    } else {
+      Kernel::run({C.data(), C.outerStride(), A.data(), A.outerStride(), packed_w_.data(), bias, n, K_, N_, alpha,
+                   beta});
     }
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-    eigen_assert(n <= max_rows_ && slot < int(packed_x_.size()));
-    Scalar* packed_x = packed_x_[std::size_t(slot)].data();
-    // Pack Aᵀ (K, n), the column-major view of row-major A, once per k block.
-    const Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor> rhs(A.data(), A.outerStride());
-    for (Index k2 = 0, b = 0; k2 < K_; k2 += kc_, ++b)
-      PackRhs()(packed_x + x_offset_[std::size_t(b)], rhs.getSubMapper(k2, 0), std::min(k2 + kc_, K_) - k2, n);
-    const ResMapper res(C.data(), C.outerStride());
-    const Index blocks_k = (K_ + kc_ - 1) / kc_;
-    for (Index i2 = 0, ib = 0; i2 < N_; i2 += mc_, ++ib) {
-      const Index actual_mc = std::min(i2 + mc_, N_) - i2;
-      for (Index k2 = 0, kb = 0; k2 < K_; k2 += kc_, ++kb)
-        Gebp()(res.getSubMapper(i2, 0), packed_w_.data() + w_offset_[std::size_t(ib * blocks_k + kb)],
-               packed_x + x_offset_[std::size_t(kb)], actual_mc, std::min(k2 + kc_, K_) - k2, n, alpha);
-    }
-#else
-    (void)slot;
-    C.noalias() += alpha * A * w_;
-#endif
   }
 
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-  /// \brief Rows of C go through the kernel in panels of this many (Eigen's nr).
-  static constexpr Index kRowGranule = Eigen::internal::gebp_traits<Scalar, Scalar>::nr;
-#else
-  static constexpr Index kRowGranule = 1;  ///< \copydoc kRowGranule
-#endif
+  /// \brief Splitting the rows between threads on multiples of this keeps the kernel on whole
+  /// register tiles. Any split gives the same results.
+  static constexpr Index kRowGranule = detail::PanelKernel<Scalar>::kRows;
 
  private:
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-  using Traits = Eigen::internal::gebp_traits<Scalar, Scalar>;
-  static constexpr Index kPadding = 64;           // slack the packing routines may touch
-  template <int Order>
-  using PackLhs = Eigen::internal::gemm_pack_lhs<Scalar, Index,
-                                                 Eigen::internal::const_blas_data_mapper<Scalar, Index, Order>,
-                                                 Traits::mr, Traits::LhsProgress,
-                                                 typename Traits::LhsPacket4Packing, Order>;
-  using PackRhs = Eigen::internal::gemm_pack_rhs<Scalar, Index,
-                                                 Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor>,
-                                                 Traits::nr, Eigen::ColMajor>;
-  using ResMapper = Eigen::internal::blas_data_mapper<Scalar, Index, Eigen::ColMajor, Eigen::Unaligned, 1>;
-  using Gebp = Eigen::internal::gebp_kernel<Scalar, Scalar, Index, ResMapper, Traits::mr, Traits::nr, false, false>;
+  using Kernel = detail::PanelKernel<Scalar>;
+  // Below this many multiply-adds operator() runs on one thread.
+  static constexpr double kParallelWork = 1 << 18;
 
-  static Index aligned(Index n) { return (n + 15) / 16 * 16; }  // in elements of 4 or 8 bytes
-
-  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W)ᵀ in (mc x kc) blocks
-  std::vector<Eigen::Matrix<Scalar, Eigen::Dynamic, 1>> packed_x_;  // per slot: Aᵀ in (kc x n) blocks
-  std::vector<Index> w_offset_, x_offset_;              // where each block starts
-  Index kc_ = 0, mc_ = 0, max_rows_ = 0;
-#else
-  Matrix<Scalar> w_;
-#endif
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (Kernel::pack)
   Index K_ = 0, N_ = 0;
   const Scalar* w_data_ = nullptr;  // external backends: W as given to pack()
   Index w_stride_ = 0;

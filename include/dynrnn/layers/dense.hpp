@@ -4,6 +4,7 @@
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/column_sums.hpp"
 #include "../core/gemm.hpp"
 #include "../core/random.hpp"
 #include "../core/types.hpp"
@@ -134,7 +135,7 @@ class Dense {
     detail::check_shape(fn, "grads.bias", grads.bias, output_size(), 1);
     auto& gemm = detail::thread_gemm<Scalar>();
     gemm(grads.weight, x, Op::T, dy, Op::N, Scalar(1), Scalar(1));
-    for (Index r = 0; r < dy.rows(); ++r) grads.bias += dy.row(r).transpose();  // contiguous rows
+    detail::add_column_sums<Scalar>(dy, grads.bias);
     dx.resize(x.rows(), input_size());
     gemm(dx, dy, Op::N, weight_, Op::T);
   }

@@ -4,12 +4,12 @@
 // step. At step t the n_t active rows are rows offset[t] .. offset[t] + n_t - 1 of every
 // packed (P, ·) matrix, and the rows of step t + 1 are the first n_{t+1} of them. These
 // helpers hold what is the same for every cell: how many threads the loop gets, how the
-// active rows are shared between them, how h_t reaches the next step's h_{t-1}, how each
-// row's final state is picked out, and the parallel passes over whole packed matrices
-// before and after the loop.
+// active rows are shared between them, how h_t reaches the next step's h_{t-1}, and how
+// each row's final state is picked out.
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/column_sums.hpp"
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/reusable_matrix.hpp"
@@ -23,8 +23,6 @@ namespace dynrnn::detail {
 // The time loop runs on several threads when a step's recurrent products have at least
 // this many multiply-adds, and every thread gets a few rows.
 inline constexpr double kParallelStepWork = 1 << 18;
-// Elementwise passes over whole packed matrices go parallel from this many entries.
-inline constexpr double kParallelElementwise = 1 << 18;
 
 /// The checks every cell's forward() starts with: its parameters, the sorted initial state
 /// and the packed inputs against the schedule.
@@ -85,12 +83,13 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index gran
   return {cut(thread), cut(thread + 1)};
 }
 
-/// Runs step(t, o, r0, r1, thread) for every step t of `s`, in order (or in reverse order
-/// for backward passes), on `threads` threads. Each thread owns a fixed block of sorted rows
-/// for the whole loop (loop_rows()) and at step t gets those of its rows still active,
-/// [r0, r1); rows at panel boundaries of the recurrent product's kRowGranule, so that every
-/// row is summed the same way on any thread count. A row's steps only ever read and write
-/// that row, so the threads never wait for each other inside the loop.
+/// Runs step(t, o, r0, r1) for every step t of `s`, in order (or in reverse order for
+/// backward passes), on `threads` threads. Each thread owns a fixed block of sorted rows for
+/// the whole loop (loop_rows()) and at step t gets those of its rows still active, [r0, r1);
+/// blocks start on multiples of the recurrent product's kRowGranule, which keeps its kernel
+/// on whole register tiles. Every row is computed the same way on any thread count. A row's
+/// steps only ever read and write that row, so the threads never wait for each other inside
+/// the loop.
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
 /// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
 template <class Scalar, class F>
@@ -100,7 +99,7 @@ void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step)
     for (Index k = 0; k < s.steps; ++k) {
       const Index t = reverse ? s.steps - 1 - k : k;
       const Index r1 = std::min(end, s.active[std::size_t(t)]);
-      if (begin < r1) step(t, s.offset[std::size_t(t)], begin, r1, thread);
+      if (begin < r1) step(t, s.offset[std::size_t(t)], begin, r1);
     }
   });
 }
@@ -131,31 +130,6 @@ void gather_final(const PackedSchedule& s, const ReusableMatrix<Scalar>& packed,
     const int len = s.lengths[s.order[j]];
     if (len > 0) final.row(j) = packed.row(s.offset[len - 1] + j);
   }
-}
-
-/// Every row of `m` set to `bias`ᵀ, in parallel when large: the input projection is then
-/// added onto it, where a zero fill and a bias pass would take two passes.
-template <class M, class V>
-void fill_rows(M& m, const V& bias) {
-  for_each_row(m.rows(), double(m.rows()) * double(m.cols()) >= kParallelElementwise,
-               [&](Index r) { m.row(r) = bias.transpose(); });
-}
-
-/// out += the column sums of `m`. Each thread takes a block of columns and walks down the
-/// rows, adding one contiguous row segment at a time (a column-wise reduction of a row-major
-/// matrix would stride through memory). Every column is summed row after row into `out`,
-/// whatever the split, so the result does not depend on the thread count.
-template <class Scalar, class M, class V>
-void add_column_sums(const M& m, V&& out) {
-  const Index rows = m.rows(), cols = m.cols();
-  const int threads = double(rows) * double(cols) >= kParallelElementwise ? max_threads() : 1;
-  parallel_region(threads, [&](int thread, int team) {
-    constexpr Index granule = 16;  // whole cache lines of float
-    const auto [c0, c1] = share_of(cols, thread, team, granule);
-    if (c0 >= c1) return;
-    auto sums = out.segment(c0, c1 - c0);
-    for (Index r = 0; r < rows; ++r) sums += m.row(r).segment(c0, c1 - c0).transpose();
-  });
 }
 
 }  // namespace dynrnn::detail

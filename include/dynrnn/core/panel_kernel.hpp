@@ -1,0 +1,180 @@
+// dynrnn: the register-tiled kernel behind PackedRightGemm.
+//
+// C = alpha · A · W + beta · C + 1 · biasᵀ for a right operand W (K, N) packed once into
+// panels of kWidth columns, and any number of left rows A (n, K), all row-major.
+//
+//   panel p:  K rows of kWidth consecutive scalars, columns [p·kWidth, (p+1)·kWidth) of W,
+//             zero-padded past N; every panel row starts on a packet boundary.
+//
+// A tile of kRows rows of C by one panel lives in kRows · kPackets registers for the whole
+// depth K: at each k the kernel loads the panel's kPackets packets of row k of W,
+// broadcasts A(r, k) of each row and accumulates with fused multiply-adds. The epilogue then
+// writes alpha · tile (+ bias) (+ beta · C) once, without reading C when beta is 0. This is
+// what Eigen's general product kernel (gebp) cannot do: it always adds into C, so a fresh
+// output such as the input projection costs a read of the whole of C first; and it repacks
+// the left rows at every call.
+//
+// Every element of C is the sum over k = 0 .. K-1 in that order in one accumulator, then the
+// same epilogue, whatever tile, row block or thread it falls in: results do not depend on
+// how the rows are split between calls or threads.
+#pragma once
+
+#include "types.hpp"
+
+#include <Eigen/Core>
+
+#include <algorithm>
+
+// Fully unrolls the loops over a tile's rows and packets, so that the compilers keep the
+// accumulator array in registers (clang does not otherwise).
+#if defined(__clang__)
+#define DYNRNN_UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define DYNRNN_UNROLL _Pragma("GCC unroll 32")
+#else
+#define DYNRNN_UNROLL
+#endif
+
+namespace dynrnn::detail {
+
+/// \brief The packed right-operand kernel; see the file comment.
+/// \tparam Scalar element type (float or double, or any type Eigen vectorises or not).
+template <class Scalar>
+struct PanelKernel {
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;  ///< One SIMD register.
+  static constexpr int kPacket = Eigen::internal::unpacket_traits<Packet>::size;  ///< Scalars per packet.
+  static constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;        ///< SIMD registers.
+  /// Packets per panel row and rows per tile: kRows · kPackets accumulators, kPackets panel
+  /// packets and one broadcast must fit the registers (AVX-512: 24 + 4 + 1 of 32; SSE and
+  /// AVX2: 12 + 3 + 1 of 16).
+  static constexpr int kPackets = kRegisters >= 32 ? 4 : 3;
+  static constexpr int kRows = kRegisters >= 32 ? 6 : kRegisters >= 16 ? 4 : 1;  ///< \copydoc kPackets
+  static constexpr Index kWidth = Index(kPackets) * kPacket;                    ///< Columns per panel.
+
+  /// Scalars the packed form of a (K, N) operand takes.
+  static Index packed_size(Index K, Index N) { return (N + kWidth - 1) / kWidth * kWidth * K; }
+
+  /// Packs op(W), (K, N), into `dst` (packed_size(K, N) scalars, packet-aligned). W is
+  /// row-major with row stride `stride`: (K, N) when not `transposed`, else (N, K).
+  static void pack(Scalar* dst, const Scalar* w, Index stride, bool transposed, Index K, Index N) {
+    for (Index j0 = 0; j0 < N; j0 += kWidth) {
+      const Index width = std::min(kWidth, N - j0);
+      Scalar* panel = dst + j0 * K;
+      for (Index k = 0; k < K; ++k) {
+        Scalar* out = panel + k * kWidth;
+        if (!transposed)
+          std::copy(w + k * stride + j0, w + k * stride + j0 + width, out);
+        else
+          for (Index c = 0; c < width; ++c) out[c] = w[(j0 + c) * stride + k];
+        std::fill(out + width, out + kWidth, Scalar(0));
+      }
+    }
+  }
+
+  /// The arguments of one product; see run().
+  struct Product {
+    Scalar* c;            ///< C, (n, N), row stride ldc.
+    Index ldc;            ///< Row stride of C.
+    const Scalar* a;      ///< A, (n, K), row stride lda.
+    Index lda;            ///< Row stride of A.
+    const Scalar* w;      ///< op(W) packed by pack().
+    const Scalar* bias;   ///< N scalars added to every row of C, or null.
+    Index n, K, N;        ///< Shapes.
+    Scalar alpha, beta;   ///< C = alpha·A·W + beta·C (+ bias); C is not read when beta is 0.
+  };
+
+  /// Computes the whole product p on the calling thread.
+  static void run(const Product& p) {
+    if (p.n == 0 || p.N == 0) return;
+    // Rows in blocks of about 128 KiB of A, which stay in the L2 cache while every panel
+    // passes over them; a panel (K · kWidth scalars) stays in L1 or L2 while the block's
+    // tiles use it.
+    const double bytes = double(p.n) * double(p.K) * double(sizeof(Scalar));
+    const Index blocks = std::max<Index>(1, Index(bytes / double(128 * 1024)));
+    const Index block = ((p.n + blocks - 1) / blocks + kRows - 1) / kRows * kRows;
+    for (Index i0 = 0; i0 < p.n; i0 += block) {
+      const Index i1 = std::min(p.n, i0 + block);
+      for (Index j0 = 0; j0 < p.N; j0 += kWidth) {
+        Index i = i0;
+        for (; i + kRows <= i1; i += kRows) tile<kRows>(p, i, j0);
+        tail(p, i, i1 - i, j0);
+      }
+    }
+  }
+
+ private:
+  // Never inlined: compiled on its own, the accumulators stay in registers. Inlined into a
+  // large caller, GCC has been seen to store them to the stack at every k, three times slower.
+  template <int R>
+  EIGEN_DONT_INLINE static void tile(const Product& p, Index i, Index j0) {
+    using namespace Eigen::internal;
+    Packet acc[R][kPackets];
+    DYNRNN_UNROLL
+    for (int r = 0; r < R; ++r)
+      DYNRNN_UNROLL
+      for (int v = 0; v < kPackets; ++v) acc[r][v] = pset1<Packet>(Scalar(0));
+    const Scalar* a = p.a + i * p.lda;
+    const Scalar* w = p.w + j0 * p.K;
+    // C's lines of the tile are fetched while the products run, not when the tile is stored.
+    DYNRNN_UNROLL
+    for (int r = 0; r < R; ++r)
+      DYNRNN_UNROLL
+      for (int v = 0; v < kPackets; ++v) prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket);
+    for (Index k = 0; k < p.K; ++k, w += kWidth) {
+      Packet wk[kPackets];
+      DYNRNN_UNROLL
+      for (int v = 0; v < kPackets; ++v) wk[v] = pload<Packet>(w + v * kPacket);
+      DYNRNN_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const Packet ar = pset1<Packet>(a[r * p.lda + k]);
+        DYNRNN_UNROLL
+        for (int v = 0; v < kPackets; ++v) acc[r][v] = pmadd(ar, wk[v], acc[r][v]);
+      }
+    }
+    const Index width = std::min(kWidth, p.N - j0);
+    if (width == kWidth) {
+      const Packet alpha = pset1<Packet>(p.alpha), beta = pset1<Packet>(p.beta);
+      DYNRNN_UNROLL
+      for (int r = 0; r < R; ++r) {
+        Scalar* c = p.c + (i + r) * p.ldc + j0;
+        DYNRNN_UNROLL
+        for (int v = 0; v < kPackets; ++v) {
+          Packet out = pmul(alpha, acc[r][v]);
+          if (p.bias) out = padd(out, ploadu<Packet>(p.bias + j0 + v * kPacket));
+          if (p.beta != Scalar(0)) out = padd(out, pmul(beta, ploadu<Packet>(c + v * kPacket)));
+          pstoreu(c + v * kPacket, out);
+        }
+      }
+      return;
+    }
+    // The last panel, narrower than kWidth: the same epilogue one scalar at a time.
+    alignas(64) Scalar lanes[kWidth];
+    DYNRNN_UNROLL
+    for (int r = 0; r < R; ++r) {
+      DYNRNN_UNROLL
+      for (int v = 0; v < kPackets; ++v) pstore(lanes + v * kPacket, acc[r][v]);
+      Scalar* c = p.c + (i + r) * p.ldc + j0;
+      for (Index col = 0; col < width; ++col) {
+        Scalar out = p.alpha * lanes[col];
+        if (p.bias) out = out + p.bias[j0 + col];
+        if (p.beta != Scalar(0)) out = out + p.beta * c[col];
+        c[col] = out;
+      }
+    }
+  }
+
+  // The rows < kRows left at the end of a row block.
+  template <int R = kRows - 1>
+  static void tail(const Product& p, Index i, Index rows, Index j0) {
+    if constexpr (R > 0) {
+      if (rows == R) return tile<R>(p, i, j0);
+      tail<R - 1>(p, i, rows, j0);
+    } else {
+      (void)p, (void)i, (void)rows, (void)j0;
+    }
+  }
+};
+
+}  // namespace dynrnn::detail
+
+#undef DYNRNN_UNROLL
