@@ -357,11 +357,11 @@ Gemm<Scalar>& thread_gemm() {
 /// \tparam Scalar element type.
 ///
 /// \code
-/// dynrnn::PackedRightGemm<float> rec;
+/// dynrnn::PackedRightGemm<float> in, rec;
+/// in.pack(W_x, dynrnn::Op::N);             // W_x is (I, 4H)
+/// in(gates, x, 1, 0, bias.data());         // gates = x · W_x + biasᵀ on every row
 /// rec.pack(W_h, dynrnn::Op::N);            // once per pass: W_h is (H, 4H)
 /// rec(gates_t, h_prev_t, 1, 1);            // each step: gates_t += h_prev_t · W_h
-/// proj.pack(W_x, dynrnn::Op::N);
-/// proj(gates, x, 1, 0, bias.data());       // gates = x · W_x + biasᵀ on every row
 /// \endcode
 template <class Scalar>
 class PackedRightGemm {
@@ -419,13 +419,8 @@ class PackedRightGemm {
     const Index n = A.rows();
     if (n == 0 || N_ == 0) return;
     if constexpr (detail::external_gemm<Scalar>()) {
-      if (bias) {  // C = beta·C + bias, then the library adds the product
-        const Eigen::Map<const Eigen::Matrix<Scalar, 1, Eigen::Dynamic>> b(bias, N_);
-        detail::scale(C, beta);
-        C.rowwise() += b;
-      } else {
-        detail::scale(C, beta);
-      }
+      detail::scale(C, beta);  // C = beta·C + bias, then the library adds the product
+      if (bias) C.rowwise() += Eigen::Map<const Eigen::Matrix<Scalar, 1, Eigen::Dynamic>>(bias, N_);
       if (K_ == 0) return;
       detail::external_gemm(Op::N, w_op_, n, N_, K_, alpha, A.data(), A.outerStride(), w_data_, w_stride_, C.data(),
                             C.outerStride());

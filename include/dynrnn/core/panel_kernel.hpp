@@ -4,7 +4,7 @@
 // panels of kWidth columns, and any number of left rows A (n, K), all row-major.
 //
 //   panel p:  K rows of kWidth consecutive scalars, columns [p·kWidth, (p+1)·kWidth) of W,
-//             zero-padded past N; every panel row starts on a packet boundary.
+//             zero-padded past N.
 //
 // A tile of kRows rows of C by one panel lives in kRows · kPackets registers for the whole
 // depth K: at each k the kernel loads the panel's kPackets packets of row k of W,
@@ -54,7 +54,7 @@ struct PanelKernel {
   /// Scalars the packed form of a (K, N) operand takes.
   static Index packed_size(Index K, Index N) { return (N + kWidth - 1) / kWidth * kWidth * K; }
 
-  /// Packs op(W), (K, N), into `dst` (packed_size(K, N) scalars, packet-aligned). W is
+  /// Packs op(W), (K, N), into `dst` (packed_size(K, N) scalars). W is
   /// row-major with row stride `stride`: (K, N) when not `transposed`, else (N, K).
   static void pack(Scalar* dst, const Scalar* w, Index stride, bool transposed, Index K, Index N) {
     for (Index j0 = 0; j0 < N; j0 += kWidth) {
@@ -123,7 +123,7 @@ struct PanelKernel {
     for (Index k = 0; k < p.K; ++k, w += kWidth) {
       Packet wk[kPackets];
       DYNRNN_UNROLL
-      for (int v = 0; v < kPackets; ++v) wk[v] = pload<Packet>(w + v * kPacket);
+      for (int v = 0; v < kPackets; ++v) wk[v] = ploadu<Packet>(w + v * kPacket);
       DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
         const Packet ar = pset1<Packet>(a[r * p.lda + k]);
