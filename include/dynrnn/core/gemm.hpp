@@ -11,8 +11,11 @@
 // is stable within Eigen 3.4; for other versions Gemm falls back to the public
 // expression API.
 //
+// PackedRightGemm, for a right operand fixed over many products (a cell's weights), runs
+// dynrnn's own kernel instead (panel_kernel.hpp), built on Eigen's SIMD packets only.
+//
 // Backends: define DYNRNN_GEMM_OPENBLAS (and link OpenBLAS) or DYNRNN_GEMM_ONEDNN (and link
-// oneDNN) to hand the products to cblas_?gemm or dnnl_sgemm instead of Eigen's kernel; Eigen
+// oneDNN) to hand the products to cblas_?gemm or dnnl_sgemm instead of those kernels; Eigen
 // stays in charge of double under oneDNN, which has no double GEMM. Those libraries bring
 // their own threads and packing, so PackedRightGemm then simply calls them at every step.
 //
@@ -165,9 +168,10 @@ class Gemm {
       // columns of B once and multiplies them by all of A1 and A2.
       const int threads = thread_count(C1.rows() + C2.rows(), N, K);
       reserve(threads);
+      const Index kc = depth_blocking(std::max(C1.rows(), C2.rows()), N, K);
       detail::parallel_region(threads, [&](int thread, int team) {
-        const auto [begin, end] = detail::share_of(N, thread, team, kSplit);
-        if (begin < end) pair_block(C1, A1, C2, A2, B, begin, end - begin, alpha, thread);
+        const auto [begin, end] = detail::share_of(N, thread, team, kColumnSplit);
+        if (begin < end) pair_block(C1, A1, C2, A2, B, begin, end - begin, kc, alpha, thread);
       });
       return;
     }
@@ -180,6 +184,16 @@ class Gemm {
  private:
   // Splits C into blocks of whole micro-panels: `kSplit` columns (or rows) at the least.
   static constexpr Index kSplit = 64;
+  // Columns of C are rows of Eigen's left operand, which its kernel takes mr at a time and
+  // the rest down narrower paths that sum differently: blocks of columns start on multiples
+  // of mr, so that every column takes the same path on any thread count.
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+  static constexpr Index kColumnSplit =
+      (kSplit + Eigen::internal::gebp_traits<Scalar, Scalar>::mr - 1) / Eigen::internal::gebp_traits<Scalar, Scalar>::mr *
+      Eigen::internal::gebp_traits<Scalar, Scalar>::mr;
+#else
+  static constexpr Index kColumnSplit = kSplit;
+#endif
   // Below this many multiply-adds a product runs on one thread.
   static constexpr double kParallelWork = 1 << 18;
 
@@ -187,19 +201,20 @@ class Gemm {
                 Index N, Index K, Scalar alpha) {
     const int threads = thread_count(M, N, K);
     reserve(threads);
+    const Index kc = depth_blocking(M, N, K);  // the same for every thread's block
     if (threads == 1) {
-      block(C, A, op_a, B, op_b, 0, M, 0, N, K, alpha, 0);
+      block(C, A, op_a, B, op_b, 0, M, 0, N, K, kc, alpha, 0);
       return;
     }
     // Split the longer side of C between the threads, in blocks of whole multiples of kSplit.
     const bool by_columns = N >= M;
     detail::parallel_region(threads, [&](int thread, int team) {
-      const auto [begin, end] = detail::share_of(by_columns ? N : M, thread, team, kSplit);
+      const auto [begin, end] = detail::share_of(by_columns ? N : M, thread, team, by_columns ? kColumnSplit : kSplit);
       if (begin >= end) return;
       if (by_columns)
-        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, alpha, thread);
+        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, kc, alpha, thread);
       else
-        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, alpha, thread);
+        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, kc, alpha, thread);
     });
   }
 
@@ -209,9 +224,24 @@ class Gemm {
     return int(std::max<Index>(1, std::min<Index>(max, std::max(M, N) / kSplit)));
   }
 
-  // The rows [r0, r0 + rows) and columns [c0, c0 + cols) of C, on thread slot `slot`.
+  // The depth blocking of a whole (M, N, K) product: it decides the order of the sums, so
+  // every thread's block of the product must use this one, not one of its own shape.
+  static Index depth_blocking(Index M, Index N, Index K) {
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+    // C is row-major, so Eigen computes Cᵀ = op(B)ᵀ · op(A)ᵀ: its mc runs over N, nc over M.
+    Index kc = K, mc = N, nc = M;
+    Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1>(kc, mc, nc, Index(1));
+    return kc;
+#else
+    (void)M, (void)N;
+    return K;
+#endif
+  }
+
+  // The rows [r0, r0 + rows) and columns [c0, c0 + cols) of C, on thread slot `slot`, with
+  // depth blocking kc.
   void block(MatrixRef& C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b, Index r0,
-             Index rows, Index c0, Index cols, Index K, Scalar alpha, int slot) {
+             Index rows, Index c0, Index cols, Index K, Index kc, Scalar alpha, int slot) {
     Scalar* c = C.data() + r0 * C.outerStride() + c0;
     // Row r of op(A) starts at A(r, 0) as stored, or at column r when transposed; likewise
     // column c of op(B).
@@ -222,7 +252,7 @@ class Gemm {
     using Cols = std::integral_constant<int, Eigen::ColMajor>;
     const auto go = [&](auto order_a, auto order_b) {
       run<decltype(order_a)::value, decltype(order_b)::value>(c, C.outerStride(), a, A.outerStride(), b,
-                                                              B.outerStride(), rows, cols, K, alpha, slot);
+                                                              B.outerStride(), rows, cols, K, kc, alpha, slot);
     };
     if (op_a == Op::N)
       op_b == Op::N ? go(Rows{}, Rows{}) : go(Rows{}, Cols{});
@@ -235,7 +265,7 @@ class Gemm {
   // Eigen's column-major terms Ciᵀ = Bᵀ · Ai: Bᵀ is the left operand, packed once per
   // (mc, kc) block and multiplied by the packed blocks of A1 and then of A2.
   void pair_block(MatrixRef& C1, const ConstMatrixRef& A1, MatrixRef& C2, const ConstMatrixRef& A2,
-                  const ConstMatrixRef& B, Index c0, Index cols, Scalar alpha, int slot) {
+                  const ConstMatrixRef& B, Index c0, Index cols, Index depth, Scalar alpha, int slot) {
     using Traits = Eigen::internal::gebp_traits<Scalar, Scalar>;
     using LhsMapper = Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor>;
     using RhsMapper = Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::RowMajor>;
@@ -247,7 +277,7 @@ class Gemm {
 
     const Index K = B.rows();
     Blocking& blocking = *blocking_[std::size_t(slot)];
-    blocking.set(std::max(C1.rows(), C2.rows()), cols, K);
+    blocking.set(std::max(C1.rows(), C2.rows()), cols, K, depth);
     const Index kc = blocking.kc(), mc = blocking.mc(), nc = blocking.nc();
     Scalar* block_b = blocking.blockA();  // Bᵀ, the left operand in Eigen's terms
     Scalar* block_a = blocking.blockB();
@@ -289,15 +319,15 @@ class Gemm {
   // same leading dimension.
   template <int OrderA, int OrderB>
   void run(Scalar* c, Index ldc, const Scalar* a, Index lda, const Scalar* b, Index ldb, Index M, Index N,
-           Index K, Scalar alpha, int slot) {
+           Index K, Index kc, Scalar alpha, int slot) {
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
     Blocking& blocking = *blocking_[slot];
-    blocking.set(M, N, K);
+    blocking.set(M, N, K, kc);
     Eigen::internal::general_matrix_matrix_product<Index, Scalar, OrderA, false, Scalar, OrderB, false,
                                                    Eigen::RowMajor, 1>::run(M, N, K, a, lda, b, ldb, c, 1, ldc,
                                                                             alpha, blocking);
 #else
-    (void)slot;
+    (void)slot, (void)kc;
     using MapA = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, OrderA>, 0, Eigen::OuterStride<>>;
     using MapB = Eigen::Map<const Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, OrderB>, 0, Eigen::OuterStride<>>;
     using MapC = Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>>;
@@ -307,15 +337,17 @@ class Gemm {
   }
 
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-  // Eigen's blocking of one product: block sizes from that product's own shape, so that its
-  // sums never depend on the shapes multiplied before it (the depth blocking kc decides the
-  // order of the sums), and packing buffers that are kept and only grow.
+  // Eigen's blocking of one thread's block (M, N, K) of a product: the depth blocking `depth`
+  // of the whole product (depth_blocking()), which decides the order of the sums, so that
+  // they depend neither on the thread count nor on the shapes multiplied before; the other
+  // block sizes from the block's own shape; packing buffers that are kept and only grow.
   class Blocking : public Eigen::internal::level3_blocking<Scalar, Scalar> {
    public:
-    void set(Index M, Index N, Index K) {
+    void set(Index M, Index N, Index K, Index depth) {
       // C is row-major, so Eigen computes Cᵀ = op(B)ᵀ · op(A)ᵀ: its mc runs over N, nc over M.
       Index kc = K, mc = N, nc = M;
       Eigen::internal::computeProductBlockingSizes<Scalar, Scalar, 1>(kc, mc, nc, Index(1));
+      kc = depth;
       this->m_kc = kc;
       this->m_mc = mc;
       this->m_nc = nc;

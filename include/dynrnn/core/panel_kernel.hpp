@@ -3,8 +3,8 @@
 // C = alpha · A · W + beta · C + 1 · biasᵀ for a right operand W (K, N) packed once into
 // panels of kWidth columns, and any number of left rows A (n, K), all row-major.
 //
-//   panel p:  K rows of kWidth consecutive scalars, columns [p·kWidth, (p+1)·kWidth) of W,
-//             zero-padded past N.
+//   panel p:  K rows of kWidth consecutive scalars, columns [p·kWidth, (p+1)·kWidth) of W;
+//             the last panel may be narrower (whole packets), zero-padded past N.
 //
 // A tile of kRows rows of C by one panel lives in kRows · kPackets registers for the whole
 // depth K: at each k the kernel loads the panel's kPackets packets of row k of W,
@@ -51,22 +51,32 @@ struct PanelKernel {
   static constexpr int kRows = kRegisters >= 32 ? 6 : kRegisters >= 16 ? 4 : 1;  ///< \copydoc kPackets
   static constexpr Index kWidth = Index(kPackets) * kPacket;                    ///< Columns per panel.
 
-  /// Scalars the packed form of a (K, N) operand takes.
-  static Index packed_size(Index K, Index N) { return (N + kWidth - 1) / kWidth * kWidth * K; }
+  /// Packets in the panel that starts at column j0 of N: kPackets, or fewer in a last,
+  /// narrower panel, so that a product with few columns (an input gradient of width 2,
+  /// say) does not compute a whole panel's worth of zeros.
+  static int packets_at(Index j0, Index N) {
+    return int(std::min<Index>(kPackets, (N - j0 + kPacket - 1) / kPacket));
+  }
 
-  /// Packs op(W), (K, N), into `dst` (packed_size(K, N) scalars). W is
-  /// row-major with row stride `stride`: (K, N) when not `transposed`, else (N, K).
+  /// Scalars the packed form of a (K, N) operand takes.
+  static Index packed_size(Index K, Index N) {
+    const Index full = N / kWidth * kWidth;
+    return K * (full + (N - full + kPacket - 1) / kPacket * kPacket);
+  }
+
+  /// Packs op(W), (K, N), into `dst` (packed_size(K, N) scalars). W is row-major with row
+  /// stride `stride`: (K, N) when not `transposed`, else (N, K).
   static void pack(Scalar* dst, const Scalar* w, Index stride, bool transposed, Index K, Index N) {
     for (Index j0 = 0; j0 < N; j0 += kWidth) {
-      const Index width = std::min(kWidth, N - j0);
-      Scalar* panel = dst + j0 * K;
+      const Index width = std::min(kWidth, N - j0), panel_width = Index(packets_at(j0, N)) * kPacket;
+      Scalar* panel = dst + j0 * K;  // every panel before this one is kWidth wide
       for (Index k = 0; k < K; ++k) {
-        Scalar* out = panel + k * kWidth;
+        Scalar* out = panel + k * panel_width;
         if (!transposed)
           std::copy(w + k * stride + j0, w + k * stride + j0 + width, out);
         else
           for (Index c = 0; c < width; ++c) out[c] = w[(j0 + c) * stride + k];
-        std::fill(out + width, out + kWidth, Scalar(0));
+        std::fill(out + width, out + panel_width, Scalar(0));
       }
     }
   }
@@ -92,53 +102,70 @@ struct PanelKernel {
     const double bytes = double(p.n) * double(p.K) * double(sizeof(Scalar));
     const Index blocks = std::max<Index>(1, Index(bytes / double(128 * 1024)));
     const Index block = ((p.n + blocks - 1) / blocks + kRows - 1) / kRows * kRows;
-    for (Index i0 = 0; i0 < p.n; i0 += block) {
-      const Index i1 = std::min(p.n, i0 + block);
-      for (Index j0 = 0; j0 < p.N; j0 += kWidth) {
-        Index i = i0;
-        for (; i + kRows <= i1; i += kRows) tile<kRows>(p, i, j0);
-        tail(p, i, i1 - i, j0);
-      }
-    }
+    for (Index i0 = 0; i0 < p.n; i0 += block)
+      for (Index j0 = 0; j0 < p.N; j0 += kWidth) panel(p, i0, std::min(p.n, i0 + block), j0, packets_at(j0, p.N));
   }
 
  private:
+  // Rows [i0, i1) by the panel at column j0, which has `packets` packets (V).
+  template <int V = kPackets>
+  static void panel(const Product& p, Index i0, Index i1, Index j0, int packets) {
+    if constexpr (V > 1) {
+      if (packets < V) return panel<V - 1>(p, i0, i1, j0, packets);
+    }
+    Index i = i0;
+    for (; i + kRows <= i1; i += kRows) tile<kRows, V>(p, i, j0);
+    tail<V>(p, i, i1 - i, j0);
+  }
+
+  // The rows < kRows left at the end of a row block.
+  template <int V, int R = kRows - 1>
+  static void tail(const Product& p, Index i, Index rows, Index j0) {
+    if constexpr (R > 0) {
+      if (rows == R) return tile<R, V>(p, i, j0);
+      tail<V, R - 1>(p, i, rows, j0);
+    } else {
+      (void)p, (void)i, (void)rows, (void)j0;
+    }
+  }
+
   // Never inlined: compiled on its own, the accumulators stay in registers. Inlined into a
   // large caller, GCC has been seen to store them to the stack at every k, three times slower.
-  template <int R>
+  template <int R, int V>
   EIGEN_DONT_INLINE static void tile(const Product& p, Index i, Index j0) {
     using namespace Eigen::internal;
-    Packet acc[R][kPackets];
+    constexpr Index width = Index(V) * kPacket;  // this panel's row stride
+    Packet acc[R][V];
     DYNRNN_UNROLL
     for (int r = 0; r < R; ++r)
       DYNRNN_UNROLL
-      for (int v = 0; v < kPackets; ++v) acc[r][v] = pset1<Packet>(Scalar(0));
+      for (int v = 0; v < V; ++v) acc[r][v] = pset1<Packet>(Scalar(0));
     const Scalar* a = p.a + i * p.lda;
     const Scalar* w = p.w + j0 * p.K;
     // C's lines of the tile are fetched while the products run, not when the tile is stored.
     DYNRNN_UNROLL
     for (int r = 0; r < R; ++r)
       DYNRNN_UNROLL
-      for (int v = 0; v < kPackets; ++v) prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket);
-    for (Index k = 0; k < p.K; ++k, w += kWidth) {
-      Packet wk[kPackets];
+      for (int v = 0; v < V; ++v) prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket);
+    for (Index k = 0; k < p.K; ++k, w += width) {
+      Packet wk[V];
       DYNRNN_UNROLL
-      for (int v = 0; v < kPackets; ++v) wk[v] = ploadu<Packet>(w + v * kPacket);
+      for (int v = 0; v < V; ++v) wk[v] = ploadu<Packet>(w + v * kPacket);
       DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
         const Packet ar = pset1<Packet>(a[r * p.lda + k]);
         DYNRNN_UNROLL
-        for (int v = 0; v < kPackets; ++v) acc[r][v] = pmadd(ar, wk[v], acc[r][v]);
+        for (int v = 0; v < V; ++v) acc[r][v] = pmadd(ar, wk[v], acc[r][v]);
       }
     }
-    const Index width = std::min(kWidth, p.N - j0);
-    if (width == kWidth) {
+    const Index columns = std::min(width, p.N - j0);
+    if (columns == width) {
       const Packet alpha = pset1<Packet>(p.alpha), beta = pset1<Packet>(p.beta);
       DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
         Scalar* c = p.c + (i + r) * p.ldc + j0;
         DYNRNN_UNROLL
-        for (int v = 0; v < kPackets; ++v) {
+        for (int v = 0; v < V; ++v) {
           Packet out = pmul(alpha, acc[r][v]);
           if (p.bias) out = padd(out, ploadu<Packet>(p.bias + j0 + v * kPacket));
           if (p.beta != Scalar(0)) out = padd(out, pmul(beta, ploadu<Packet>(c + v * kPacket)));
@@ -147,30 +174,19 @@ struct PanelKernel {
       }
       return;
     }
-    // The last panel, narrower than kWidth: the same epilogue one scalar at a time.
-    alignas(64) Scalar lanes[kWidth];
+    // A last panel that ends inside a packet: the same epilogue one scalar at a time.
+    alignas(64) Scalar lanes[width];
     DYNRNN_UNROLL
     for (int r = 0; r < R; ++r) {
       DYNRNN_UNROLL
-      for (int v = 0; v < kPackets; ++v) pstore(lanes + v * kPacket, acc[r][v]);
+      for (int v = 0; v < V; ++v) pstore(lanes + v * kPacket, acc[r][v]);
       Scalar* c = p.c + (i + r) * p.ldc + j0;
-      for (Index col = 0; col < width; ++col) {
+      for (Index col = 0; col < columns; ++col) {
         Scalar out = p.alpha * lanes[col];
         if (p.bias) out = out + p.bias[j0 + col];
         if (p.beta != Scalar(0)) out = out + p.beta * c[col];
         c[col] = out;
       }
-    }
-  }
-
-  // The rows < kRows left at the end of a row block.
-  template <int R = kRows - 1>
-  static void tail(const Product& p, Index i, Index rows, Index j0) {
-    if constexpr (R > 0) {
-      if (rows == R) return tile<R>(p, i, j0);
-      tail<R - 1>(p, i, rows, j0);
-    } else {
-      (void)p, (void)i, (void)rows, (void)j0;
     }
   }
 };
