@@ -188,9 +188,8 @@ class Gemm {
   // the rest down narrower paths that sum differently: blocks of columns start on multiples
   // of mr, so that every column takes the same path on any thread count.
 #if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-  static constexpr Index kColumnSplit =
-      (kSplit + Eigen::internal::gebp_traits<Scalar, Scalar>::mr - 1) / Eigen::internal::gebp_traits<Scalar, Scalar>::mr *
-      Eigen::internal::gebp_traits<Scalar, Scalar>::mr;
+  static constexpr Index kMr = Eigen::internal::gebp_traits<Scalar, Scalar>::mr;
+  static constexpr Index kColumnSplit = (kSplit + kMr - 1) / kMr * kMr;
 #else
   static constexpr Index kColumnSplit = kSplit;
 #endif
@@ -209,7 +208,8 @@ class Gemm {
     // Split the longer side of C between the threads, in blocks of whole multiples of kSplit.
     const bool by_columns = N >= M;
     detail::parallel_region(threads, [&](int thread, int team) {
-      const auto [begin, end] = detail::share_of(by_columns ? N : M, thread, team, by_columns ? kColumnSplit : kSplit);
+      const auto [begin, end] =
+          detail::share_of(by_columns ? N : M, thread, team, by_columns ? kColumnSplit : kSplit);
       if (begin >= end) return;
       if (by_columns)
         block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, kc, alpha, thread);

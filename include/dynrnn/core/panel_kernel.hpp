@@ -142,11 +142,13 @@ struct PanelKernel {
       for (int v = 0; v < V; ++v) acc[r][v] = pset1<Packet>(Scalar(0));
     const Scalar* a = p.a + i * p.lda;
     const Scalar* w = p.w + j0 * p.K;
-    // C's lines of the tile are fetched while the products run, not when the tile is stored.
+    // C's lines of the tile are fetched while the products run, not when the tile is stored
+    // (only those inside C: a pointer past it would be undefined even unread).
     DYNRNN_UNROLL
     for (int r = 0; r < R; ++r)
       DYNRNN_UNROLL
-      for (int v = 0; v < V; ++v) prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket);
+      for (int v = 0; v < V; ++v)
+        if (j0 + v * kPacket < p.N) prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket);
     for (Index k = 0; k < p.K; ++k, w += width) {
       Packet wk[V];
       DYNRNN_UNROLL
