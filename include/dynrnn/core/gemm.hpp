@@ -193,9 +193,6 @@ class Gemm {
 #else
   static constexpr Index kColumnSplit = kSplit;
 #endif
-  // Below this many multiply-adds a product runs on one thread.
-  static constexpr double kParallelWork = 1 << 18;
-
   void dispatch(MatrixRef& C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b, Index M,
                 Index N, Index K, Scalar alpha) {
     const int threads = thread_count(M, N, K);
@@ -219,9 +216,7 @@ class Gemm {
   }
 
   static int thread_count(Index M, Index N, Index K) {
-    const int max = max_threads();
-    if (max <= 1 || double(M) * double(N) * double(K) < kParallelWork) return 1;
-    return int(std::max<Index>(1, std::min<Index>(max, std::max(M, N) / kSplit)));
+    return detail::threads_for(double(M) * double(N) * double(K), std::max(M, N) / kSplit);
   }
 
   // The depth blocking of a whole (M, N, K) product: it decides the order of the sums, so
@@ -431,9 +426,9 @@ class PackedRightGemm {
     detail::check_shape(fn, "C", C, A.rows(), N_);
     const Index n = A.rows();
     if constexpr (!detail::external_gemm<Scalar>()) {
-      const int max = max_threads();
-      if (max > 1 && double(n) * double(N_) * double(K_) >= kParallelWork && n >= 2 * kRowGranule) {
-        detail::parallel_region(max, [&](int thread, int team) {
+      const int threads = detail::threads_for(double(n) * double(N_) * double(K_), n / kRowGranule);
+      if (threads > 1) {
+        detail::parallel_region(threads, [&](int thread, int team) {
           const auto [begin, end] = detail::share_of(n, thread, team, kRowGranule);
           if (begin < end) rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
         });
@@ -468,8 +463,6 @@ class PackedRightGemm {
 
  private:
   using Kernel = detail::PanelKernel<Scalar>;
-  // Below this many multiply-adds operator() runs on one thread.
-  static constexpr double kParallelWork = 1 << 18;
 
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (Kernel::pack)
   Index K_ = 0, N_ = 0;

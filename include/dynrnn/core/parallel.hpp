@@ -47,6 +47,17 @@ inline int max_threads() {
 
 namespace detail {
 
+/// Below this many multiply-adds a product, or a time step's products, runs on one thread.
+inline constexpr double kParallelWork = 1 << 18;
+
+/// Threads for `work` multiply-adds that split into at most `parts` pieces: one below
+/// kParallelWork, else as many as are allowed and there are pieces.
+inline int threads_for(double work, Index parts) {
+  const int max = max_threads();
+  if (max <= 1 || work < kParallelWork) return 1;
+  return int(std::max<Index>(1, std::min<Index>(max, parts)));
+}
+
 /// Runs f(r) for r in [0, n): on all threads when `worth_it` and more than one is allowed,
 /// else in a plain loop, which never touches the OpenMP runtime (an OpenMP region, even a
 /// one-thread one, may allocate).

@@ -20,10 +20,6 @@
 
 namespace dynrnn::detail {
 
-// The time loop runs on several threads when a step's recurrent products have at least
-// this many multiply-adds, and every thread gets a few rows.
-inline constexpr double kParallelStepWork = 1 << 18;
-
 /// The checks every cell's forward() starts with: its parameters, the sorted initial state
 /// and the packed inputs against the schedule.
 template <class Cell>
@@ -53,9 +49,7 @@ void check_backward_arguments(const char* function, const Cell& cell, const Pack
 /// Threads for a time loop whose first step has `rows` rows, each costing
 /// `macs_per_row` multiply-adds in the recurrent products.
 inline int loop_threads(Index rows, double macs_per_row) {
-  const int max = max_threads();
-  if (max <= 1 || double(rows) * macs_per_row < kParallelStepWork) return 1;
-  return int(std::max<Index>(1, std::min<Index>(max, rows / 8)));
+  return threads_for(double(rows) * macs_per_row, rows / 8);  // a few rows for every thread
 }
 
 /// Thread `thread`'s rows [begin, end) of a time loop over `s` split `team` ways, fixed for
