@@ -121,7 +121,10 @@ TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
 TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
   using Scalar = TypeParam;
   Rng rng(44);
-  const Index shapes[][4] = {{1, 1, 1, 1}, {7, 3, 5, 9}, {700, 37, 66, 130}, {640, 128, 256, 1024}};  // K, M1, M2, N
+  // K, M1, M2, N: no depth at all; depths of several slices of the kernel's (kDepth), rows
+  // that end inside a tile, columns that end inside a panel and inside a packet.
+  const Index shapes[][4] = {{0, 3, 4, 5},       {1, 1, 1, 1},        {7, 3, 5, 9},
+                             {700, 37, 66, 130}, {640, 128, 256, 1024}, {257, 7, 1, 3}};
   Gemm<Scalar> pair, single;
   for (const auto& shape : shapes) {
     const Index K = shape[0], M1 = shape[1], M2 = shape[2], N = shape[3];
@@ -129,8 +132,11 @@ TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
     const auto a1 = random_matrix<Scalar>(K, M1, rng), a2 = random_matrix<Scalar>(K, M2, rng);
     const auto b = random_matrix<Scalar>(K, N, rng);
     const Matrix<Scalar> c1 = random_matrix<Scalar>(M1, N, rng), c2 = random_matrix<Scalar>(M2, N, rng);
-    for (double beta : {0.0, 1.0}) {
-      Matrix<Scalar> p1 = c1, p2 = c2;
+    for (double beta : {0.0, 1.0, 0.5}) {
+      // With beta 0, C's old values (here NaN) are never read.
+      const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+      Matrix<Scalar> p1 = beta == 0 ? Matrix<Scalar>::Constant(M1, N, nan) : c1;
+      Matrix<Scalar> p2 = beta == 0 ? Matrix<Scalar>::Constant(M2, N, nan) : c2;
       pair.transposed_pair(p1, a1, p2, a2, b, Scalar(-0.75), Scalar(beta));
       const Matrix<Scalar> e1 = Scalar(-0.75) * a1.transpose() * b + Scalar(beta) * c1;
       const Matrix<Scalar> e2 = Scalar(-0.75) * a2.transpose() * b + Scalar(beta) * c2;

@@ -11,7 +11,8 @@
 // is stable within Eigen 3.4; for other versions Gemm falls back to the public
 // expression API.
 //
-// PackedRightGemm, for a right operand fixed over many products (a cell's weights), runs
+// Products Aᵀ·B (the weight gradients, Gemm::transposed_pair and op(A) = Aᵀ with op(B) = B)
+// and PackedRightGemm, for a right operand fixed over many products (a cell's weights), run
 // dynrnn's own kernel instead (panel_kernel.hpp), built on Eigen's SIMD packets only.
 //
 // Backends: define DYNRNN_GEMM_OPENBLAS (and link OpenBLAS) or DYNRNN_GEMM_ONEDNN (and link
@@ -23,7 +24,8 @@
 // blocks of columns (or of rows) and the blocks run in parallel, each thread
 // with packing buffers of its own. Every thread blocks the inner dimension the
 // same way as a single thread would, so each element of C is summed in the
-// same order and the result does not depend on the thread count.
+// same order and the result does not depend on the thread count. Products Aᵀ·B
+// share their columns in whole panels of dynrnn's kernel, to the same effect.
 #pragma once
 
 #include "check.hpp"
@@ -132,6 +134,13 @@ class Gemm {
       detail::throw_argument("Gemm", "B", "with op(B) of shape " + detail::shape_string({K, N}),
                              detail::shape_string({B.rows(), B.cols()}) + (op_b == Op::N ? "" : " transposed"));
     if (M == 0 || N == 0) return;
+    if constexpr (!detail::external_gemm<Scalar>()) {
+      if (op_a == Op::T && op_b == Op::N) {  // a weight gradient: dynrnn's kernel, as transposed_pair()
+        const typename Kernel::Transposed product{C.data(), C.outerStride(), A.data(), A.outerStride(), M};
+        transposed(&product, 1, B, alpha, beta);
+        return;
+      }
+    }
     detail::scale(C, beta);
     if (K == 0) return;
     if constexpr (detail::external_gemm<Scalar>()) {
@@ -143,9 +152,9 @@ class Gemm {
   }
 
   /// \brief `C1 = alpha·A1ᵀ·B + beta·C1` and `C2 = alpha·A2ᵀ·B + beta·C2`: the weight
-  /// gradient of a layer whose weights stack two inputs, `[A1, A2]ᵀ · B`, with `B` packed
-  /// once for both products instead of once each. Each element is summed in the same order
-  /// as by operator() and whatever the thread count.
+  /// gradient of a layer whose weights stack two inputs, `[A1, A2]ᵀ · B`, with each slice of
+  /// `B` packed once for both products instead of once each. Each element is summed in the
+  /// same order as by operator() and whatever the thread count.
   /// \param C1 (M1, N).  \param A1 (K, M1).
   /// \param C2 (M2, N).  \param A2 (K, M2).
   /// \param B  (K, N).
@@ -158,27 +167,15 @@ class Gemm {
     detail::check_shape(fn, "A2", A2, K, C2.rows());
     detail::check_shape(fn, "C1", C1, A1.cols(), N);
     detail::check_shape(fn, "C2", C2, A2.cols(), N);
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
     if constexpr (!detail::external_gemm<Scalar>()) {
-      if (N == 0) return;
-      if (C1.rows() > 0) detail::scale(C1, beta);
-      if (C2.rows() > 0) detail::scale(C2, beta);
-      if (K == 0) return;
-      // Columns of C (and of B) are shared between the threads; every thread packs its
-      // columns of B once and multiplies them by all of A1 and A2.
-      const int threads = thread_count(C1.rows() + C2.rows(), N, K);
-      reserve(threads);
-      const Index kc = depth_blocking(std::max(C1.rows(), C2.rows()), N, K);
-      detail::parallel_region(threads, [&](int thread, int team) {
-        const auto [begin, end] = detail::share_of(N, thread, team, kColumnSplit);
-        if (begin < end) pair_block(C1, A1, C2, A2, B, begin, end - begin, kc, alpha, thread);
-      });
-      return;
+      const typename Kernel::Transposed products[] = {
+          {C1.data(), C1.outerStride(), A1.data(), A1.outerStride(), C1.rows()},
+          {C2.data(), C2.outerStride(), A2.data(), A2.outerStride(), C2.rows()}};
+      transposed(products, 2, B, alpha, beta);
+    } else {  // the external libraries: two products
+      operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
+      operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
     }
-#endif
-    // The external libraries, and Eigen versions whose internals differ: two products.
-    operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
-    operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
   }
 
  private:
@@ -255,51 +252,30 @@ class Gemm {
       op_b == Op::N ? go(Cols{}, Rows{}) : go(Cols{}, Cols{});
   }
 
-#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
-  // Columns [c0, c0 + cols) of C1 and C2 for transposed_pair(), on thread slot `slot`. In
-  // Eigen's column-major terms Ciᵀ = Bᵀ · Ai: Bᵀ is the left operand, packed once per
-  // (mc, kc) block and multiplied by the packed blocks of A1 and then of A2.
-  void pair_block(MatrixRef& C1, const ConstMatrixRef& A1, MatrixRef& C2, const ConstMatrixRef& A2,
-                  const ConstMatrixRef& B, Index c0, Index cols, Index depth, Scalar alpha, int slot) {
-    using Traits = Eigen::internal::gebp_traits<Scalar, Scalar>;
-    using LhsMapper = Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::ColMajor>;
-    using RhsMapper = Eigen::internal::const_blas_data_mapper<Scalar, Index, Eigen::RowMajor>;
-    using ResMapper = Eigen::internal::blas_data_mapper<Scalar, Index, Eigen::ColMajor, Eigen::Unaligned, 1>;
-    using PackLhs = Eigen::internal::gemm_pack_lhs<Scalar, Index, LhsMapper, Traits::mr, Traits::LhsProgress,
-                                                   typename Traits::LhsPacket4Packing, Eigen::ColMajor>;
-    using PackRhs = Eigen::internal::gemm_pack_rhs<Scalar, Index, RhsMapper, Traits::nr, Eigen::RowMajor>;
-    using Gebp = Eigen::internal::gebp_kernel<Scalar, Scalar, Index, ResMapper, Traits::mr, Traits::nr, false, false>;
+  using Kernel = detail::PanelKernel<Scalar>;
 
-    const Index K = B.rows();
-    Blocking& blocking = *blocking_[std::size_t(slot)];
-    blocking.set(std::max(C1.rows(), C2.rows()), cols, K, depth);
-    const Index kc = blocking.kc(), mc = blocking.mc(), nc = blocking.nc();
-    Scalar* block_b = blocking.blockA();  // Bᵀ, the left operand in Eigen's terms
-    Scalar* block_a = blocking.blockB();
-    const LhsMapper lhs(B.data() + c0, B.outerStride());
-    const struct {
-      MatrixRef& c;
-      const ConstMatrixRef& a;
-    } parts[] = {{C1, A1}, {C2, A2}};
-    for (Index i2 = 0; i2 < cols; i2 += mc) {
-      const Index actual_mc = std::min(i2 + mc, cols) - i2;
-      for (Index k2 = 0; k2 < K; k2 += kc) {
-        const Index actual_kc = std::min(k2 + kc, K) - k2;
-        PackLhs()(block_b, lhs.getSubMapper(i2, k2), actual_kc, actual_mc);
-        for (const auto& part : parts) {
-          const RhsMapper rhs(part.a.data(), part.a.outerStride());
-          const ResMapper res(part.c.data() + c0, part.c.outerStride());
-          const Index M = part.c.rows();
-          for (Index j2 = 0; j2 < M; j2 += nc) {
-            const Index actual_nc = std::min(j2 + nc, M) - j2;
-            PackRhs()(block_a, rhs.getSubMapper(k2, j2), actual_kc, actual_nc);
-            Gebp()(res.getSubMapper(i2, j2), block_b, block_a, actual_mc, actual_kc, actual_nc, alpha);
-          }
-        }
-      }
-    }
+  // C_i = alpha·A_iᵀ·B + beta·C_i on dynrnn's kernel (PanelKernel::run_transposed): the
+  // columns are shared between the threads in whole panels, each thread with a workspace of
+  // its own, so every element is computed the same way on any thread count.
+  void transposed(const typename Kernel::Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha,
+                  Scalar beta) {
+    const Index K = B.rows(), N = B.cols();
+    Index m = 0;
+    for (int i = 0; i < count; ++i) m += products[i].m;
+    if (m == 0 || N == 0) return;
+    const Index panels = (N + Kernel::kWidth - 1) / Kernel::kWidth;
+    const int threads = detail::threads_for(double(m) * double(N) * double(K), panels);
+    const std::size_t space = std::size_t(Kernel::transposed_space(m));
+    if (spaces_.size() < std::size_t(threads)) spaces_.resize(std::size_t(threads));
+    for (int t = 0; t < threads; ++t)
+      if (spaces_[std::size_t(t)].size() < space) spaces_[std::size_t(t)].resize(space);
+    detail::parallel_region(threads, [&](int thread, int team) {
+      const auto [begin, end] = detail::share_of(panels, thread, team, 1);
+      Kernel::run_transposed(products, count, B.data(), B.outerStride(), K, N, begin * Kernel::kWidth,
+                             std::min(N, end * Kernel::kWidth), alpha, beta, spaces_[std::size_t(thread)].data());
+    });
   }
-#endif
+  std::vector<std::vector<Scalar>> spaces_;  // run_transposed's workspace, one per thread slot
 
   // Makes sure there is a packing space for every thread slot.
   void reserve(int threads) {
