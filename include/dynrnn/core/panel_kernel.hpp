@@ -78,7 +78,9 @@ struct PanelKernel {
       Scalar* panel = dst + j0 * K;  // every panel before this one is kWidth wide
       for (Index k = 0; k < K; ++k) {
         Scalar* out = panel + k * panel_width;
-        if (!transposed)
+        if (!transposed && width == kWidth)  // a fixed count, copied inline rather than by a library call
+          for (Index c = 0; c < kWidth; ++c) out[c] = w[k * stride + j0 + c];
+        else if (!transposed)
           std::copy(w + k * stride + j0, w + k * stride + j0 + width, out);
         else
           for (Index c = 0; c < width; ++c) out[c] = w[(j0 + c) * stride + k];

@@ -53,7 +53,7 @@ inline int loop_threads(Index rows, double macs_per_row) {
 }
 
 /// Thread `thread`'s rows [begin, end) of a time loop over `s` split `team` ways, fixed for
-/// the whole loop: whole panels of `granule` rows, cut where the threads get about the same
+/// the whole loop: whole blocks of `granule` rows, cut where the threads get about the same
 /// number of valid (row, step) pairs. Rows are sorted longest first, so later threads get
 /// more rows, which stop earlier.
 inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index granule) {
@@ -79,17 +79,18 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index gran
 
 /// Runs step(t, o, r0, r1) for every step t of `s`, in order (or in reverse order for
 /// backward passes), on `threads` threads. Each thread owns a fixed block of sorted rows for
-/// the whole loop (loop_rows()) and at step t gets those of its rows still active, [r0, r1);
-/// blocks start on multiples of the recurrent product's kRowGranule, which keeps its kernel
-/// on whole register tiles. Every row is computed the same way on any thread count. A row's
-/// steps only ever read and write that row, so the threads never wait for each other inside
-/// the loop.
+/// the whole loop (loop_rows()) and at step t gets those of its rows still active, [r0, r1).
+/// The blocks are cut row by row, not on the recurrent kernel's tiles of kRowGranule rows:
+/// 64 rows then split 32 + 32 rather than 30 + 34 (AVX-512's tiles of 6), and the kernel
+/// computes a row the same way in any tile, so every row is computed the same way on any
+/// thread count. A row's steps only ever read and write that row, so the threads never
+/// wait for each other inside the loop.
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
 /// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
 template <class Scalar, class F>
 void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
   parallel_region(threads, [&](int thread, int team) {
-    const auto [begin, end] = loop_rows(s, thread, team, PackedRightGemm<Scalar>::kRowGranule);
+    const auto [begin, end] = loop_rows(s, thread, team, /*granule=*/1);
     for (Index k = 0; k < s.steps; ++k) {
       const Index t = reverse ? s.steps - 1 - k : k;
       const Index r1 = std::min(end, s.active[std::size_t(t)]);
