@@ -63,7 +63,7 @@ void BM_Packed(benchmark::State& state, const Shape& s) {
   Mat c(s.m, s.n);
   dynrnn::PackedRightGemm<float> gemm;
   dynrnn::Gemm<float> transposed;
-  gemm.pack(b, dynrnn::Op::N);
+  if (!s.transposed) gemm.pack(b, dynrnn::Op::N);
   for (auto _ : state) {
     if (s.transposed)
       transposed(c, a, dynrnn::Op::T, b, dynrnn::Op::N);

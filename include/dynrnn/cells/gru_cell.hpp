@@ -249,7 +249,7 @@ class GRUCell {
       cache.candidate_gemm.pack(W_h.rightCols(H), Op::N);
     }
     detail::seed_first_step(s, s0.h, cache.h_prev);
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       const auto h_prev = cache.h_prev.middleRows(o + r0, n);
       auto gates = cache.gates.middleRows(o + r0, n);
@@ -323,7 +323,7 @@ class GRUCell {
       ws.candidate_gemm.pack(W_h.rightCols(H), Op::T);
     }
 
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       for (Index r = r0; r < r1; ++r) {
         const Scalar* g = cache.gates.row(o + r).data();

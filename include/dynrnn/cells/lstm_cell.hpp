@@ -359,7 +359,7 @@ class LSTMCell {
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
                                 Scalar(1), Scalar(1));
       // c_{t-1} of the continuing rows: the first rows of the previous step's block.
@@ -436,7 +436,7 @@ class LSTMCell {
     ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T);  // W_hᵀ, (4H, R)
     if (proj) ws.projection_gemm.pack(projection_, Op::T);  // (R, H)
 
-    detail::for_each_step<Scalar>(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       if (proj) {
         // dLoss/dh_t in total, through the clip, then back through the projection into m_t.

@@ -10,7 +10,6 @@
 
 #include "../core/check.hpp"
 #include "../core/column_sums.hpp"
-#include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
@@ -80,14 +79,14 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index gran
 /// Runs step(t, o, r0, r1) for every step t of `s`, in order (or in reverse order for
 /// backward passes), on `threads` threads. Each thread owns a fixed block of sorted rows for
 /// the whole loop (loop_rows()) and at step t gets those of its rows still active, [r0, r1).
-/// The blocks are cut row by row, not on the recurrent kernel's tiles of kRowGranule rows:
-/// 64 rows then split 32 + 32 rather than 30 + 34 (AVX-512's tiles of 6), and the kernel
-/// computes a row the same way in any tile, so every row is computed the same way on any
-/// thread count. A row's steps only ever read and write that row, so the threads never
+/// The blocks are cut row by row, not on the recurrent kernel's tiles
+/// (PackedRightGemm::kRowGranule rows): 64 rows then split 32 + 32 rather than 30 + 34
+/// (AVX-512's tiles of 6), and the kernel computes a row the same way in any tile, so every
+/// row is computed the same way on any thread count. A row's steps only ever read and write that row, so the threads never
 /// wait for each other inside the loop.
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
 /// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
-template <class Scalar, class F>
+template <class F>
 void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
   parallel_region(threads, [&](int thread, int team) {
     const auto [begin, end] = loop_rows(s, thread, team, /*granule=*/1);
