@@ -52,24 +52,21 @@ inline int loop_threads(Index rows, double macs_per_row) {
 }
 
 /// Thread `thread`'s rows [begin, end) of a time loop over `s` split `team` ways, fixed for
-/// the whole loop: whole blocks of `granule` rows, cut where the threads get about the same
-/// number of valid (row, step) pairs. Rows are sorted longest first, so later threads get
-/// more rows, which stop earlier.
-inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index granule) {
+/// the whole loop: cut between the rows where the threads get about the same number of
+/// valid (row, step) pairs. Rows are sorted longest first, so later threads get more rows,
+/// which stop earlier.
+inline Share loop_rows(const PackedSchedule& s, int thread, int team) {
   const Index rows = s.steps > 0 ? s.active[0] : 0;
-  const auto cut = [&](int k) {  // the panel boundary nearest to k/team of the pairs
+  const auto cut = [&](int k) {  // the row boundary nearest to k/team of the pairs
     if (k <= 0) return Index(0);
     if (k >= team) return rows;
     const double target = double(s.total()) * double(k) / double(team);
     Index b = 0;
     double before = 0;  // pairs in the rows before b
-    while (b < rows) {
-      const Index next = std::min(rows, b + granule);
-      double pairs = 0;
-      for (Index j = b; j < next; ++j) pairs += s.lengths[std::size_t(s.order[std::size_t(j)])];
+    for (; b < rows; ++b) {
+      const double pairs = s.lengths[std::size_t(s.order[std::size_t(b)])];
       if (before + pairs / 2 >= target) break;
       before += pairs;
-      b = next;
     }
     return b;
   };
@@ -82,14 +79,14 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team, Index gran
 /// The blocks are cut row by row, not on the recurrent kernel's tiles
 /// (PackedRightGemm::kRowGranule rows): 64 rows then split 32 + 32 rather than 30 + 34
 /// (AVX-512's tiles of 6), and the kernel computes a row the same way in any tile, so every
-/// row is computed the same way on any thread count. A row's steps only ever read and write that row, so the threads never
-/// wait for each other inside the loop.
+/// row is computed the same way on any thread count. A row's steps only ever read and write
+/// that row, so the threads never wait for each other inside the loop.
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
 /// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
 template <class F>
 void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
   parallel_region(threads, [&](int thread, int team) {
-    const auto [begin, end] = loop_rows(s, thread, team, /*granule=*/1);
+    const auto [begin, end] = loop_rows(s, thread, team);
     for (Index k = 0; k < s.steps; ++k) {
       const Index t = reverse ? s.steps - 1 - k : k;
       const Index r1 = std::min(end, s.active[std::size_t(t)]);
