@@ -263,6 +263,15 @@ class Gemm {
     Index m = 0;
     for (int i = 0; i < count; ++i) m += products[i].m;
     if (m == 0 || N == 0) return;
+    if (K == 0) {  // no slice of the depth to apply beta with
+      for (int i = 0; i < count; ++i) {
+        Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>> c(products[i].c, products[i].m, N,
+                                                              Eigen::OuterStride<>(products[i].ldc));
+        MatrixRef ref(c);
+        detail::scale(ref, beta);
+      }
+      return;
+    }
     const Index panels = (N + Kernel::kWidth - 1) / Kernel::kWidth;
     const int threads = detail::threads_for(double(m) * double(N) * double(K), panels);
     const std::size_t space = std::size_t(Kernel::transposed_space(m));

@@ -137,7 +137,8 @@ struct PanelKernel {
   /// Computes C_i = alpha · A_iᵀ · B + beta · C_i for `count` products that share the right
   /// operand B (K, N), row stride ldb, over the columns [j_begin, j_end) of B and of every C_i,
   /// on the calling thread. j_begin is a multiple of kWidth. `space` holds
-  /// transposed_space(m_1 + ... + m_count) scalars.
+  /// transposed_space(m_1 + ... + m_count) scalars. Beta is applied with the first slice, so
+  /// with K = 0 nothing is written: the caller scales C then.
   ///
   /// This is the weight gradient of a layer, [x, h]ᵀ · dgates, whose depth K (the rows of a
   /// whole batch) is large: it is taken kDepth at a time, the products keeping their partial
@@ -169,12 +170,6 @@ struct PanelKernel {
         }
       }
     }
-    if (K == 0)  // no slice to apply beta with
-      for (int i = 0; i < count; ++i)
-        for (Index r = 0; r < products[i].m; ++r) {
-          Scalar* c = products[i].c + r * products[i].ldc;
-          for (Index j = j_begin; j < std::min(j_end, N); ++j) c[j] = beta == Scalar(0) ? Scalar(0) : beta * c[j];
-        }
   }
 
  private:
