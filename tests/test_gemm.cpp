@@ -115,9 +115,10 @@ TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
   }
 }
 
-// [A1, A2]ᵀ · B with B packed once: against Eigen's product expressions, with beta, for
-// widths that are not multiples of the kernel's panels and depths of several k blocks;
-// bit-identical to two separate products and to itself on any thread count.
+// [A1, A2]ᵀ · B with B packed once, and the column sums of B with it: against Eigen's
+// product expressions and column sums, with beta, for widths that are not multiples of the
+// kernel's panels and depths of several k blocks; bit-identical to two separate products
+// and to itself on any thread count.
 TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
   using Scalar = TypeParam;
   Rng rng(44);
@@ -142,6 +143,16 @@ TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
       const Matrix<Scalar> e2 = Scalar(-0.75) * a2.transpose() * b + Scalar(beta) * c2;
       EXPECT_LE(max_abs<Scalar>(p1 - e1), tolerance<Scalar>() * double(K) * 4);
       EXPECT_LE(max_abs<Scalar>(p2 - e2), tolerance<Scalar>() * double(K) * 4);
+      // With column sums: sums += alpha · 1ᵀ·B (against Eigen's column sums), and the products
+      // exactly as without them.
+      const Vector<Scalar> sums0 = random_matrix<Scalar>(N, 1, rng);
+      Vector<Scalar> sums = sums0;
+      Matrix<Scalar> q1 = c1, q2 = c2;
+      pair.transposed_pair(q1, a1, q2, a2, b, Scalar(-0.75), Scalar(beta), sums.data());
+      const Vector<Scalar> expected_sums = sums0 + Scalar(-0.75) * b.colwise().sum().transpose();
+      EXPECT_LE(max_abs<Scalar>(sums - expected_sums), tolerance<Scalar>() * double(K + 1) * 4);
+      EXPECT_TRUE(identical(q1, p1));
+      EXPECT_TRUE(identical(q2, p2));
 #if !defined(DYNRNN_GEMM_OPENBLAS) && !defined(DYNRNN_GEMM_ONEDNN)
       const int saved_threads = max_threads();
       Matrix<Scalar> s1 = c1, s2 = c2;
@@ -152,9 +163,11 @@ TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
       for (int threads : {1, 2}) {
         set_num_threads(threads);
         Matrix<Scalar> t1 = c1, t2 = c2;
-        Gemm<Scalar>().transposed_pair(t1, a1, t2, a2, b, Scalar(-0.75), Scalar(beta));
+        Vector<Scalar> t_sums = sums0;
+        Gemm<Scalar>().transposed_pair(t1, a1, t2, a2, b, Scalar(-0.75), Scalar(beta), t_sums.data());
         EXPECT_TRUE(identical(t1, p1)) << threads << " threads";
         EXPECT_TRUE(identical(t2, p2)) << threads << " threads";
+        EXPECT_TRUE(identical(t_sums, sums)) << threads << " threads";
       }
       set_num_threads(saved_threads);
 #endif

@@ -476,10 +476,10 @@ class LSTMCell {
       ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0));
     });
 
-    // Weight gradients: one GEMM each over all valid (row, step) pairs.
+    // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
+    // (the column sums) from the same packed slices.
     ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
-                                   cache.h_prev, ws.dgates, Scalar(1), Scalar(1));
-    detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
+                                   cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data());
     if (proj) ws.weight_gemm(grads.projection, cache.m, Op::T, ws.d_proj, Op::N, Scalar(1), Scalar(1));
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
     dx.resize(P, input_size_);

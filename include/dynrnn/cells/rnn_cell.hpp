@@ -244,10 +244,10 @@ class RNNCell {
       ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), d_pre, Scalar(1), Scalar(0));
     });
 
-    // Weight gradients: one GEMM each over all valid (row, step) pairs.
+    // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
+    // (the column sums) from the same packed slices.
     ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(H),
-                                   cache.h_prev, ws.d_pre, Scalar(1), Scalar(1));
-    detail::add_column_sums<Scalar>(ws.d_pre, grads.bias);
+                                   cache.h_prev, ws.d_pre, Scalar(1), Scalar(1), grads.bias.data());
     dx.resize(P, input_size_);
     ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
     ws.input_gemm(dx, ws.d_pre);

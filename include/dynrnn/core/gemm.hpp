@@ -29,6 +29,7 @@
 #pragma once
 
 #include "check.hpp"
+#include "column_sums.hpp"
 #include "panel_kernel.hpp"
 #include "parallel.hpp"
 #include "types.hpp"
@@ -136,8 +137,8 @@ class Gemm {
     if (M == 0 || N == 0) return;
     if constexpr (!detail::external_gemm<Scalar>()) {
       if (op_a == Op::T && op_b == Op::N) {  // a weight gradient: dynrnn's kernel, as transposed_pair()
-        const typename Kernel::Transposed product{C.data(), C.outerStride(), A.data(), A.outerStride(), M};
-        transposed(&product, 1, B, alpha, beta);
+        const typename Kernel::Transposed product{C.data(), C.outerStride(), A.data(), A.outerStride(), M, beta};
+        transposed(&product, 1, B, alpha);
         return;
       }
     }
@@ -155,12 +156,18 @@ class Gemm {
   /// gradient of a layer whose weights stack two inputs, `[A1, A2]ᵀ · B`, with each slice of
   /// `B` packed once for both products instead of once each. Each element is summed in the
   /// same order as by operator() and whatever the thread count.
+  ///
+  /// With `column_sums`, also `column_sums += alpha · 1ᵀ·B` (the sums of B's columns: the
+  /// bias gradient of the same layer), from the same packed slices of B rather than from
+  /// another pass over it; each sum is taken in a fixed order whatever the thread count.
   /// \param C1 (M1, N).  \param A1 (K, M1).
   /// \param C2 (M2, N).  \param A2 (K, M2).
   /// \param B  (K, N).
+  /// \param column_sums N scalars, added to; or null.
   /// \throws std::invalid_argument when the shapes disagree.
   void transposed_pair(MatrixRef C1, const ConstMatrixRef& A1, MatrixRef C2, const ConstMatrixRef& A2,
-                       const ConstMatrixRef& B, Scalar alpha = Scalar(1), Scalar beta = Scalar(0)) {
+                       const ConstMatrixRef& B, Scalar alpha = Scalar(1), Scalar beta = Scalar(0),
+                       Scalar* column_sums = nullptr) {
     constexpr const char* fn = "Gemm::transposed_pair";
     const Index K = B.rows(), N = B.cols();
     detail::check_shape(fn, "A1", A1, K, C1.rows());
@@ -168,13 +175,22 @@ class Gemm {
     detail::check_shape(fn, "C1", C1, A1.cols(), N);
     detail::check_shape(fn, "C2", C2, A2.cols(), N);
     if constexpr (!detail::external_gemm<Scalar>()) {
+      static const Scalar one(1);  // A = 1 (K, 1), row stride 0: 1ᵀ·B
       const typename Kernel::Transposed products[] = {
-          {C1.data(), C1.outerStride(), A1.data(), A1.outerStride(), C1.rows()},
-          {C2.data(), C2.outerStride(), A2.data(), A2.outerStride(), C2.rows()}};
-      transposed(products, 2, B, alpha, beta);
-    } else {  // the external libraries: two products
+          {C1.data(), C1.outerStride(), A1.data(), A1.outerStride(), C1.rows(), beta},
+          {C2.data(), C2.outerStride(), A2.data(), A2.outerStride(), C2.rows(), beta},
+          {column_sums, N, &one, 0, 1, Scalar(1)}};
+      transposed(products, column_sums ? 3 : 2, B, alpha);
+    } else {  // the external libraries: two products, and the sums in a pass of their own
       operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
       operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
+      if (column_sums) {
+        Eigen::Map<Vector<Scalar>> sums(column_sums, N);
+        if (alpha == Scalar(1))
+          detail::add_column_sums<Scalar>(B, sums);
+        else
+          sums += alpha * B.colwise().sum().transpose();
+      }
     }
   }
 
@@ -257,8 +273,7 @@ class Gemm {
   // C_i = alpha·A_iᵀ·B + beta·C_i on dynrnn's kernel (PanelKernel::run_transposed): the
   // columns are shared between the threads in whole panels, each thread with a workspace of
   // its own, so every element is computed the same way on any thread count.
-  void transposed(const typename Kernel::Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha,
-                  Scalar beta) {
+  void transposed(const typename Kernel::Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha) {
     const Index K = B.rows(), N = B.cols();
     Index m = 0;
     for (int i = 0; i < count; ++i) m += products[i].m;
@@ -268,7 +283,7 @@ class Gemm {
         Eigen::Map<Matrix<Scalar>, 0, Eigen::OuterStride<>> c(products[i].c, products[i].m, N,
                                                               Eigen::OuterStride<>(products[i].ldc));
         MatrixRef ref(c);
-        detail::scale(ref, beta);
+        detail::scale(ref, products[i].beta);
       }
       return;
     }
@@ -281,7 +296,7 @@ class Gemm {
     detail::parallel_region(threads, [&](int thread, int team) {
       const auto [begin, end] = detail::share_of(panels, thread, team, 1);
       Kernel::run_transposed(products, count, B.data(), B.outerStride(), K, N, begin * Kernel::kWidth,
-                             std::min(N, end * Kernel::kWidth), alpha, beta, spaces_[std::size_t(thread)].data());
+                             std::min(N, end * Kernel::kWidth), alpha, spaces_[std::size_t(thread)].data());
     });
   }
   std::vector<std::vector<Scalar>> spaces_;  // run_transposed's workspace, one per thread slot

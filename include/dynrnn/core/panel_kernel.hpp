@@ -122,6 +122,7 @@ struct PanelKernel {
     const Scalar* a;  ///< A, (K, m), row stride lda.
     Index lda;        ///< Row stride of A.
     Index m;          ///< Rows of C, columns of A.
+    Scalar beta;      ///< C = alpha · Aᵀ · B + beta · C; C is not read when beta is 0.
   };
 
   /// Depth (rows of A and B) that run_transposed() takes at a time. A panel's slice of B
@@ -134,11 +135,12 @@ struct PanelKernel {
   /// Scalars of workspace run_transposed() needs for products of `m` rows of C in all.
   static Index transposed_space(Index m) { return kDepth * (m + kWidth); }
 
-  /// Computes C_i = alpha · A_iᵀ · B + beta · C_i for `count` products that share the right
+  /// Computes C_i = alpha · A_iᵀ · B + beta_i · C_i for `count` products that share the right
   /// operand B (K, N), row stride ldb, over the columns [j_begin, j_end) of B and of every C_i,
   /// on the calling thread. j_begin is a multiple of kWidth. `space` holds
   /// transposed_space(m_1 + ... + m_count) scalars. Beta is applied with the first slice, so
-  /// with K = 0 nothing is written: the caller scales C then.
+  /// with K = 0 nothing is written: the caller scales C then. A product's A may have row
+  /// stride 0: A = 1 (K, 1) with lda 0 and a pointing at a 1 makes C (1, N) the column sums of B.
   ///
   /// This is the weight gradient of a layer, [x, h]ᵀ · dgates, whose depth K (the rows of a
   /// whole batch) is large: it is taken kDepth at a time, the products keeping their partial
@@ -147,7 +149,7 @@ struct PanelKernel {
   /// element of C is summed over the same slices in the same order whatever the columns
   /// given, so the columns can be shared between threads without changing a bit.
   static void run_transposed(const Transposed* products, int count, const Scalar* b, Index ldb, Index K, Index N,
-                             Index j_begin, Index j_end, Scalar alpha, Scalar beta, Scalar* space) {
+                             Index j_begin, Index j_end, Scalar alpha, Scalar* space) {
     if (j_begin >= j_end) return;
     for (Index k0 = 0; k0 < K; k0 += kDepth) {
       const Index depth = std::min(kDepth, K - k0);
@@ -164,7 +166,7 @@ struct PanelKernel {
         a = packed_a;
         for (int i = 0; i < count; ++i) {
           const Transposed& t = products[i];
-          const Product p{t.c, t.ldc, a, 0, nullptr, nullptr, t.m, depth, N, alpha, k0 == 0 ? beta : Scalar(1)};
+          const Product p{t.c, t.ldc, a, 0, nullptr, nullptr, t.m, depth, N, alpha, k0 == 0 ? t.beta : Scalar(1)};
           panel<true>(p, 0, t.m, j0, packets, packed_b);
           a += depth * t.m;
         }
