@@ -71,6 +71,8 @@ struct Lstm {
 void set_threads(benchmark::State& state) {
 #ifdef _OPENMP
   omp_set_num_threads(int(state.range(0)));
+#else
+  (void)state;  // built without OpenMP: oneDNN's own threading decides
 #endif
 }
 
