@@ -63,7 +63,7 @@ TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
   using Scalar = TypeParam;
   Rng rng(43);
   const Index shapes[][3] = {{3, 5, 1}, {9, 23, 13}, {17, 44, 37}, {64, 256, 64}, {256, 1024, 37},
-                             {300, 96, 700}, {256, 2, 50}};  // K, N, n
+                             {300, 96, 700}, {256, 2, 50}, {37, 1, 13}, {19, 3, 29}, {1, 4, 7}};  // K, N, n
   const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
   PackedRightGemm<Scalar> packed;  // one object for all shapes: its storage grows and is reused
   const int saved_threads = max_threads();

@@ -18,6 +18,12 @@
 // same epilogue, whatever tile, row block or thread it falls in: results do not depend on
 // how the rows are split between calls or threads.
 //
+// A product of at most a quarter of a packet's columns (narrow(): the input gradient of a
+// layer with 2 input features, say) would leave most lanes of a panel zero. Its W is packed
+// column after column instead, and each element of C is a dot product along K, in packets
+// and then the scalars past the last whole one: again the same for every row wherever it
+// falls.
+//
 // run_transposed() uses the same tiles for C = alpha · Aᵀ · B + beta · C, the weight gradient
 // [x, h]ᵀ · dgates, whose depth (the rows of a whole batch) is too large for one pass: it
 // takes kDepth rows of A and B at a time, packs that slice of A into tiles of kRows columns
@@ -58,11 +64,20 @@ struct PanelKernel {
   static constexpr Index kWidth = Index(kPackets) * kPacket;                    ///< Columns per panel.
 
   /// Packets in the panel that starts at column j0 of N: kPackets, or fewer in a last,
-  /// narrower panel, so that a product with few columns (an input gradient of width 2,
+  /// narrower panel, so that a product with few columns (an input gradient of width 8,
   /// say) does not compute a whole panel's worth of zeros.
   static int packets_at(Index j0, Index N) {
     return int(std::min<Index>(kPackets, (N - j0 + kPacket - 1) / kPacket));
   }
+
+  /// Widest product computed by dot products along K (narrow()): a quarter of a packet.
+  static constexpr int kNarrow = kPacket / 4;
+
+  /// True when a product of N columns is computed as one dot product along K per element of
+  /// C, with op(W) packed column after column, rather than in a panel whose lanes would be
+  /// mostly zeros: the input gradient of a layer with a few input features, for instance
+  /// (2 columns against AVX-512's 16 float lanes).
+  static bool narrow(Index N) { return kNarrow > 0 && N <= kNarrow; }
 
   /// Scalars the packed form of a (K, N) operand takes.
   static Index packed_size(Index K, Index N) {
@@ -70,9 +85,18 @@ struct PanelKernel {
     return K * (full + (N - full + kPacket - 1) / kPacket * kPacket);
   }
 
-  /// Packs op(W), (K, N), into `dst` (packed_size(K, N) scalars). W is row-major with row
-  /// stride `stride`: (K, N) when not `transposed`, else (N, K).
+  /// Packs op(W), (K, N), for run() into `dst` (packed_size(K, N) scalars): in panels, or
+  /// column after column when the product is narrow(). W is row-major with row stride
+  /// `stride`: (K, N) when not `transposed`, else (N, K).
   static void pack(Scalar* dst, const Scalar* w, Index stride, bool transposed, Index K, Index N) {
+    if (!narrow(N)) return pack_panels(dst, w, stride, transposed, K, N);
+    for (Index j = 0; j < N; ++j)  // column j at dst + j · K
+      for (Index k = 0; k < K; ++k) dst[j * K + k] = transposed ? w[j * stride + k] : w[k * stride + j];
+  }
+
+  /// Packs op(W), (K, N), into panels at `dst` (packed_size(K, N) scalars), whatever N;
+  /// arguments as for pack().
+  static void pack_panels(Scalar* dst, const Scalar* w, Index stride, bool transposed, Index K, Index N) {
     for (Index j0 = 0; j0 < N; j0 += kWidth) {
       const Index width = std::min(kWidth, N - j0), panel_width = Index(packets_at(j0, N)) * kPacket;
       Scalar* panel = dst + j0 * K;  // every panel before this one is kWidth wide
@@ -104,6 +128,9 @@ struct PanelKernel {
   /// Computes the whole product p on the calling thread.
   static void run(const Product& p) {
     if (p.n == 0 || p.N == 0) return;
+    if constexpr (kNarrow > 0) {
+      if (narrow(p.N)) return dots<kNarrow>(p);
+    }
     // Rows in blocks of about 128 KiB of A, which stay in the L2 cache while every panel
     // passes over them; a panel (K · kWidth scalars) stays in L1 or L2 while the block's
     // tiles use it.
@@ -162,7 +189,7 @@ struct PanelKernel {
       }
       for (Index j0 = j_begin; j0 < j_end; j0 += kWidth) {
         const int packets = packets_at(j0, N);
-        pack(packed_b, b + k0 * ldb + j0, ldb, false, depth, std::min(kWidth, N - j0));
+        pack_panels(packed_b, b + k0 * ldb + j0, ldb, false, depth, std::min(kWidth, N - j0));
         a = packed_a;
         for (int i = 0; i < count; ++i) {
           const Transposed& t = products[i];
@@ -200,6 +227,38 @@ struct PanelKernel {
     Index i = i0;
     for (; i + kRows <= i1; i += kRows) tile<kRows, V, Packed>(p, i, j0, w);
     tail<V, Packed>(p, i, i1 - i, j0, w);
+  }
+
+  // A narrow product (narrow()) of exactly J columns, or fewer: each element of C is a dot
+  // product of its row of A and its column of W, summed in packets from k = 0 (the J columns
+  // side by side, so that their sums overlap), the packet reduced, then the scalars past
+  // the last whole packet; the same epilogue as a tile's.
+  template <int J>
+  static void dots(const Product& p) {
+    if constexpr (J > 1) {
+      if (p.N < J) return dots<J - 1>(p);
+    }
+    using namespace Eigen::internal;
+    const Index whole = p.K / kPacket * kPacket;
+    for (Index i = 0; i < p.n; ++i) {
+      const Scalar* a = p.a + i * p.lda;
+      Packet acc[J];
+      for (int j = 0; j < J; ++j) acc[j] = pset1<Packet>(Scalar(0));
+      for (Index k = 0; k < whole; k += kPacket) {
+        const Packet ak = ploadu<Packet>(a + k);
+        for (int j = 0; j < J; ++j) acc[j] = pmadd(ak, ploadu<Packet>(p.w + j * p.K + k), acc[j]);
+      }
+      Scalar* c = p.c + i * p.ldc;
+      for (int j = 0; j < J; ++j) {
+        const Scalar* w = p.w + j * p.K;
+        Scalar sum = predux(acc[j]);
+        for (Index k = whole; k < p.K; ++k) sum += a[k] * w[k];
+        Scalar out = p.alpha * sum;
+        if (p.bias) out = out + p.bias[j];
+        if (p.beta != Scalar(0)) out = out + p.beta * c[j];
+        c[j] = out;
+      }
+    }
   }
 
   // The rows < kRows left at the end of a row block.
