@@ -123,6 +123,47 @@ TYPED_TEST(LSTMTyped, OutputsAreExactlyZeroPastLength) {
       }
 }
 
+// A result reused for a batch of the same shape writes every padded output again, with
+// zeros, whatever its buffer held (NaN here), at steps some rows reach (row 1 after step 2)
+// and at steps none reaches (4 and 5); and so do the gradients for the inputs.
+TYPED_TEST(LSTMTyped, ReusedResultsRewriteEveryPaddedPosition) {
+  using Scalar = TypeParam;
+  Rng rng(12);
+  const Index T = 6, B = 4, I = 2, H = 3;
+  const Scalar nan = std::numeric_limits<Scalar>::quiet_NaN();
+  auto cell = random_cell<Scalar>(I, H, rng);
+  const std::vector<int> lengths = {4, 2, 0, 3};
+  const auto x = random_tensor<Scalar>(T, B, I, rng);
+  const auto d_outputs = random_tensor<Scalar>(T, B, H, rng);
+  DynamicRNNResult<LSTMCell<Scalar>> fwd;
+  DynamicRNNGradients<LSTMCell<Scalar>> g(cell);
+  dynamic_rnn(cell, x, std::vector<int>(B, int(T)), cell.zero_state(B), fwd);
+  dynamic_rnn_backward(cell, fwd, d_outputs, cell.zero_state(B), g);
+  fwd.outputs.setConstant(nan);
+  g.inputs.setConstant(nan);
+  dynamic_rnn(cell, x, lengths, cell.zero_state(B), fwd);
+  g.setZero();
+  dynamic_rnn_backward(cell, fwd, d_outputs, cell.zero_state(B), g);
+  for (Index b = 0; b < B; ++b)
+    for (Index t = 0; t < T; ++t) {
+      SCOPED_TRACE(testing::Message() << "row " << b << " step " << t);
+      for (Index k = 0; k < H; ++k) {
+        if (t >= lengths[b]) {
+          EXPECT_EQ(fwd.outputs(t, b, k), Scalar(0));
+        } else {
+          EXPECT_TRUE(std::isfinite(fwd.outputs(t, b, k)));
+        }
+      }
+      for (Index k = 0; k < I; ++k) {
+        if (t >= lengths[b]) {
+          EXPECT_EQ(g.inputs(t, b, k), Scalar(0));
+        } else {
+          EXPECT_TRUE(std::isfinite(g.inputs(t, b, k)));
+        }
+      }
+    }
+}
+
 TYPED_TEST(LSTMTyped, PaddingValuesChangeNothingForwardOrBackward) {
   using Scalar = TypeParam;
   Rng rng(3);

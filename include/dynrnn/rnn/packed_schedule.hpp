@@ -107,11 +107,15 @@ void pack_rows(const PackedSchedule& s, const Eigen::MatrixBase<Src>& padded, Re
 }
 
 /// Scatters packed rows back into a `(T*B, K)` view; rows at padded steps are set to zero.
+/// Every row of the view is written once: a valid row with its packed row, a padded one
+/// with zeros.
 template <class Scalar, class Dst>
 void unpack_rows(const PackedSchedule& s, const ReusableMatrix<Scalar>& packed, Eigen::MatrixBase<Dst>& padded) {
-  padded.setZero();
-  for_each_row(s.steps, double(s.total()) * double(packed.cols()) >= kParallelCopy, [&](Index t) {
+  const Index valid_steps = s.steps * s.batch;  // rows of the steps any sequence reaches
+  padded.bottomRows(padded.rows() - valid_steps).setZero();
+  for_each_row(s.steps, double(valid_steps) * double(packed.cols()) >= kParallelCopy, [&](Index t) {
     for (Index j = 0; j < s.active[t]; ++j) padded.row(t * s.batch + s.order[j]) = packed.row(s.offset[t] + j);
+    for (Index j = s.active[t]; j < s.batch; ++j) padded.row(t * s.batch + s.order[j]).setZero();
   });
 }
 
