@@ -175,7 +175,7 @@ class Gemm {
     detail::check_shape(fn, "C1", C1, A1.cols(), N);
     detail::check_shape(fn, "C2", C2, A2.cols(), N);
     if constexpr (!detail::external_gemm<Scalar>()) {
-      static const Scalar one(1);  // A = 1 (K, 1), row stride 0: 1ᵀ·B
+      const Scalar one(1);  // A = 1 (K, 1), row stride 0: 1ᵀ·B
       const typename Kernel::Transposed products[] = {
           {C1.data(), C1.outerStride(), A1.data(), A1.outerStride(), C1.rows(), beta},
           {C2.data(), C2.outerStride(), A2.data(), A2.outerStride(), C2.rows(), beta},
@@ -377,9 +377,10 @@ Gemm<Scalar>& thread_gemm() {
 /// every time step multiplies, and the input weights, which multiply every packed row.
 ///
 /// With Eigen (the default) it runs dynrnn's own register-tiled kernel (core/panel_kernel.hpp):
-/// `W` is packed into panels once, the rows of `A` are read where they are, and `C` is
-/// written once, with the bias added and without being read first when beta is 0. Every row
-/// of `C` is computed the same way however the rows are split between calls and threads.
+/// `W` is packed into panels once (column by column when it has only a few columns), the
+/// rows of `A` are read where they are, and `C` is written once, with the bias added and
+/// without being read first when beta is 0. Every row of `C` is computed the same way
+/// however the rows are split between calls and threads.
 ///
 /// \tparam Scalar element type.
 ///
