@@ -9,12 +9,12 @@ namespace dynrnn::detail {
 // Column sums go parallel from this many entries.
 inline constexpr double kParallelColumnSums = 1 << 18;
 
-/// out += the column sums of `m`. Each thread takes a block of columns and walks down the
-/// rows, adding one contiguous row segment at a time (a column-wise reduction of a row-major
-/// matrix would stride through memory). Every column is summed row after row into `out`,
-/// whatever the split, so the result does not depend on the thread count.
+/// out += alpha · the column sums of `m`. Each thread takes a block of columns and walks down
+/// the rows, adding one contiguous row segment at a time (a column-wise reduction of a
+/// row-major matrix would stride through memory). Every column is summed row after row into
+/// `out`, whatever the split, so the result does not depend on the thread count.
 template <class Scalar, class M, class V>
-void add_column_sums(const M& m, V&& out) {
+void add_column_sums(const M& m, V&& out, Scalar alpha = Scalar(1)) {
   const Index rows = m.rows(), cols = m.cols();
   const int threads = double(rows) * double(cols) >= kParallelColumnSums ? max_threads() : 1;
   parallel_region(threads, [&](int thread, int team) {
@@ -22,7 +22,7 @@ void add_column_sums(const M& m, V&& out) {
     const auto [c0, c1] = share_of(cols, thread, team, granule);
     if (c0 >= c1) return;
     auto sums = out.segment(c0, c1 - c0);
-    for (Index r = 0; r < rows; ++r) sums += m.row(r).segment(c0, c1 - c0).transpose();
+    for (Index r = 0; r < rows; ++r) sums += alpha * m.row(r).segment(c0, c1 - c0).transpose();
   });
 }
 

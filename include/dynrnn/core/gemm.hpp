@@ -184,13 +184,7 @@ class Gemm {
     } else {  // the external libraries: two products, and the sums in a pass of their own
       operator()(C1, A1, Op::T, B, Op::N, alpha, beta);
       operator()(C2, A2, Op::T, B, Op::N, alpha, beta);
-      if (column_sums) {
-        Eigen::Map<Vector<Scalar>> sums(column_sums, N);
-        if (alpha == Scalar(1))
-          detail::add_column_sums<Scalar>(B, sums);
-        else
-          sums += alpha * B.colwise().sum().transpose();
-      }
+      if (column_sums) detail::add_column_sums<Scalar>(B, Eigen::Map<Vector<Scalar>>(column_sums, N), alpha);
     }
   }
 
