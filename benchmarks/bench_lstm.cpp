@@ -9,7 +9,7 @@
 // do: the first step allocates the buffers that later steps reuse, and the kernel maps their
 // pages in as it first writes them (over 100 MB at L), while a training run takes thousands
 // of steps. L runs only two or three timed steps per repetition, and without the untimed
-// step its figures were 15-30% slower.
+// step its figures were 10-30% slower.
 //
 //   dynrnn_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 //   dynrnn_benchmarks --workloads-json      # the workloads and their lengths, for peers
