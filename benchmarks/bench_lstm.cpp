@@ -2,8 +2,14 @@
 // 2 threads, for the workloads of workloads.hpp (S, M, M-var, L).
 //
 // Counters: GFLOP (a rate) counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
-// (row, step) for forward and 3× that for training (forward, input/state gradients,
-// weight gradients); sequences is rows processed per second.
+// (row, step) for forward and 3× that for training with input gradients (forward,
+// input/state gradients, weight gradients); sequences is rows processed per second.
+//
+// dynrnn/train is the training step a program runs when the LSTM reads its data directly:
+// it skips dLoss/dx (InputGradients::skip), 2·I·4H flops per valid (row, step) fewer, as
+// PyTorch's does for inputs that require no gradient, and its GFLOP counter counts only
+// the work done. dynrnn-dx/train computes dLoss/dx as well, like for like with oneDNN's
+// LSTM backward, which always computes it.
 //
 // Every benchmark runs one untimed step before it starts the clock, as the peers' benchmarks
 // do: the first step allocates the buffers that later steps reuse, and the kernel maps their
@@ -57,7 +63,7 @@ void BM_Forward(benchmark::State& state, Workload w) {
 // One training step of a many-to-one classifier: LSTM, last valid output, dense,
 // softmax cross-entropy, BPTT, RMSProp on every parameter.
 template <class Scalar>
-void BM_TrainStep(benchmark::State& state, Workload w) {
+void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients input_gradients) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::Rng rng(2);
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
@@ -87,7 +93,7 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
     d_cell.setZero();
     dense.backward(last, ce.d_logits, d_dense, d_last);
     dynrnn::gather_last_outputs_backward(d_last, lengths, w.max_time, d_outputs);
-    dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell);
+    dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell, input_gradients);
     opt.apply(cell, d_cell);
     opt.apply(dense, d_dense);
     benchmark::DoNotOptimize(cell.kernel().data());
@@ -95,7 +101,10 @@ void BM_TrainStep(benchmark::State& state, Workload w) {
   };
   step();  // untimed, as in BM_Forward
   for (auto _ : state) step();
-  set_counters(state, w, 3.0 * bench::forward_flops(w, lengths));
+  const double skipped = input_gradients == dynrnn::InputGradients::skip
+                             ? bench::forward_flops(w, lengths) * double(w.input) / double(w.input + w.hidden)
+                             : 0.0;
+  set_counters(state, w, 3.0 * bench::forward_flops(w, lengths) - skipped);
 }
 
 // Prints the workloads, lengths included, as JSON lines for peers written in other languages.
@@ -125,7 +134,12 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark((std::string("dynrnn/forward/") + w.name).c_str(), BM_Forward<float>, w)
         ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   for (const Workload& w : bench::kWorkloads)
-    benchmark::RegisterBenchmark((std::string("dynrnn/train/") + w.name).c_str(), BM_TrainStep<float>, w)
+    benchmark::RegisterBenchmark((std::string("dynrnn/train/") + w.name).c_str(), BM_TrainStep<float>, w,
+                                 dynrnn::InputGradients::skip)
+        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (const Workload& w : bench::kWorkloads)
+    benchmark::RegisterBenchmark((std::string("dynrnn-dx/train/") + w.name).c_str(), BM_TrainStep<float>, w,
+                                 dynrnn::InputGradients::compute)
         ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

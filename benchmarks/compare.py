@@ -6,8 +6,13 @@
 OUT_DIR holds dynrnn.json, gemm.json and, when they ran, onednn.json (Google Benchmark
 JSON with aggregates) and pytorch.jsonl (benchmarks/peers/pytorch_lstm.py), plus
 workloads.jsonl. Prints a Markdown table: workload x kind x threads x system, with the
-median ms per step, useful GFLOP/s (valid steps only), time relative to dynrnn (above 1:
-dynrnn is faster) and the share of the machine's GEMM peak at the same thread count.
+median ms per step, GFLOP/s of the work done (valid steps only), time relative to dynrnn
+(above 1: dynrnn is faster) and the share of the machine's GEMM peak at the same thread
+count.
+
+A training step does 3x the forward GEMM work when it computes dLoss/dx, and
+(3 - I/(I+H))x when it skips it: dynrnn's train step and PyTorch's skip it (the LSTM reads
+the data, which needs no gradient); dynrnn-dx and oneDNN compute it.
 """
 import json
 import os
@@ -38,7 +43,8 @@ def main():
         for line in f:
             w = json.loads(line)
             steps = sum(w["lengths"])
-            workloads[w["name"]] = 2.0 * (w["input"] + w["hidden"]) * 4 * w["hidden"] * steps
+            workloads[w["name"]] = (2.0 * (w["input"] + w["hidden"]) * 4 * w["hidden"] * steps,
+                                    w["input"] / (w["input"] + w["hidden"]))
 
     times = load_benchmark(os.path.join(d, "dynrnn.json"))
     times.update(load_benchmark(os.path.join(d, "onednn.json")))
@@ -61,7 +67,8 @@ def main():
 
     print("| workload | kind | threads | system | ms/step | GFLOP/s | time / dynrnn | % GEMM peak |")
     print("|---|---|---|---|---|---|---|---|")
-    order = ["dynrnn", "onednn", "pytorch-padded", "pytorch-packed"]
+    order = ["dynrnn", "dynrnn-dx", "onednn", "pytorch-padded", "pytorch-packed"]
+    with_dx = {"dynrnn-dx", "onednn"}  # training steps that compute dLoss/dx
     for name in workloads:
         for kind in ("train", "forward"):
             for threads in (1, 2):
@@ -70,7 +77,11 @@ def main():
                     ms = times.get((system, kind, name, threads))
                     if ms is None:
                         continue
-                    flops = workloads[name] * (3 if kind == "train" else 1)
+                    forward, dx_share = workloads[name]
+                    if kind == "forward":
+                        flops = forward
+                    else:
+                        flops = forward * (3 if system in with_dx else 3 - dx_share)
                     gflops = flops / (ms * 1e-3) * 1e-9
                     ratio = "%.2f" % (ms / base) if base else "-"
                     share = "%.0f%%" % (100 * gflops / peak[threads]) if threads in peak else "-"

@@ -169,6 +169,50 @@ void expect_same_across_thread_counts(const Cell& cell, Index T, Index B, Rng& r
 #endif
 }
 
+/// Every parameter gradient in `g`, in visit_parameters() order, as matrices.
+template <class Cell, class Gradients>
+std::vector<Matrix<typename Cell::Scalar>> parameter_gradients(Cell cell, const Gradients& g) {
+  std::vector<Matrix<typename Cell::Scalar>> all;
+  visit_parameters(cell, g, [&](const auto&, const auto& grad) { all.emplace_back(grad); });
+  return all;
+}
+
+/// Backpropagates one forward pass of `cell` over a [T, B] batch (row b of length
+/// b % (T + 1); inputs and output gradients drawn from `rng`) with InputGradients::compute,
+/// then, into a gradient object that has just held those input gradients, with
+/// InputGradients::skip. Expects the skipping call to leave `inputs` empty, [0, 0, 0], and
+/// to agree bit for bit on every parameter gradient and on the initial-state gradients.
+template <class Cell>
+void expect_skipping_input_gradients_changes_nothing_else(const Cell& cell, Index T, Index B, Rng& rng) {
+  using Scalar = typename Cell::Scalar;
+  const auto x = random_tensor<Scalar>(T, B, cell.input_size(), rng);
+  const auto d_out = random_tensor<Scalar>(T, B, cell.output_size(), rng);
+  std::vector<int> lengths(static_cast<std::size_t>(B));
+  for (Index b = 0; b < B; ++b) lengths[static_cast<std::size_t>(b)] = int(b % (T + 1));
+  const auto fwd = dynamic_rnn(cell, x, lengths);
+  const auto d_final = cell.zero_state(B);
+
+  DynamicRNNGradients<Cell> computed(cell), skipped(cell);
+  dynamic_rnn_backward(cell, fwd, d_out, d_final, computed);
+  ASSERT_EQ(computed.inputs.dimension(2), cell.input_size());
+  dynamic_rnn_backward(cell, fwd, d_out, d_final, skipped);  // fills inputs, as a reused object would hold
+  skipped.setZero();
+  dynamic_rnn_backward(cell, fwd, d_out, d_final, skipped, InputGradients::skip);
+
+  EXPECT_EQ(skipped.inputs.size(), 0);
+  EXPECT_EQ(skipped.inputs.dimension(0), 0);
+  const auto want = parameter_gradients(cell, computed), got = parameter_gradients(cell, skipped);
+  ASSERT_EQ(want.size(), got.size());
+  for (std::size_t k = 0; k < want.size(); ++k) {
+    EXPECT_GT(want[k].cwiseAbs().maxCoeff(), Scalar(0)) << "parameter " << k << " has no gradient to compare";
+    EXPECT_TRUE(identical(want[k], got[k])) << "parameter " << k;
+  }
+  auto initial = computed.initial_state;
+  initial.zip(skipped.initial_state, [](const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
+    EXPECT_TRUE(identical(a, b));
+  });
+}
+
 /// The precision-dependent tolerance for comparing float or double results.
 template <class Scalar>
 constexpr double tolerance() {

@@ -100,6 +100,8 @@ TEST(Errors, DynamicRNNBackward) {
   DynamicRNNResult<LSTMCell<double>> foreign = dynamic_rnn(other, random_tensor<double>(5, 2, 2, f.rng), f.lengths);
   expect_invalid_argument([&] { dynamic_rnn_backward(f.cell, foreign, d_out); },
                           {"'forward.cache.x'", "[7, 3]", "[7, 2]"});
+  expect_invalid_argument([&] { dynamic_rnn_backward(f.cell, fwd, d_out, static_cast<InputGradients>(2)); },
+                          {"dynamic_rnn_backward", "'input_gradients'", "InputGradients::compute or", "2"});
 }
 
 TEST(Errors, Dense) {
@@ -236,11 +238,11 @@ TEST(Errors, CellForwardAndBackwardDirectly) {
   ReusableMatrix<double> dx, dh;
   LSTMBackwardWorkspace<double> ws;
   dh = Matrix<double>::Zero(7, 3);
-  expect_invalid_argument([&] { f.cell.backward(s, cache, dh, dstate, grads, dx, ws); },
+  expect_invalid_argument([&] { f.cell.backward(s, cache, dh, dstate, grads, &dx, ws); },
                           {"LSTMCell::backward", "'dh'", "[7, 4]", "[7, 3]"});
   LSTMState<double> bad = f.cell.zero_state(1);
   dh = Matrix<double>::Zero(7, 4);
-  expect_invalid_argument([&] { f.cell.backward(s, cache, dh, bad, grads, dx, ws); },
+  expect_invalid_argument([&] { f.cell.backward(s, cache, dh, bad, grads, &dx, ws); },
                           {"LSTMCell::backward", "'dstate.c'", "[2, 4]", "[1, 4]"});
 }
 

@@ -241,6 +241,12 @@ TYPED_TEST(CellTest, ResultsDoNotDependOnTheThreadCount) {
   expect_same_across_thread_counts(cell, T, B, rng);
 }
 
+TYPED_TEST(CellTest, SkippingInputGradientsChangesNothingElse) {
+  Rng rng(13);
+  expect_skipping_input_gradients_changes_nothing_else(random_cell<TypeParam, float>(3, 5, rng), 6, 7, rng);
+  expect_skipping_input_gradients_changes_nothing_else(random_cell<TypeParam, double>(2, 4, rng), 5, 4, rng);
+}
+
 TYPED_TEST(CellTest, CheckpointRoundTripAndDescription) {
   Rng rng(5);
   auto cell = random_cell<TypeParam, double>(3, 4, rng);

@@ -121,6 +121,20 @@ TEST(LSTMOptionsTest, MatchScalarReference) {
   }
 }
 
+// InputGradients::skip leaves out only dLoss/dx: every option's parameter gradients (the
+// peepholes' and the projection's, computed after the input-gradient product's place in
+// backward) and the initial-state gradients are the same bit for bit.
+TEST(LSTMOptionsTest, SkippingInputGradientsChangesNothingElse) {
+  Rng rng(12);
+  std::vector<Case> all = cases();
+  all.push_back({"no options", LSTMOptions{}});
+  for (const Case& c : all) {
+    SCOPED_TRACE(c.name);
+    expect_skipping_input_gradients_changes_nothing_else(random_cell<float>(3, 5, c.options, rng), 6, 7, rng);
+    expect_skipping_input_gradients_changes_nothing_else(random_cell<double>(2, 4, c.options, rng), 5, 4, rng);
+  }
+}
+
 TEST(LSTMOptionsTest, ClipsAreActiveInTheseCases) {
   // The gradient checks below only test the clips if some values are clipped and some not.
   for (const Case& c : cases()) {

@@ -200,9 +200,10 @@ TEST(NoAllocation, DenseLayerWithLargeProducts) {
 // Forward and backward of every cell through dynamic_rnn, into reused result and gradient
 // objects: nothing is allocated after the first call, also when the next batches have
 // other lengths (a smaller sum of lengths, so smaller packed buffers) and then the first
-// lengths again.
+// lengths again. With InputGradients::skip the passes leave the input gradients out, as a
+// first layer's training does.
 template <class Cell>
-long allocations_after_first_pass(const Cell& cell) {
+long allocations_after_first_pass(const Cell& cell, InputGradients input_gradients = InputGradients::compute) {
   const Index T = 10, B = 5;
   Tensor3<Scalar> x(T, B, cell.input_size()), d_out(T, B, cell.output_size());
   x.setConstant(0.25f);
@@ -213,7 +214,7 @@ long allocations_after_first_pass(const Cell& cell) {
   DynamicRNNGradients<Cell> grads(cell);
   const auto pass = [&](const std::vector<int>& lengths) {
     dynamic_rnn(cell, x, lengths, s0, fwd);
-    dynamic_rnn_backward(cell, fwd, d_out, s0, grads);
+    dynamic_rnn_backward(cell, fwd, d_out, s0, grads, input_gradients);
   };
   pass(longest);
   const long before = g_allocations;
@@ -276,6 +277,8 @@ TEST(NoAllocation, EveryCellAfterTheFirstPass) {
   StackedCell<LSTMCell<Scalar>> stack({LSTMCell<Scalar>(8, 32), LSTMCell<Scalar>(32, 16)}, 0.2);
   stack.set_training(true);  // dropout masks drawn at every pass
   EXPECT_EQ(allocations_after_first_pass(stack), 0);
+  EXPECT_EQ(allocations_after_first_pass(LSTMCell<Scalar>(8, 32), InputGradients::skip), 0);
+  EXPECT_EQ(allocations_after_first_pass(stack, InputGradients::skip), 0);
 }
 
 // Whether an OpenMP parallel region itself allocates: GCC's libgomp does not once its

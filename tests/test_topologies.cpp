@@ -159,6 +159,17 @@ TEST(Stacked, DropoutMasksAreSeededAndScaled) {
   EXPECT_TRUE(((m.array() == 0) || (m.array() == 1 / 0.75f)).all());
 }
 
+// The bottom layer skips its input gradient; the layers above still pass theirs down
+// (through the dropout masks), so every layer's parameter gradients are unchanged.
+TEST(Stacked, SkippingInputGradientsChangesNothingElse) {
+  Rng rng(14);
+  std::vector<LSTMCell<double>> layers = {{3, 4}, {4, 5}, {5, 2}};
+  for (auto& l : layers) l.for_each_parameter([&](const char*, auto& p) { fill_uniform(p, rng, 0.8); });
+  Stack stack(std::move(layers), 0.3, 11);
+  stack.set_training(true);
+  expect_skipping_input_gradients_changes_nothing_else(stack, 6, 5, rng);
+}
+
 // A GRU forward and a vanilla RNN backward: each direction's own cell type.
 TEST(Bidirectional, GradientsMatchFiniteDifferences) {
   constexpr double kStep = 1e-5;
@@ -188,6 +199,22 @@ TEST(Bidirectional, GradientsMatchFiniteDifferences) {
   EXPECT_LE(max_gradient_error(x, g.inputs, loss, kStep), 1e-6);
   EXPECT_LE(max_gradient_error(s_fw.h, g.fw.initial_state.h, loss, kStep), 1e-6);
   EXPECT_LE(max_gradient_error(s_bw.h, g.bw.initial_state.h, loss, kStep), 1e-6);
+
+  // InputGradients::skip: the same parameter and initial-state gradients, no input gradient.
+  BidirectionalGradients<GRUCell<double>, RNNCell<double>> skipped(fw, bw);
+  bidirectional_dynamic_rnn_backward(fw, bw, r, d_fw, d_bw, d_final_fw, d_final_bw, skipped);  // fills inputs
+  skipped.fw.setZero();
+  skipped.bw.setZero();
+  bidirectional_dynamic_rnn_backward(fw, bw, r, d_fw, d_bw, d_final_fw, d_final_bw, skipped, InputGradients::skip);
+  EXPECT_EQ(skipped.inputs.size(), 0);
+  EXPECT_EQ(skipped.fw.inputs.size(), 0);
+  EXPECT_EQ(skipped.bw.inputs.size(), 0);
+  EXPECT_TRUE(identical(skipped.fw.kernel, g.fw.kernel));
+  EXPECT_TRUE(identical(skipped.fw.bias, g.fw.bias));
+  EXPECT_TRUE(identical(skipped.bw.kernel, g.bw.kernel));
+  EXPECT_TRUE(identical(skipped.bw.bias, g.bw.bias));
+  EXPECT_TRUE(identical(skipped.fw.initial_state.h, g.fw.initial_state.h));
+  EXPECT_TRUE(identical(skipped.bw.initial_state.h, g.bw.initial_state.h));
 }
 
 TEST(Bidirectional, BackwardDirectionReadsEachRowReversedWithoutPadding) {

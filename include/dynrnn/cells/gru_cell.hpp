@@ -297,11 +297,12 @@ class GRUCell {
   /// \param dh     (P, H) dLoss/d outputs, packed.
   /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
   /// \param grads  parameter gradients, added to.
-  /// \param dx     receives (P, I) dLoss/d inputs, packed.
+  /// \param dx     receives (P, I) dLoss/d inputs, packed; null when they are not wanted (a
+  ///               model's first layer), which skips their product with W_xᵀ.
   /// \param ws     scratch space, reused between calls.
   /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
   void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
-                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
+                Gradients& grads, ReusableMatrix<Scalar>* dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
@@ -376,9 +377,10 @@ class GRUCell {
       gemm(dW_h.rightCols(H), cache.reset_h, Op::T, ws.dgates.rightCols(H), Op::N, Scalar(1), Scalar(1));
     }
     detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
-    dx.resize(P, input_size_);
+    if (dx == nullptr) return;
+    dx->resize(P, input_size_);
     ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
-    ws.input_gemm(dx, ws.dgates);
+    ws.input_gemm(*dx, ws.dgates);
   }
 
  private:

@@ -411,11 +411,12 @@ class LSTMCell {
   /// \param dh     (P, R) dLoss/d outputs, packed.
   /// \param dstate in: dLoss/d final state, sorted rows; out: dLoss/d initial state, sorted rows.
   /// \param grads  parameter gradients, added to.
-  /// \param dx     receives (P, I) dLoss/d inputs, packed.
+  /// \param dx     receives (P, I) dLoss/d inputs, packed; null when they are not wanted (a
+  ///               model's first layer), which skips their product with W_xᵀ.
   /// \param ws     scratch space, reused between calls.
   /// \throws std::invalid_argument when a shape does not fit the schedule and cell.
   void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
-                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
+                Gradients& grads, ReusableMatrix<Scalar>* dx, BackwardWorkspace& ws) const {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
@@ -482,9 +483,10 @@ class LSTMCell {
                                    cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data());
     if (proj) ws.weight_gemm(grads.projection, cache.m, Op::T, ws.d_proj, Op::N, Scalar(1), Scalar(1));
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
-    dx.resize(P, input_size_);
+    if (dx == nullptr) return;
+    dx->resize(P, input_size_);
     ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
-    ws.input_gemm(dx, ws.dgates);
+    ws.input_gemm(*dx, ws.dgates);
   }
 
  private:

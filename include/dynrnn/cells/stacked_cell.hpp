@@ -215,9 +215,11 @@ class StackedCell {
   static const ReusableMatrix<Scalar>& packed_outputs(const Cache& cache) { return Cell::packed_outputs(cache.layers.back()); }
 
   /// \brief Backpropagates through every layer, top first. Used by dynamic_rnn_backward.
+  /// Arguments as for LSTMCell::backward: `dx` receives the bottom layer's input gradient, or
+  /// is null to skip it (the layers above always pass theirs down).
   /// \throws std::invalid_argument when a shape does not fit the schedule and stack.
   void backward(const PackedSchedule& s, const Cache& cache, const ReusableMatrix<Scalar>& dh, State& dstate,
-                Gradients& grads, ReusableMatrix<Scalar>& dx, BackwardWorkspace& ws) const {
+                Gradients& grads, ReusableMatrix<Scalar>* dx, BackwardWorkspace& ws) const {
     constexpr const char* fn = "StackedCell::backward";
     check_gradients(fn, grads);
     check_state(fn, "dstate", dstate, s.batch);
@@ -227,10 +229,10 @@ class StackedCell {
     ws.dx.resize(n);
     const ReusableMatrix<Scalar>* d_out = &dh;  // dLoss/d packed outputs of the current layer
     for (std::size_t k = n; k-- > 0;) {
-      ReusableMatrix<Scalar>& d_in = k == 0 ? dx : ws.dx[k];
+      ReusableMatrix<Scalar>* d_in = k == 0 ? dx : &ws.dx[k];
       layers_[k].backward(s, cache.layers[k], *d_out, dstate.layers[k], grads.layers[k], d_in, ws.layers[k]);
-      if (k > 0 && cache.masks[k - 1].size() > 0) d_in.array() *= cache.masks[k - 1].array();
-      d_out = &d_in;
+      if (k > 0 && cache.masks[k - 1].size() > 0) d_in->array() *= cache.masks[k - 1].array();
+      d_out = d_in;
     }
   }
 

@@ -54,7 +54,9 @@ struct BidirectionalGradients {
   using Scalar = typename CellFw::Scalar;  ///< Element type.
   DynamicRNNGradients<CellFw> fw;  ///< Forward cell's parameter and initial-state gradients.
   DynamicRNNGradients<CellBw> bw;  ///< Backward cell's parameter and initial-state gradients.
-  Tensor3<Scalar> inputs;          ///< [T, B, I] dLoss/dx through both directions, 0 at padded steps.
+  /// [T, B, I] dLoss/dx through both directions, 0 at padded steps; [0, 0, 0] after a call
+  /// with InputGradients::skip.
+  Tensor3<Scalar> inputs;
   Tensor3<Scalar> reversed;        ///< Scratch: the backward direction's output gradient, reversed.
 
   BidirectionalGradients() = default;
@@ -150,7 +152,9 @@ void split_outputs(const Tensor3<Scalar>& d_concat, Index fw_width, Index bw_wid
 /// \param d_fw, d_bw  [T, B, R] dLoss/d each direction's outputs (in input order); entries at
 ///                    padded steps are ignored.
 /// \param d_final_fw, d_final_bw dLoss/d each direction's final state.
-/// \throws std::invalid_argument naming the argument, the expected and the actual shape.
+/// \param input_gradients InputGradients::skip leaves `grads.inputs` (and each direction's)
+///                   empty and skips their products, as for dynamic_rnn_backward.
+/// \throws std::invalid_argument naming the argument, the expected and the actual shape or value.
 template <class CellFw, class CellBw>
 void bidirectional_dynamic_rnn_backward(const CellFw& cell_fw, const CellBw& cell_bw,
                                         const BidirectionalResult<CellFw, CellBw>& forward,
@@ -158,14 +162,19 @@ void bidirectional_dynamic_rnn_backward(const CellFw& cell_fw, const CellBw& cel
                                         const Tensor3<typename CellFw::Scalar>& d_bw,
                                         const typename CellFw::State& d_final_fw,
                                         const typename CellBw::State& d_final_bw,
-                                        BidirectionalGradients<CellFw, CellBw>& grads) {
+                                        BidirectionalGradients<CellFw, CellBw>& grads,
+                                        InputGradients input_gradients = InputGradients::compute) {
   const std::vector<int>& lengths = forward.fw.schedule.lengths;
-  dynamic_rnn_backward(cell_fw, forward.fw, d_fw, d_final_fw, grads.fw);
+  dynamic_rnn_backward(cell_fw, forward.fw, d_fw, d_final_fw, grads.fw, input_gradients);
   detail::check_shape("bidirectional_dynamic_rnn_backward", "d_bw", d_bw, forward.bw.outputs.dimension(0),
                       forward.bw.outputs.dimension(1), forward.bw.outputs.dimension(2));
   grads.reversed = d_bw;
   reverse_sequences(grads.reversed, lengths);
-  dynamic_rnn_backward(cell_bw, forward.bw, grads.reversed, d_final_bw, grads.bw);
+  dynamic_rnn_backward(cell_bw, forward.bw, grads.reversed, d_final_bw, grads.bw, input_gradients);
+  if (input_gradients == InputGradients::skip) {
+    grads.inputs.resize(0, 0, 0);
+    return;
+  }
   reverse_sequences(grads.bw.inputs, lengths);  // now in input order
   grads.inputs = grads.fw.inputs + grads.bw.inputs;
 }
@@ -174,11 +183,12 @@ void bidirectional_dynamic_rnn_backward(const CellFw& cell_fw, const CellBw& cel
 template <class CellFw, class CellBw>
 BidirectionalGradients<CellFw, CellBw> bidirectional_dynamic_rnn_backward(
     const CellFw& cell_fw, const CellBw& cell_bw, const BidirectionalResult<CellFw, CellBw>& forward,
-    const Tensor3<typename CellFw::Scalar>& d_fw, const Tensor3<typename CellFw::Scalar>& d_bw) {
+    const Tensor3<typename CellFw::Scalar>& d_fw, const Tensor3<typename CellFw::Scalar>& d_bw,
+    InputGradients input_gradients = InputGradients::compute) {
   BidirectionalGradients<CellFw, CellBw> g(cell_fw, cell_bw);
   const Index B = forward.fw.schedule.batch;
   bidirectional_dynamic_rnn_backward(cell_fw, cell_bw, forward, d_fw, d_bw, cell_fw.zero_state(B),
-                                     cell_bw.zero_state(B), g);
+                                     cell_bw.zero_state(B), g, input_gradients);
   return g;
 }
 

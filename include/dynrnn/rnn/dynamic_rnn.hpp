@@ -18,7 +18,7 @@
 // zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g),
 // check_state(fn, arg, state, B); forward(schedule, sorted s0, cache, sorted final);
 // packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate, grads,
-// packed dx, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells.
+// packed dx or null, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells.
 //
 // The overloads that take the result or gradient object by reference reuse its
 // buffers: called again with a batch of the same batch size and max_time, they allocate
@@ -51,6 +51,26 @@ struct DynamicRNNResult {
   State sorted_final;             ///< Scratch: the final state in packed row order.
 };
 
+/// \brief Whether dynamic_rnn_backward computes dLoss/d inputs.
+///
+/// A model's first layer, whose inputs are data, needs no input gradient; skipping it saves
+/// the product dgates · W_xᵀ over every valid (row, step), which is I / (3·(I + H)) of an
+/// LSTM's training work (a sixth when I = H). PyTorch likewise leaves it out when its
+/// inputs do not require a gradient.
+enum class InputGradients {
+  compute,  ///< Fill `inputs` with dLoss/dx (the default).
+  skip,     ///< Leave `inputs` empty, [0, 0, 0], and skip the product.
+};
+
+namespace detail {
+// Throws when `value` is neither InputGradients::compute nor InputGradients::skip.
+inline void check_input_gradients(const char* function, InputGradients value) {
+  if (value != InputGradients::compute && value != InputGradients::skip)
+    throw_argument(function, "input_gradients", "InputGradients::compute or InputGradients::skip",
+                   std::to_string(static_cast<int>(value)));
+}
+}  // namespace detail
+
 /// \brief Gradients from dynamic_rnn_backward: the cell's parameter gradients (as members of
 /// Cell::Gradients, e.g. `kernel` and `bias` for an LSTM), plus the inputs and initial state.
 /// \tparam Cell the recurrent cell type.
@@ -58,7 +78,9 @@ template <class Cell>
 struct DynamicRNNGradients : Cell::Gradients {
   using Scalar = typename Cell::Scalar;  ///< Element type.
 
-  Tensor3<typename Cell::Scalar> inputs;  ///< [T, B, I] dLoss/dx, exactly 0 at padded steps.
+  /// [T, B, I] dLoss/dx, exactly 0 at padded steps; [0, 0, 0] after a call with
+  /// InputGradients::skip.
+  Tensor3<typename Cell::Scalar> inputs;
   typename Cell::State initial_state;     ///< (B, H) per member: dLoss/d initial state.
 
   /// \brief Scratch space reused by dynamic_rnn_backward; not part of the result.
@@ -149,11 +171,20 @@ DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell
 /// \param d_outputs  [T, B, H] dLoss/d outputs; entries at padded steps are ignored.
 /// \param d_final    (B, H) per member: dLoss/d final state.
 /// \param grads      receives the gradients.
-/// \throws std::invalid_argument naming the argument, the expected and the actual shape.
+/// \param input_gradients InputGradients::skip when nothing needs dLoss/d inputs: the
+///                   parameter and initial-state gradients are the same, and `grads.inputs`
+///                   is left empty.
+/// \throws std::invalid_argument naming the argument, the expected and the actual shape or value.
+///
+/// \code
+/// // A training step whose LSTM reads the data directly: no gradient for the data.
+/// dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final, grads, dynrnn::InputGradients::skip);
+/// \endcode
 template <class Cell>
 void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forward,
                           const Tensor3<typename Cell::Scalar>& d_outputs,
-                          const typename Cell::State& d_final, DynamicRNNGradients<Cell>& grads) {
+                          const typename Cell::State& d_final, DynamicRNNGradients<Cell>& grads,
+                          InputGradients input_gradients = InputGradients::compute) {
   using Scalar = typename Cell::Scalar;
   constexpr const char* fn = "dynamic_rnn_backward";
   cell.check_parameters(fn);
@@ -164,15 +195,21 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
   detail::check_shape(fn, "d_outputs", d_outputs, T, B, H);
   cell.check_state(fn, "d_final", d_final, B);
   cell.check_gradients(fn, grads);
+  detail::check_input_gradients(fn, input_gradients);
+  const bool want_inputs = input_gradients == InputGradients::compute;
 
   auto& ws = grads.workspace;
   detail::pack_rows(s, detail::as_matrix(d_outputs), ws.d_outputs);
   ws.d_state.zip(d_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) { detail::sort_rows(s, src, dst); });
-  cell.backward(s, forward.cache, ws.d_outputs, ws.d_state, grads, ws.d_inputs, ws.cell);
+  cell.backward(s, forward.cache, ws.d_outputs, ws.d_state, grads, want_inputs ? &ws.d_inputs : nullptr, ws.cell);
 
-  grads.inputs.resize(T, B, I);  // reallocates only when the size changes
-  auto dx = detail::as_matrix(grads.inputs);
-  detail::unpack_rows(s, ws.d_inputs, dx);
+  if (want_inputs) {
+    grads.inputs.resize(T, B, I);  // reallocates only when the size changes
+    auto dx = detail::as_matrix(grads.inputs);
+    detail::unpack_rows(s, ws.d_inputs, dx);
+  } else {
+    grads.inputs.resize(0, 0, 0);
+  }
   grads.initial_state.zip(ws.d_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
     detail::unsort_rows(s, src, dst);
   });
@@ -188,17 +225,19 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
 template <class Cell>
 DynamicRNNGradients<Cell> dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forward,
                                                const Tensor3<typename Cell::Scalar>& d_outputs,
-                                               const typename Cell::State& d_final) {
+                                               const typename Cell::State& d_final,
+                                               InputGradients input_gradients = InputGradients::compute) {
   DynamicRNNGradients<Cell> g(cell);
-  dynamic_rnn_backward(cell, forward, d_outputs, d_final, g);
+  dynamic_rnn_backward(cell, forward, d_outputs, d_final, g, input_gradients);
   return g;
 }
 
 /// \brief Backpropagation through time when the loss does not depend on the final state.
 template <class Cell>
 DynamicRNNGradients<Cell> dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forward,
-                                               const Tensor3<typename Cell::Scalar>& d_outputs) {
-  return dynamic_rnn_backward(cell, forward, d_outputs, cell.zero_state(forward.schedule.batch));
+                                               const Tensor3<typename Cell::Scalar>& d_outputs,
+                                               InputGradients input_gradients = InputGradients::compute) {
+  return dynamic_rnn_backward(cell, forward, d_outputs, cell.zero_state(forward.schedule.batch), input_gradients);
 }
 
 }  // namespace dynrnn
