@@ -232,7 +232,7 @@ struct PanelKernel {
   // A narrow product (narrow()) of exactly J columns, or fewer: each element of C is a dot
   // product of its row of A and its column of W, summed in packets from k = 0 (the J columns
   // side by side, so that their sums overlap), the packet reduced, then the scalars past
-  // the last whole packet; the same epilogue as a tile's.
+  // the last whole packet; then epilogue(), as a tile's last columns.
   template <int J>
   static void dots(const Product& p) {
     if constexpr (J > 1) {
@@ -253,12 +253,19 @@ struct PanelKernel {
         const Scalar* w = p.w + j * p.K;
         Scalar sum = predux(acc[j]);
         for (Index k = whole; k < p.K; ++k) sum += a[k] * w[k];
-        Scalar out = p.alpha * sum;
-        if (p.bias) out = out + p.bias[j];
-        if (p.beta != Scalar(0)) out = out + p.beta * c[j];
-        c[j] = out;
+        c[j] = epilogue(p, sum, j, c + j);
       }
     }
+  }
+
+  // One element of C, column j, from its sum along K, as the scalar paths write it (a tile's
+  // full packets do the same in packets): alpha · sum (+ bias[j]) (+ beta · *c, read only
+  // when beta is not 0).
+  static Scalar epilogue(const Product& p, Scalar sum, Index j, const Scalar* c) {
+    Scalar out = p.alpha * sum;
+    if (p.bias) out = out + p.bias[j];
+    if (p.beta != Scalar(0)) out = out + p.beta * *c;
+    return out;
   }
 
   // The rows < kRows left at the end of a row block.
@@ -326,12 +333,7 @@ struct PanelKernel {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) pstore(lanes + v * kPacket, acc[r][v]);
       Scalar* c = p.c + (i + r) * p.ldc + j0;
-      for (Index col = 0; col < columns; ++col) {
-        Scalar out = p.alpha * lanes[col];
-        if (p.bias) out = out + p.bias[j0 + col];
-        if (p.beta != Scalar(0)) out = out + p.beta * c[col];
-        c[col] = out;
-      }
+      for (Index col = 0; col < columns; ++col) c[col] = epilogue(p, lanes[col], j0 + col, c + col);
     }
   }
 };

@@ -111,9 +111,9 @@ void pack_rows(const PackedSchedule& s, const Eigen::MatrixBase<Src>& padded, Re
 /// with zeros.
 template <class Scalar, class Dst>
 void unpack_rows(const PackedSchedule& s, const ReusableMatrix<Scalar>& packed, Eigen::MatrixBase<Dst>& padded) {
-  const Index valid_steps = s.steps * s.batch;  // rows of the steps any sequence reaches
-  padded.bottomRows(padded.rows() - valid_steps).setZero();
-  for_each_row(s.steps, double(valid_steps) * double(packed.cols()) >= kParallelCopy, [&](Index t) {
+  const Index reached_rows = s.steps * s.batch;  // the rows of the steps any sequence reaches
+  padded.bottomRows(padded.rows() - reached_rows).setZero();
+  for_each_row(s.steps, double(reached_rows) * double(packed.cols()) >= kParallelCopy, [&](Index t) {
     for (Index j = 0; j < s.active[t]; ++j) padded.row(t * s.batch + s.order[j]) = packed.row(s.offset[t] + j);
     for (Index j = s.active[t]; j < s.batch; ++j) padded.row(t * s.batch + s.order[j]).setZero();
   });
