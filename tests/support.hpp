@@ -125,8 +125,16 @@ void expect_invalid_argument(F&& call, const std::vector<std::string>& fragments
   }
 }
 
+/// B lengths for a batch of max_time T: row b has length b % (T + 1), so 0 and T both occur
+/// once B > T.
+inline std::vector<int> cyclic_lengths(Index T, Index B) {
+  std::vector<int> lengths(static_cast<std::size_t>(B));
+  for (Index b = 0; b < B; ++b) lengths[static_cast<std::size_t>(b)] = int(b % (T + 1));
+  return lengths;
+}
+
 /// Runs `cell` forward and backward over a [T, B] batch of random inputs and output gradients
-/// (row b of length b % (T + 1), drawn from `rng`) at 1 and at 2 threads, and expects the two
+/// (row lengths cyclic_lengths(T, B), drawn from `rng`) at 1 and at 2 threads, and expects the two
 /// runs to agree on the outputs and on the kernel, bias, input and initial-h gradients: bit
 /// for bit with dynrnn's own GEMM, which sums every element in the same order on any number
 /// of threads; to float rounding (1e-5 of the largest magnitude) with OpenBLAS or oneDNN,
@@ -135,8 +143,7 @@ template <class Cell>
 void expect_same_across_thread_counts(const Cell& cell, Index T, Index B, Rng& rng) {
   const auto x = random_tensor<float>(T, B, cell.input_size(), rng);
   const auto d_out = random_tensor<float>(T, B, cell.output_size(), rng);
-  std::vector<int> lengths(static_cast<std::size_t>(B));
-  for (Index b = 0; b < B; ++b) lengths[static_cast<std::size_t>(b)] = int(b % (T + 1));
+  const auto lengths = cyclic_lengths(T, B);
   const auto run = [&](int threads) {
     set_num_threads(threads);
     auto fwd = dynamic_rnn(cell, x, lengths);
@@ -177,18 +184,20 @@ std::vector<Matrix<typename Cell::Scalar>> parameter_gradients(Cell cell, const 
   return all;
 }
 
-/// Backpropagates one forward pass of `cell` over a [T, B] batch (row b of length
-/// b % (T + 1); inputs and output gradients drawn from `rng`) with InputGradients::compute,
-/// then, into a gradient object that has just held those input gradients, with
-/// InputGradients::skip. Expects the skipping call to leave `inputs` empty, [0, 0, 0], and
-/// to agree bit for bit on every parameter gradient and on the initial-state gradients.
+/// Backpropagates one forward pass of `cell` over a [T, B] batch (row lengths
+/// cyclic_lengths(T, B); inputs and output gradients drawn from `rng`) with
+/// InputGradients::compute, then, into a gradient object that has just held those input
+/// gradients, with InputGradients::skip. Expects the skipping call to leave `inputs` empty,
+/// [0, 0, 0], and to agree bit for bit on every parameter gradient and on the initial-state
+/// gradients. In double, also checks the skipping call's parameter and initial-state
+/// gradients against central differences (step 1e-5) of the loss Σ outputs ⊙ d_out; the
+/// cell must then compute the same function at every call (no dropout in training mode).
 template <class Cell>
 void expect_skipping_input_gradients_changes_nothing_else(const Cell& cell, Index T, Index B, Rng& rng) {
   using Scalar = typename Cell::Scalar;
   const auto x = random_tensor<Scalar>(T, B, cell.input_size(), rng);
   const auto d_out = random_tensor<Scalar>(T, B, cell.output_size(), rng);
-  std::vector<int> lengths(static_cast<std::size_t>(B));
-  for (Index b = 0; b < B; ++b) lengths[static_cast<std::size_t>(b)] = int(b % (T + 1));
+  const auto lengths = cyclic_lengths(T, B);
   const auto fwd = dynamic_rnn(cell, x, lengths);
   const auto d_final = cell.zero_state(B);
 
@@ -211,6 +220,20 @@ void expect_skipping_input_gradients_changes_nothing_else(const Cell& cell, Inde
   initial.zip(skipped.initial_state, [](const Matrix<Scalar>& a, const Matrix<Scalar>& b) {
     EXPECT_TRUE(identical(a, b));
   });
+
+  if constexpr (std::is_same_v<Scalar, double>) {
+    Cell probe = cell;  // perturbed in place, one parameter at a time
+    auto s0 = cell.zero_state(B);
+    const auto loss = [&] { return dot(dynamic_rnn(probe, x, lengths, s0).outputs, d_out); };
+    int k = 0;
+    visit_parameters(probe, skipped, [&](auto& param, const auto& grad) {
+      const int index = k++;  // counted here: the message below is built only on failure
+      EXPECT_LE(max_gradient_error(param, grad, loss, 1e-5), 1e-6) << "parameter " << index;
+    });
+    s0.zip(skipped.initial_state, [&](Matrix<double>& state, const Matrix<double>& grad) {
+      EXPECT_LE(max_gradient_error(state, grad, loss, 1e-5), 1e-6) << "initial state";
+    });
+  }
 }
 
 /// The precision-dependent tolerance for comparing float or double results.

@@ -122,6 +122,22 @@ TEST(Stacked, GradientsWithDropoutMatchFiniteDifferences) {
   EXPECT_LE(max_gradient_error(stack.layer(1).w_f_diag(), g.layers[1].w_f_diag, loss, kStep), 1e-6);
   EXPECT_LE(max_gradient_error(stack.layer(1).projection(), g.layers[1].projection, loss, kStep), 1e-6);
   EXPECT_LE(max_gradient_error(x, g.inputs, loss, kStep), 1e-6);
+
+  // InputGradients::skip through the same masks: no input gradient, every other gradient
+  // the same bit for bit, and still that of the loss.
+  const auto gs = dynamic_rnn_backward(stack, fwd, w, d_final, InputGradients::skip);
+  EXPECT_EQ(gs.inputs.size(), 0);
+  for (std::size_t k = 0; k < 3; ++k) {
+    SCOPED_TRACE(testing::Message() << "skip, layer " << k);
+    EXPECT_TRUE(identical(gs.layers[k].kernel, g.layers[k].kernel));
+    EXPECT_TRUE(identical(gs.layers[k].bias, g.layers[k].bias));
+    EXPECT_TRUE(identical(gs.initial_state.layers[k].c, g.initial_state.layers[k].c));
+    EXPECT_TRUE(identical(gs.initial_state.layers[k].h, g.initial_state.layers[k].h));
+    EXPECT_LE(max_gradient_error(stack.layer(k).kernel(), gs.layers[k].kernel, loss, kStep), 1e-6);
+    EXPECT_LE(max_gradient_error(stack.layer(k).bias(), gs.layers[k].bias, loss, kStep), 1e-6);
+  }
+  EXPECT_TRUE(identical(gs.layers[1].w_f_diag, g.layers[1].w_f_diag));
+  EXPECT_TRUE(identical(gs.layers[1].projection, g.layers[1].projection));
 }
 
 TEST(Stacked, InferenceEqualsLayersChainedByHand) {
@@ -159,14 +175,13 @@ TEST(Stacked, DropoutMasksAreSeededAndScaled) {
   EXPECT_TRUE(((m.array() == 0) || (m.array() == 1 / 0.75f)).all());
 }
 
-// The bottom layer skips its input gradient; the layers above still pass theirs down
-// (through the dropout masks), so every layer's parameter gradients are unchanged.
+// The bottom layer skips its input gradient; the layers above still pass theirs down, so
+// every layer's parameter gradients are unchanged (with dropout masks: the test above).
 TEST(Stacked, SkippingInputGradientsChangesNothingElse) {
   Rng rng(14);
   std::vector<LSTMCell<double>> layers = {{3, 4}, {4, 5}, {5, 2}};
   for (auto& l : layers) l.for_each_parameter([&](const char*, auto& p) { fill_uniform(p, rng, 0.8); });
-  Stack stack(std::move(layers), 0.3, 11);
-  stack.set_training(true);
+  const Stack stack(std::move(layers));
   expect_skipping_input_gradients_changes_nothing_else(stack, 6, 5, rng);
 }
 
@@ -215,6 +230,8 @@ TEST(Bidirectional, GradientsMatchFiniteDifferences) {
   EXPECT_TRUE(identical(skipped.bw.bias, g.bw.bias));
   EXPECT_TRUE(identical(skipped.fw.initial_state.h, g.fw.initial_state.h));
   EXPECT_TRUE(identical(skipped.bw.initial_state.h, g.bw.initial_state.h));
+  EXPECT_LE(max_gradient_error(fw.kernel(), skipped.fw.kernel, loss, kStep), 1e-6);
+  EXPECT_LE(max_gradient_error(bw.kernel(), skipped.bw.kernel, loss, kStep), 1e-6);
 }
 
 TEST(Bidirectional, BackwardDirectionReadsEachRowReversedWithoutPadding) {
