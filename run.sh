@@ -6,18 +6,20 @@
 #   ./run.sh char_model [flags]           build and train the character model on a word list
 #   ./run.sh test                         build everything and run every test (ctest)
 #   ./run.sh bench [benchmark flags]      build and run the benchmarks
+#   ./run.sh deps [package...]            only install the packages (and any named ones)
 #
 # Environment: DYNRNN_BUILD_DIR (default build), CXX (compiler), JOBS (default nproc).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 mode=$1
 shift
 
 packages=(cmake make g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev wamerican)
 case "${CXX:-}" in *clang*) packages+=(clang libomp-dev) ;; esac  # OpenMP for clang++
+[ "$mode" = deps ] && packages+=("$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -56,5 +58,6 @@ case "$mode" in
     cmake --build "$build" -j "$jobs" --target dynrnn_benchmarks
     exec "$build/benchmarks/dynrnn_benchmarks" "$@"
     ;;
+  deps) ;;
   *) usage ;;
 esac

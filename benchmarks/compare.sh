@@ -20,7 +20,8 @@ mkdir -p "$out"
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 targets=(dynrnn_benchmarks gemm_peak_benchmarks)
-if grep -q "dnnl_DIR:PATH=/" "$build/CMakeCache.txt"; then targets+=(onednn_lstm_benchmarks); fi
+# The oneDNN peer is built only when oneDNN is usable (cmake/dynrnnOptionalDependencies.cmake).
+if cmake --build "$build" --target help | grep -q onednn_lstm_benchmarks; then targets+=(onednn_lstm_benchmarks); fi
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 
 gbench=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_out_format=json)
