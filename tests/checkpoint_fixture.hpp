@@ -54,7 +54,7 @@ struct TinyModel {
     auto append = [&](auto& p) {
       v.insert(v.end(), p.data(), p.data() + p.size());
       auto& s = opt.slots(p);
-      for (auto* a : {&s.ms, &s.mom, &s.mg}) v.insert(v.end(), a->data(), a->data() + a->size());
+      for (auto& a : s.arrays) v.insert(v.end(), a.data(), a.data() + a.size());
     };
     append(lstm.kernel());
     append(lstm.bias());

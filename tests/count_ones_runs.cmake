@@ -4,16 +4,18 @@
 #                       curve after step 400 and the final checkpoint must be identical
 #   MODE=deterministic  two runs with the same seed: identical loss curves and checkpoints
 #
-# Variables: COUNT_ONES (the executable), WORK_DIR, MODE.
+# Variables: COUNT_ONES (the executable), WORK_DIR, MODE, and OPTIONS (flags for every run,
+# separated by spaces, e.g. "--optimizer adam --clip-norm 1").
 cmake_minimum_required(VERSION 3.25)
+separate_arguments(options UNIX_COMMAND "${OPTIONS}")
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 
 function(count_ones name)
   execute_process(COMMAND "${COUNT_ONES}" --eval 200 --log-every 200 --csv "${WORK_DIR}/${name}.csv"
-                          --checkpoint "${WORK_DIR}/${name}.safetensors" ${ARGN}
+                          --checkpoint "${WORK_DIR}/${name}.safetensors" ${options} ${ARGN}
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  message("--- count_ones ${ARGN} (${name})\n${out}${err}")
+  message("--- count_ones ${options} ${ARGN} (${name})\n${out}${err}")
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "count_ones (${name}) failed with ${rc}")
   endif()

@@ -5,11 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <random>
 #include <thread>
@@ -66,7 +68,7 @@ TEST(Checkpoint, SavesBeforeTheFirstStepWithStartingSlots) {
   b.ckpt.load(safetensors::File::parse(a.ckpt.to_bytes(0), "fresh"));
   EXPECT_EQ(a.state(), b.state());
   // TensorFlow's RMSProp starts its mean square at 1.
-  EXPECT_TRUE((b.opt.slots(b.lstm.kernel()).ms == 1.0).all());
+  EXPECT_TRUE((b.opt.slots(b.lstm.kernel()).arrays[0] == 1.0).all());
 }
 
 TEST(Checkpoint, FloatModelLoadsItsOwnFile) {
@@ -249,8 +251,8 @@ TEST(Checkpoint, SurvivesKillDuringSave) {
   auto fill = [&](std::int64_t step) {
     cell.kernel().setConstant(float(step));
     cell.bias().setConstant(float(step));
-    opt.slots(cell.kernel()).ms.setConstant(float(step));
-    opt.slots(cell.bias()).ms.setConstant(float(step));
+    opt.slots(cell.kernel()).arrays[0].setConstant(float(step));
+    opt.slots(cell.bias()).arrays[0].setConstant(float(step));
   };
   fill(0);
   ckpt.save(path, 0);
@@ -294,7 +296,7 @@ TEST(Checkpoint, SurvivesKillDuringSave) {
     const float v = float(step);
     EXPECT_TRUE((loaded_cell.kernel().array() == v).all()) << "kill " << kill << " step " << step;
     EXPECT_TRUE((loaded_cell.bias().array() == v).all());
-    EXPECT_TRUE((loaded_opt.slots(loaded_cell.kernel()).ms == v).all());
+    EXPECT_TRUE((loaded_opt.slots(loaded_cell.kernel()).arrays[0] == v).all());
     last_step = step;
   }
   // Some kills must have hit a write in progress (a temporary file was left), or the test
@@ -303,6 +305,121 @@ TEST(Checkpoint, SurvivesKillDuringSave) {
   std::printf("%d kills, %d during a write, %lld saves completed\n", kKills, interrupted_writes,
               static_cast<long long>(last_step));
   fs::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// Resuming mid-run with every optimiser, a learning-rate schedule and global-norm clipping.
+
+// LSTM -> last output -> Dense -> softmax cross-entropy, trained with `Opt` under a warm-up
+// and cosine schedule and clipping at a norm small enough to act. The data of each step is
+// drawn from the step number, so a resumed run sees what an uninterrupted one does.
+template <class Opt>
+struct ResumableRun {
+  LSTMCell<double> lstm{3, 5};
+  Dense<double> dense{5, 3};
+  Opt opt;
+  Checkpoint<double> ckpt;
+  LinearWarmup<CosineDecay<double>> schedule{2, CosineDecay<double>(0.05, 8, 0.1)};
+
+  explicit ResumableRun(Opt optimizer, std::uint64_t seed) : opt(std::move(optimizer)) {
+    Rng rng(seed);
+    lstm.reset_parameters(rng);
+    dense.reset_parameters(rng);
+    ckpt.add("lstm", lstm).add("dense", dense).add("opt", opt);
+  }
+
+  double step(std::int64_t step) {
+    constexpr Index T = 4, B = 6;
+    Rng rng(1000 + std::uint64_t(step));
+    const Tensor3<double> x = random_tensor<double>(T, B, 3, rng);
+    std::vector<int> lengths(B), labels(B);
+    for (Index b = 0; b < B; ++b) {
+      lengths[b] = int(uniform_int(rng, 1, T + 1));
+      labels[b] = int(uniform_int(rng, 0, 3));
+    }
+    set_learning_rate(opt, schedule, step);
+    const auto fwd = dynamic_rnn(lstm, x, lengths);
+    const auto last = gather_last_outputs(fwd.outputs, lengths);
+    const auto ce = softmax_cross_entropy(dense.forward(last), labels);
+    auto d_dense = dense.make_gradients();
+    const auto d_last = dense.backward(last, ce.d_logits, d_dense);
+    auto d_lstm = dynamic_rnn_backward(lstm, fwd, gather_last_outputs_backward(d_last, lengths, T));
+    clip_by_global_norm(0.05, d_lstm, d_dense);
+    opt.apply(lstm, d_lstm);
+    opt.apply(dense, d_dense);
+    return ce.loss;
+  }
+};
+
+template <class Opt>
+void expect_resume_is_exact(const std::function<Opt()>& make) {
+  constexpr std::int64_t steps = 8, stop = 3;
+  ResumableRun<Opt> whole(make(), 1);
+  std::vector<double> expected;
+  for (std::int64_t s = 0; s < steps; ++s) expected.push_back(whole.step(s));
+
+  ResumableRun<Opt> first(make(), 1);
+  for (std::int64_t s = 0; s < stop; ++s) EXPECT_EQ(first.step(s), expected[std::size_t(s)]);
+  const auto bytes = first.ckpt.to_bytes(stop);
+  ResumableRun<Opt> resumed(make(), 2);  // other weights, fresh optimiser: all from the file
+  const std::int64_t start = resumed.ckpt.load(safetensors::File::parse(bytes, "resume"));
+  ASSERT_EQ(start, stop);
+  for (std::int64_t s = start; s < steps; ++s) EXPECT_EQ(resumed.step(s), expected[std::size_t(s)]) << "step " << s;
+  EXPECT_EQ(resumed.ckpt.to_bytes(steps), whole.ckpt.to_bytes(steps));
+}
+
+TEST(Checkpoint, ResumeIsExactForEveryOptimizerWithScheduleAndClipping) {
+  expect_resume_is_exact<Adam<double>>([] {
+    AdamOptions<double> o;
+    o.amsgrad = true;
+    return Adam<double>(o);
+  });
+  expect_resume_is_exact<Adam<double>>([] { return Adam<double>(AdamOptions<double>::tensorflow()); });
+  expect_resume_is_exact<AdamW<double>>([] { return AdamW<double>(0.01, 0.1); });
+  expect_resume_is_exact<SGD<double>>([] {
+    SGDOptions<double> o;
+    o.momentum = 0.9;
+    o.nesterov = true;
+    return SGD<double>(o);
+  });
+  expect_resume_is_exact<Adagrad<double>>([] {
+    AdagradOptions<double> o;
+    o.lr_decay = 0.1;
+    return Adagrad<double>(o);
+  });
+  expect_resume_is_exact<RMSProp<double>>([] {
+    auto o = RMSPropOptions<double>::tensorflow(0.01);
+    o.momentum = 0.5;
+    return RMSProp<double>(o);
+  });
+}
+
+TEST(Checkpoint, StoresEachOptimizersSlotsAndUpdateCounts) {
+  ResumableRun<Adam<double>> run([] {
+    AdamOptions<double> o;
+    o.amsgrad = true;
+    return Adam<double>(o);
+  }(), 1);
+  run.step(0);
+  run.step(1);
+  const auto f = safetensors::File::parse(run.ckpt.to_bytes(2), "adam");
+  for (const char* slot : {"m", "v", "vmax"}) EXPECT_EQ(f.tensors().count(std::string("opt/lstm/kernel/") + slot), 1u) << slot;
+  EXPECT_EQ(f.metadata().at("dynrnn.updates.opt/lstm/kernel"), "2");
+  // A file whose update count is missing is refused, and the model is left unchanged.
+  auto bytes = run.ckpt.to_bytes(2);
+  const std::string key = "dynrnn.updates.opt/dense/bias";
+  const auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+  ASSERT_NE(at, bytes.end());
+  *(at + 8) = 'X';  // "dynrnn.uXdates...": the expected key is gone
+  AdamOptions<double> o;
+  o.amsgrad = true;
+  ResumableRun<Adam<double>> other{Adam<double>(o), 2};
+  const Matrix<double> kernel = other.lstm.kernel();
+  EXPECT_NE(checkpoint_error([&] { other.ckpt.load(safetensors::File::parse(bytes, "damaged")); })
+                .find("metadata '" + key + "' is missing"),
+            std::string::npos);
+  EXPECT_EQ(other.lstm.kernel(), kernel);
+  EXPECT_EQ(other.opt.slot_count(), 0u);
 }
 
 }  // namespace

@@ -150,7 +150,7 @@ TEST(Errors, GatherLastOutputs) {
 TEST(Errors, RMSProp) {
   auto o = RMSPropOptions<double>::tensorflow(0.1);
   o.decay = 1.0;
-  expect_invalid_argument([&] { RMSProp<double> opt(o); }, {"RMSProp", "'decay'", "[0, 1)", "1.0"});
+  expect_invalid_argument([&] { RMSProp<double> opt(o); }, {"RMSProp", "'decay'", "[0, 1)", "got 1"});
   expect_invalid_argument([&] { RMSProp<double> opt(-0.1); }, {"'learning_rate'", ">= 0", "-0.1"});
   o = RMSPropOptions<double>::pytorch();
   o.momentum = -1;

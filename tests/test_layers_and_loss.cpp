@@ -207,5 +207,87 @@ TEST(SequenceLoss, BadArguments) {
                           {"'logits'", "at least one class", "[3, 2, 0]"});
 }
 
+TEST(MeanSquaredError, ByHand) {
+  Matrix<double> p(2, 2), y(2, 2);
+  p << 1, 2, 3, 4;
+  y << 0, 2, 5, 1;  // differences 1, 0, -2, 3: squares sum to 14
+  const auto mean = mean_squared_error(p, y);
+  EXPECT_DOUBLE_EQ(mean.loss, 14.0 / 4);
+  EXPECT_DOUBLE_EQ(mean.d_predictions(1, 1), 2 * 3.0 / 4);
+  const auto sum = mean_squared_error(p, y, Reduction::sum);
+  EXPECT_DOUBLE_EQ(sum.loss, 14.0);
+  EXPECT_DOUBLE_EQ(sum.d_predictions(1, 0), 2 * -2.0);
+}
+
+TEST(MeanSquaredError, GradientMatchesFiniteDifferences) {
+  Rng rng(21);
+  auto p = random_matrix<double>(5, 3, rng, 2);
+  const auto y = random_matrix<double>(5, 3, rng, 2);
+  for (Reduction r : {Reduction::mean, Reduction::sum}) {
+    const auto mse = mean_squared_error(p, y, r);
+    const auto loss = [&] { return double(mean_squared_error(p, y, r).loss); };
+    EXPECT_LE(max_gradient_error(p, mse.d_predictions, loss), 1e-7);
+  }
+}
+
+TEST(SequenceMeanSquaredError, MeanOverValidStepsByHandAndPaddingNeverRead) {
+  // T = 2, B = 2, D = 2; row 0 has 2 steps, row 1 has 1. Row 1's padded step holds NaN.
+  Tensor3<double> p(2, 2, 2), y(2, 2, 2);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double pv[2][2][2] = {{{1, 2}, {0, 0}}, {{3, -1}, {nan, nan}}};
+  const double yv[2][2][2] = {{{0, 2}, {1, 1}}, {{1, 1}, {nan, 5}}};
+  for (int t = 0; t < 2; ++t)
+    for (int b = 0; b < 2; ++b)
+      for (int d = 0; d < 2; ++d) {
+        p(t, b, d) = pv[t][b][d];
+        y(t, b, d) = yv[t][b][d];
+      }
+  // Squares: (t0 b0) 1 + 0, (t0 b1) 1 + 1, (t1 b0) 4 + 4: 11 over 3 steps of 2 outputs.
+  const auto mean = sequence_mean_squared_error(p, y, {2, 1});
+  EXPECT_DOUBLE_EQ(mean.loss, 11.0 / 6);
+  EXPECT_EQ(mean.steps, 3);
+  EXPECT_EQ(mean.d_predictions(1, 1, 0), 0.0);
+  EXPECT_EQ(mean.d_predictions(1, 1, 1), 0.0);
+  EXPECT_DOUBLE_EQ(mean.d_predictions(1, 0, 1), 2 * -2.0 / 6);
+  const auto sum = sequence_mean_squared_error(p, y, {2, 1}, Reduction::sum);
+  EXPECT_DOUBLE_EQ(sum.loss, 11.0);
+  EXPECT_DOUBLE_EQ(sum.d_predictions(1, 0, 0), 2 * 2.0);
+}
+
+TEST(SequenceMeanSquaredError, GradientMatchesFiniteDifferences) {
+  Rng rng(23);
+  const Index T = 5, B = 4, D = 3;
+  auto p = random_tensor<double>(T, B, D, rng);
+  const auto y = random_tensor<double>(T, B, D, rng);
+  const std::vector<int> lengths = {5, 0, 2, 3};
+  for (Reduction reduction : {Reduction::mean, Reduction::sum}) {
+    const auto r = sequence_mean_squared_error(p, y, lengths, reduction);
+    const auto loss = [&] { return double(sequence_mean_squared_error(p, y, lengths, reduction).loss); };
+    EXPECT_LE(max_gradient_error(p, r.d_predictions, loss), 1e-7);
+  }
+}
+
+TEST(SequenceMeanSquaredError, EmptyBatchHasZeroLoss) {
+  Tensor3<float> p(3, 2, 4), y(3, 2, 4);
+  p.setConstant(1.0f);
+  y.setZero();
+  const auto r = sequence_mean_squared_error(p, y, {0, 0});
+  EXPECT_EQ(r.loss, 0.0f);
+  EXPECT_EQ(max_abs(r.d_predictions), 0.0);
+}
+
+TEST(MeanSquaredError, BadArguments) {
+  expect_invalid_argument([] { mean_squared_error(Matrix<float>(2, 3), Matrix<float>(3, 2)); },
+                          {"mean_squared_error", "'targets'", "[2, 3]", "[3, 2]"});
+  expect_invalid_argument([] { mean_squared_error(Matrix<float>(0, 3), Matrix<float>(0, 3)); },
+                          {"'predictions'", "non-empty"});
+  Tensor3<float> p(3, 2, 4), y(3, 1, 4);
+  p.setZero();
+  y.setZero();
+  expect_invalid_argument([&] { sequence_mean_squared_error(p, y, {3, 1}); },
+                          {"sequence_mean_squared_error", "'targets'"});
+  expect_invalid_argument([&] { sequence_mean_squared_error(p, p, {4, 1}); }, {"'lengths'", "in [0, 3]"});
+}
+
 }  // namespace
 }  // namespace dynrnn::test

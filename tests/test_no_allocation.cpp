@@ -155,6 +155,52 @@ TEST(NoAllocation, TrainingStepsAfterTheFirst) {
   EXPECT_TRUE(std::isfinite(loss));
 }
 
+// Every optimiser (with its options that keep extra state on), a schedule and both kinds of
+// clipping, on a cell's and a dense layer's gradients, after the first update made the state.
+template <class Opt>
+long allocations_of_updates(Opt opt) {
+  LSTMCell<Scalar> cell(4, 16);
+  Dense<Scalar> dense(16, 5);
+  LSTMGradients<Scalar> g_cell = cell.make_gradients();
+  DenseGradients<Scalar> g_dense = dense.make_gradients();
+  g_cell.kernel.setConstant(Scalar(0.3));
+  g_dense.weight.setConstant(Scalar(-0.2));
+  const LinearWarmup<CosineDecay<Scalar>> schedule(2, CosineDecay<Scalar>(Scalar(0.01), 10));
+  const auto update = [&](std::int64_t step) {
+    set_learning_rate(opt, schedule, step);
+    clip_by_global_norm(Scalar(0.5), g_cell, g_dense);
+    clip_by_value(Scalar(-0.1), Scalar(0.1), g_cell, g_dense);
+    opt.apply(cell, g_cell);
+    opt.apply(dense, g_dense);
+  };
+  update(0);
+  const long before = g_allocations;
+  for (std::int64_t step = 1; step < 6; ++step) update(step);
+  return g_allocations - before;
+}
+
+TEST(NoAllocation, EveryOptimizerAndClippingAfterTheFirstUpdate) {
+  AdamOptions<Scalar> adam;
+  adam.amsgrad = true;
+  adam.weight_decay = Scalar(0.01);
+  EXPECT_EQ(allocations_of_updates(Adam<Scalar>(adam)), 0);
+  EXPECT_EQ(allocations_of_updates(AdamW<Scalar>(adam)), 0);
+  EXPECT_EQ(allocations_of_updates(Adam<Scalar>(AdamOptions<Scalar>::tensorflow())), 0);
+  SGDOptions<Scalar> sgd;
+  sgd.momentum = Scalar(0.9);
+  sgd.nesterov = true;
+  sgd.weight_decay = Scalar(0.01);
+  EXPECT_EQ(allocations_of_updates(SGD<Scalar>(sgd)), 0);
+  AdagradOptions<Scalar> adagrad;
+  adagrad.lr_decay = Scalar(0.1);
+  adagrad.weight_decay = Scalar(0.01);
+  EXPECT_EQ(allocations_of_updates(Adagrad<Scalar>(adagrad)), 0);
+  auto rmsprop = RMSPropOptions<Scalar>::tensorflow(Scalar(0.01));
+  rmsprop.momentum = Scalar(0.9);
+  rmsprop.centered = true;
+  EXPECT_EQ(allocations_of_updates(RMSProp<Scalar>(rmsprop)), 0);
+}
+
 TEST(NoAllocation, InferenceAfterTheFirstCall) {
   DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
   LSTMCell<Scalar> cell(8, 32);

@@ -6,6 +6,7 @@
 // never reads them.
 //
 //   count_ones                      # defaults: 1000 steps, batch 50, RMSProp lr 0.01
+//   count_ones --optimizer adam --clip-norm 5   # Adam, gradients clipped to a global norm of 5
 //   count_ones --task seed          # ones then padding, target = length
 //   count_ones --steps 2000 --resume count_ones.safetensors   # continue a run
 //   count_ones --help
@@ -25,6 +26,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <variant>
 #include <vector>
 
 namespace {
@@ -59,20 +61,40 @@ Batch make_batch(Task task, int batch_size, dynrnn::Rng& rng) {
   return b;
 }
 
+/// The optimisers --optimizer chooses from; all share one interface.
+using Optimizer = std::variant<dynrnn::RMSProp<Scalar>, dynrnn::Adam<Scalar>, dynrnn::AdamW<Scalar>, dynrnn::SGD<Scalar>>;
+
+/// The optimiser called `name`, with the example's learning rate for it unless `lr` > 0.
+Optimizer make_optimizer(const std::string& name, Scalar lr) {
+  if (name == "adam") return dynrnn::Adam<Scalar>(lr > 0 ? lr : Scalar(0.01));
+  if (name == "adamw") return dynrnn::AdamW<Scalar>(lr > 0 ? lr : Scalar(0.01));
+  if (name == "sgd") {
+    dynrnn::SGDOptions<Scalar> o;
+    o.learning_rate = lr > 0 ? lr : Scalar(0.1);
+    o.momentum = Scalar(0.9);
+    o.nesterov = true;
+    return dynrnn::SGD<Scalar>(o);
+  }
+  return dynrnn::RMSProp<Scalar>(lr > 0 ? lr : Scalar(0.01));  // TensorFlow 1.x RMSProp
+}
+
 struct Model {
   dynrnn::Embedding<Scalar> embedding{2, 2};
   dynrnn::LSTMCell<Scalar> lstm;
   dynrnn::Dense<Scalar> output;
-  dynrnn::RMSProp<Scalar> opt;
+  Optimizer opt;
+  Scalar clip_norm;                       // global-norm clipping of all gradients; 0: none
   dynrnn::Checkpoint<Scalar> checkpoint;  // refers to the members above
 
-  Model(int hidden, std::uint64_t seed, Scalar learning_rate)
-      : lstm(2, hidden), output(hidden, kClasses), opt(learning_rate) {
+  Model(int hidden, std::uint64_t seed, const std::string& optimizer, Scalar learning_rate, Scalar max_norm)
+      : lstm(2, hidden), output(hidden, kClasses), opt(make_optimizer(optimizer, learning_rate)), clip_norm(max_norm) {
     dynrnn::Rng rng(seed);
     embedding.reset_parameters(rng);
     lstm.reset_parameters(rng);
     output.reset_parameters(rng);
-    checkpoint.add("embedding", embedding).add("lstm", lstm).add("output", output).add("rmsprop", opt);
+    checkpoint.add("embedding", embedding).add("lstm", lstm).add("output", output);
+    // The optimiser's slots under its own name ("rmsprop" as before, "adam", ...).
+    std::visit([&](auto& o) { checkpoint.add(optimizer, o); }, opt);
   }
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -132,9 +154,14 @@ struct TrainStep {
     dynrnn::dynamic_rnn_backward(m.lstm, fwd, d_outputs, zero, d_lstm);
     m.embedding.backward_sequences(b.ids, d_lstm.inputs, d_embedding);
 
-    m.opt.apply(m.lstm, d_lstm);
-    m.opt.apply(m.output, d_output);
-    m.opt.apply(m.embedding, d_embedding);
+    if (m.clip_norm > 0) dynrnn::clip_by_global_norm(m.clip_norm, d_lstm, d_output, d_embedding);
+    std::visit(
+        [&](auto& opt) {
+          opt.apply(m.lstm, d_lstm);
+          opt.apply(m.output, d_output);
+          opt.apply(m.embedding, d_embedding);
+        },
+        m.opt);
     return {double(ce.loss), accuracy(logits, b.targets)};
   }
 };
@@ -145,7 +172,8 @@ int main(int argc, char** argv) {
   CLI::App app{"Train an LSTM to count the ones in variable-length binary sequences (dynrnn example)."};
   std::string task_name = "random";
   int steps = 1000, batch_size = 50, hidden = 64, eval_size = 1000, log_every = 20;
-  float learning_rate = 0.01f;
+  float learning_rate = 0, clip_norm = 0;
+  std::string optimizer = "rmsprop";
   std::uint64_t seed = 1;
   std::string csv_path = "count_ones_loss.csv", reduction_name = "mean";
   std::string checkpoint_path = "count_ones.safetensors", resume_path;
@@ -157,8 +185,13 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--steps", steps, "Training steps")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--batch", batch_size, "Sequences per batch")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--lr", learning_rate, "RMSProp learning rate (TensorFlow 1.x RMSProp)")
-      ->check(CLI::PositiveNumber)
+  app.add_option("--optimizer", optimizer,
+                 "rmsprop (TensorFlow 1.x), adam or adamw (PyTorch's), sgd (momentum 0.9, Nesterov)")
+      ->check(CLI::IsMember({"rmsprop", "adam", "adamw", "sgd"}))
+      ->capture_default_str();
+  app.add_option("--lr", learning_rate, "Learning rate [default: 0.01, and 0.1 for sgd]")->check(CLI::PositiveNumber);
+  app.add_option("--clip-norm", clip_norm, "Clip the gradients to this global L2 norm; 0: no clipping")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--hidden", hidden, "LSTM hidden units")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--seed", seed, "Seed for initialisation and data")->capture_default_str();
@@ -195,14 +228,15 @@ int main(int argc, char** argv) {
   }
   csv << "step,loss,accuracy\n";
 
-  Model model(hidden, seed, learning_rate);
+  Model model(hidden, seed, optimizer, learning_rate, clip_norm);
+  const Scalar lr = std::visit([](const auto& o) { return o.learning_rate(); }, model.opt);
   dynrnn::Rng train_rng(seed * 2 + 1), eval_rng(seed * 2 + 2);  // disjoint streams
 
   // What must match for a resumed run to continue the same curve; the layer sizes are
   // checked by the checkpoint itself.
   std::ostringstream config;
-  config << "task=" << task_name << " batch=" << batch_size << " lr=" << learning_rate << " loss=" << reduction_name
-         << " seed=" << seed;
+  config << "task=" << task_name << " batch=" << batch_size << " optimizer=" << optimizer << " lr=" << lr
+         << " clip_norm=" << clip_norm << " loss=" << reduction_name << " seed=" << seed;
   int first_step = 1;
   if (!resume_path.empty()) {
     std::int64_t saved_step = 0;
@@ -238,8 +272,9 @@ int main(int argc, char** argv) {
     model.checkpoint.save(checkpoint_path, step);
   };
 
-  std::printf("count_ones: task %s, %d steps, batch %d, LSTM H=%d, RMSProp lr %g, seed %llu\n",
-              task_name.c_str(), steps, batch_size, hidden, double(learning_rate),
+  std::printf("count_ones: task %s, %d steps, batch %d, LSTM H=%d, %s lr %g%s, seed %llu\n", task_name.c_str(),
+              steps, batch_size, hidden, optimizer.c_str(), double(lr),
+              clip_norm > 0 ? (", clip norm " + std::to_string(clip_norm)).c_str() : "",
               static_cast<unsigned long long>(seed));
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();

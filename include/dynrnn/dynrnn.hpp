@@ -8,8 +8,8 @@
 //   rnn/       dynamic_rnn, bidirectional_dynamic_rnn and their backward passes, the packed
 //              layout and time loop, last-output gather
 //   layers/    Dense, Embedding
-//   losses/    softmax cross-entropy, per sample and per valid step of a sequence
-//   optim/     RMSProp
+//   losses/    softmax cross-entropy and mean squared error, per sample and per valid step
+//   optim/     RMSProp, Adam, AdamW, SGD, Adagrad, gradient clipping, learning-rate schedules
 //   io/        safetensors files, atomic checkpoints, LSTM, GRU and RNN weights from PyTorch, Keras, TensorFlow
 #pragma once
 
@@ -36,10 +36,19 @@
 #include "layers/dense.hpp"
 #include "layers/embedding.hpp"
 
+#include "losses/mean_squared_error.hpp"
+#include "losses/reduction.hpp"
+#include "losses/sequence_mean_squared_error.hpp"
 #include "losses/sequence_softmax_cross_entropy.hpp"
 #include "losses/softmax_cross_entropy.hpp"
 
+#include "optim/adagrad.hpp"
+#include "optim/adam.hpp"
+#include "optim/clip.hpp"
+#include "optim/optimizer.hpp"
 #include "optim/rmsprop.hpp"
+#include "optim/schedule.hpp"
+#include "optim/sgd.hpp"
 
 #include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"

@@ -412,4 +412,13 @@ void visit_parameters(GRUCell<Scalar>& cell, const GRUGradients<Scalar>& g, F&& 
   if (cell.variant() == GRUVariant::reset_after) f(cell.recurrent_bias(), g.recurrent_bias);
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of a GRUCell (empty ones included);
+/// clip_by_global_norm() and clip_by_value() use this.
+template <class Scalar, class F>
+void for_each_gradient(GRUGradients<Scalar>& g, F&& f) {
+  f(g.kernel);
+  f(g.bias);
+  f(g.recurrent_bias);
+}
+
 }  // namespace dynrnn

@@ -553,4 +553,16 @@ void visit_parameters(LSTMCell<Scalar>& cell, const LSTMGradients<Scalar>& g, F&
   if (cell.options().num_proj > 0) f(cell.projection(), g.projection);
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of an LSTMCell (empty ones included);
+/// clip_by_global_norm() and clip_by_value() use this.
+template <class Scalar, class F>
+void for_each_gradient(LSTMGradients<Scalar>& g, F&& f) {
+  f(g.kernel);
+  f(g.bias);
+  f(g.w_i_diag);
+  f(g.w_f_diag);
+  f(g.w_o_diag);
+  f(g.projection);
+}
+
 }  // namespace dynrnn

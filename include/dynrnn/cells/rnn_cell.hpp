@@ -270,4 +270,12 @@ void visit_parameters(RNNCell<Scalar>& cell, const RNNGradients<Scalar>& g, F&& 
   f(cell.bias(), g.bias);
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of an RNNCell (empty ones included);
+/// clip_by_global_norm() and clip_by_value() use this.
+template <class Scalar, class F>
+void for_each_gradient(RNNGradients<Scalar>& g, F&& f) {
+  f(g.kernel);
+  f(g.bias);
+}
+
 }  // namespace dynrnn

@@ -265,4 +265,11 @@ void visit_parameters(StackedCell<Cell>& stack, const StackedGradients<Cell>& g,
   for (std::size_t k = 0; k < stack.layers().size(); ++k) visit_parameters(stack.layers()[k], g.layers[k], f);
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of every layer of a StackedCell (empty ones included);
+/// clip_by_global_norm() and clip_by_value() use this.
+template <class Cell, class F>
+void for_each_gradient(StackedGradients<Cell>& g, F&& f) {
+  for (auto& layer : g.layers) for_each_gradient(layer, f);
+}
+
 }  // namespace dynrnn

@@ -29,6 +29,14 @@ inline std::string shape_string(std::initializer_list<Index> dims) {
   return s.str();
 }
 
+/// Formats a number as a message shows it: 0.9, 1e-08, nan, 12.
+template <class T>
+std::string number_string(T value) {
+  std::ostringstream s;
+  s << value;
+  return s.str();
+}
+
 [[noreturn]] inline void throw_argument(const char* function, const char* argument,
                                         const std::string& expected, const std::string& actual) {
   throw std::invalid_argument(std::string("dynrnn::") + function + ": argument '" + argument +

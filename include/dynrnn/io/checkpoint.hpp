@@ -14,14 +14,19 @@
 //   opt/lstm/kernel/mom                momentum buffer, when momentum > 0
 //   opt/lstm/kernel/mg                 mean gradient, when centered
 //
+// Any optimiser stores the slots that carry state under its own slot names (Adam's
+// "m", "v", "vmax"; SGD's "momentum"; Adagrad's "sum"; see optimizer.hpp).
+//
 // Metadata ("__metadata__", strings): dynrnn.format, dynrnn.version, dynrnn.scalar,
 // dynrnn.step, dynrnn.layer.<prefix> (e.g. "LSTMCell(input_size=2, hidden_size=64)"),
-// and any entries of the program's own (Checkpoint::metadata()).
+// dynrnn.updates.<optimiser prefix>/<tensor> (the updates that parameter has had, for the
+// optimisers whose rule counts them: Adam, AdamW, SGD, Adagrad), and any entries of the
+// program's own (Checkpoint::metadata()).
 #pragma once
 
 #include "../core/types.hpp"
 #include "../core/version.hpp"
-#include "../optim/rmsprop.hpp"
+#include "../optim/optimizer.hpp"
 #include "atomic_file.hpp"
 #include "safetensors.hpp"
 
@@ -32,6 +37,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace dynrnn {
@@ -51,13 +57,17 @@ namespace dynrnn {
 template <class Scalar>
 class Checkpoint {
  public:
+  /// \brief Whether T is one of the library's optimisers (built on OptimizerBase).
+  template <class T>
+  static constexpr bool is_optimizer = std::is_base_of_v<detail::OptimizerTag<Scalar>, T>;
+
   /// \brief Value of the "dynrnn.format" metadata entry of files this version writes and reads.
   static constexpr const char* format = "dynrnn-checkpoint-1";
 
   /// \brief Registers every parameter of a layer or cell (anything with `for_each_parameter` and
   /// `description`) as "<prefix>/<parameter>".
   /// \throws std::invalid_argument when a resulting name is already registered.
-  template <class Layer>
+  template <class Layer, std::enable_if_t<!is_optimizer<Layer>, int> = 0>
   Checkpoint& add(const std::string& prefix, Layer& layer) {
     check_new_prefix(prefix);
     layers_.push_back({prefix, [&layer] { return layer.description(); }});
@@ -80,12 +90,23 @@ class Checkpoint {
     return *this;
   }
 
-  /// \brief Registers an optimiser: its slots for every registered tensor (whenever registered)
-  /// are stored as "<prefix>/<tensor>/<slot>".
+  /// \brief Registers an optimiser (RMSProp, Adam, AdamW, SGD, Adagrad): the slots that carry
+  /// state, for every registered tensor (whenever registered), are stored as
+  /// "<prefix>/<tensor>/<slot>", with each parameter's update count where the rule uses it.
   /// \throws std::invalid_argument when `prefix` is already registered.
-  Checkpoint& add(const std::string& prefix, RMSProp<Scalar>& optimizer) {
+  template <class Opt, std::enable_if_t<is_optimizer<Opt>, int> = 0>
+  Checkpoint& add(const std::string& prefix, Opt& optimizer) {
     check_new_prefix(prefix);
-    optimizers_.push_back({prefix, &optimizer});
+    Optimizer o;
+    o.prefix = prefix;
+    o.counts_updates = Opt::counts_updates;
+    const SlotNames names = optimizer.slot_names();
+    for (int k = 0; k < 3; ++k)
+      if (names[k] && optimizer.slot_is_state(k)) o.stored.push_back({names[k], k});
+    o.slots = [&optimizer](const Tensor& t) -> OptimizerSlots<Scalar>& {
+      return t.matrix ? optimizer.slots(*t.matrix) : optimizer.slots(*t.vector);
+    };
+    optimizers_.push_back(std::move(o));
     return *this;
   }
 
@@ -112,10 +133,11 @@ class Checkpoint {
     for (const Layer& l : layers_) w.set_metadata("dynrnn.layer." + l.prefix, l.description());
     for (const Tensor& t : tensors_) w.add(t.name, t.shape(), t.data(), t.size());
     for (const Optimizer& o : optimizers_)
-      for (const Tensor& t : tensors_)
-        for_each_slot(o, t, [&](const std::string& name, SlotArray& slot) {
-          w.add(name, t.shape(), slot.data(), t.size());
-        });
+      for (const Tensor& t : tensors_) {
+        OptimizerSlots<Scalar>& s = o.slots(t);
+        for (const StoredSlot& slot : o.stored) w.add(slot_name(o, t, slot), t.shape(), s.arrays[slot.index].data(), t.size());
+        if (o.counts_updates) w.set_metadata(updates_key(o, t), std::to_string(s.step));
+      }
     return w.bytes();
   }
 
@@ -140,12 +162,7 @@ class Checkpoint {
     const auto& meta = f.metadata();
     const std::string fmt = entry(f, "dynrnn.format");
     if (fmt != format) f.fail("metadata 'dynrnn.format' is '" + fmt + "', expected '" + format + "'");
-    const std::string step_text = entry(f, "dynrnn.step");
-    std::int64_t step = 0;
-    const char* end = step_text.data() + step_text.size();
-    const auto parsed = std::from_chars(step_text.data(), end, step);
-    if (step_text.empty() || parsed.ec != std::errc() || parsed.ptr != end)
-      f.fail("metadata 'dynrnn.step' is '" + step_text + "', not an integer");
+    const std::int64_t step = parse_int(f, "dynrnn.step", entry(f, "dynrnn.step"));
     for (const Layer& l : layers_) {
       const std::string saved = entry(f, "dynrnn.layer." + l.prefix), ours = l.description();
       if (saved != ours) f.fail("holds " + saved + " under '" + l.prefix + "', but the model has " + ours);
@@ -155,28 +172,37 @@ class Checkpoint {
       f.check<Scalar>(t.name, t.shape());
       expected.insert(t.name);
     }
+    std::vector<std::int64_t> updates;  // per (optimiser, tensor) that counts them, in order
     for (const Optimizer& o : optimizers_)
-      for (const Tensor& t : tensors_)
-        for (const StoredSlot& slot : stored_slots(o)) {
+      for (const Tensor& t : tensors_) {
+        for (const StoredSlot& slot : o.stored) {
           const std::string name = slot_name(o, t, slot);
           f.check<Scalar>(name, t.shape());
           expected.insert(name);
         }
+        if (o.counts_updates) {
+          const std::string key = updates_key(o, t);
+          updates.push_back(parse_int(f, key, entry(f, key)));
+          if (updates.back() < 0) f.fail("metadata '" + key + "' is negative");
+        }
+      }
     for (const auto& [name, info] : f.tensors())
       if (!expected.count(name)) f.fail("holds the unexpected tensor '" + name + "'");
 
     // Slots first: creating one can fail (a parameter resized since its last update) and
     // changes nothing a later update would see.
     for (const Optimizer& o : optimizers_)
-      for (const Tensor& t : tensors_) for_each_slot(o, t, [](const std::string&, auto&) {});
+      for (const Tensor& t : tensors_) o.slots(t);
 
     // Assignment; nothing below fails on a file that passed the checks.
     for (const Tensor& t : tensors_) f.read_into(t.name, t.shape(), t.data());
+    std::size_t next_update = 0;
     for (const Optimizer& o : optimizers_)
-      for (const Tensor& t : tensors_)
-        for_each_slot(o, t, [&](const std::string& name, SlotArray& slot) {
-          f.read_into(name, t.shape(), slot.data());
-        });
+      for (const Tensor& t : tensors_) {
+        OptimizerSlots<Scalar>& s = o.slots(t);
+        for (const StoredSlot& slot : o.stored) f.read_into(slot_name(o, t, slot), t.shape(), s.arrays[slot.index].data());
+        if (o.counts_updates) s.step = updates[next_update++];
+      }
     metadata_.clear();
     for (const auto& [key, value] : meta)
       if (key.rfind("dynrnn.", 0) != 0) metadata_[key] = value;
@@ -199,9 +225,16 @@ class Checkpoint {
     std::string prefix;
     std::function<std::string()> description;
   };
+  // A stored slot: its name in the file and its index in OptimizerSlots::arrays.
+  struct StoredSlot {
+    const char* name;
+    int index;
+  };
   struct Optimizer {
     std::string prefix;
-    RMSProp<Scalar>* rmsprop;
+    bool counts_updates = false;                                    // whether its rule uses Slots::step
+    std::vector<StoredSlot> stored;                                 // the slots that carry state
+    std::function<OptimizerSlots<Scalar>&(const Tensor&)> slots;    // a tensor's state, created if needed
   };
 
   static std::string entry(const safetensors::File& f, const std::string& key) {
@@ -209,32 +242,20 @@ class Checkpoint {
     if (it == f.metadata().end()) f.fail("metadata '" + key + "' is missing (not a dynrnn checkpoint?)");
     return it->second;
   }
-
-  using SlotArray = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
-  using SlotMember = SlotArray RMSProp<Scalar>::Slots::*;
-  struct StoredSlot {
-    const char* name;
-    SlotMember member;
-  };
-
-  // The slots of `o` that carry state, and so are stored: the one list both the checks and
-  // the assignments of load() and save() follow.
-  static std::vector<StoredSlot> stored_slots(const Optimizer& o) {
-    using Slots = typename RMSProp<Scalar>::Slots;
-    std::vector<StoredSlot> slots{{"ms", &Slots::ms}};
-    if (o.rmsprop->momentum_is_state()) slots.push_back({"mom", &Slots::mom});
-    if (o.rmsprop->mean_gradient_is_state()) slots.push_back({"mg", &Slots::mg});
-    return slots;
+  static std::int64_t parse_int(const safetensors::File& f, const std::string& key, const std::string& text) {
+    std::int64_t value = 0;
+    const char* end = text.data() + text.size();
+    const auto parsed = std::from_chars(text.data(), end, value);
+    if (text.empty() || parsed.ec != std::errc() || parsed.ptr != end)
+      f.fail("metadata '" + key + "' is '" + text + "', not an integer");
+    return value;
   }
+
   static std::string slot_name(const Optimizer& o, const Tensor& t, const StoredSlot& slot) {
     return o.prefix + "/" + t.name + "/" + slot.name;
   }
-
-  // Calls f(name, slot array) for each stored slot of tensor t, creating the slots if needed.
-  template <class F>
-  void for_each_slot(const Optimizer& o, const Tensor& t, F&& f) const {
-    auto& s = t.matrix ? o.rmsprop->slots(*t.matrix) : o.rmsprop->slots(*t.vector);
-    for (const StoredSlot& slot : stored_slots(o)) f(slot_name(o, t, slot), s.*slot.member);
+  static std::string updates_key(const Optimizer& o, const Tensor& t) {
+    return "dynrnn.updates." + o.prefix + "/" + t.name;
   }
 
   bool taken(const std::string& name) const {

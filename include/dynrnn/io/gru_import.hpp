@@ -73,8 +73,8 @@ void import_pytorch_gru(GRUCell<Scalar>& cell, const safetensors::File& file, co
   auto [b_ih, b_hh] = detail::read_pytorch_biases<Scalar>(file, prefix, k, 3 * H);
   cell.kernel().topRows(I) = w_ih.transpose();
   cell.kernel().bottomRows(H) = w_hh.transpose();
-  cell.bias() = std::move(b_ih);
-  cell.recurrent_bias() = std::move(b_hh);
+  cell.bias() = b_ih;
+  cell.recurrent_bias() = b_hh;
 }
 
 /// \brief import_pytorch_gru() from the file at `path`.

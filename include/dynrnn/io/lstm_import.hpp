@@ -53,8 +53,8 @@ template <class Scalar>
 void assign_lstm(LSTMCell<Scalar>& cell, Matrix<Scalar>&& kernel, Vector<Scalar>&& bias, Scalar source_forget_bias) {
   const Index H = cell.hidden_size();
   bias.segment(2 * H, H).array() += source_forget_bias - cell.forget_bias();
-  cell.kernel() = std::move(kernel);
-  cell.bias() = std::move(bias);
+  cell.kernel() = kernel;
+  cell.bias() = bias;
 }
 
 // Throws std::invalid_argument unless `cell` has none of the options the source lacks.
@@ -173,11 +173,11 @@ void import_tensorflow_lstm(LSTMCell<Scalar>& cell, const safetensors::File& fil
   if (cell.options().num_proj > 0) projection = detail::read_matrix<Scalar>(file, prefix + "projection/kernel", H, R);
   detail::assign_lstm(cell, std::move(kernel), std::move(bias), tf_forget_bias);
   if (cell.options().use_peepholes) {
-    cell.w_i_diag() = std::move(w_i);
-    cell.w_f_diag() = std::move(w_f);
-    cell.w_o_diag() = std::move(w_o);
+    cell.w_i_diag() = w_i;
+    cell.w_f_diag() = w_f;
+    cell.w_o_diag() = w_o;
   }
-  if (cell.options().num_proj > 0) cell.projection() = std::move(projection);
+  if (cell.options().num_proj > 0) cell.projection() = projection;
 }
 
 /// \brief import_tensorflow_lstm() from the file at `path`.

@@ -72,7 +72,7 @@ void import_keras_rnn(RNNCell<Scalar>& cell, const safetensors::File& file, cons
   const auto u = detail::read_matrix<Scalar>(file, prefix + "recurrent_kernel", H, H);
   auto b = detail::read_optional_bias<Scalar>(file, prefix + "bias", H);
   cell.kernel() << w, u;
-  cell.bias() = std::move(b);
+  cell.bias() = b;
 }
 
 /// \brief import_keras_rnn() from the file at `path`.
@@ -92,8 +92,8 @@ void import_tensorflow_rnn(RNNCell<Scalar>& cell, const safetensors::File& file,
   const Index I = cell.input_size(), H = cell.hidden_size();
   auto kernel = detail::read_matrix<Scalar>(file, prefix + "kernel", I + H, H);
   auto bias = detail::read_vector<Scalar>(file, prefix + "bias", H);
-  cell.kernel() = std::move(kernel);
-  cell.bias() = std::move(bias);
+  cell.kernel() = kernel;
+  cell.bias() = bias;
 }
 
 /// \brief import_tensorflow_rnn() from the file at `path`.

@@ -152,4 +152,12 @@ void visit_parameters(Dense<Scalar>& layer, const DenseGradients<Scalar>& g, F&&
   f(layer.bias(), g.bias);
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of a Dense layer (empty ones included);
+/// clip_by_global_norm() and clip_by_value() use this.
+template <class Scalar, class F>
+void for_each_gradient(DenseGradients<Scalar>& g, F&& f) {
+  f(g.weight);
+  f(g.bias);
+}
+
 }  // namespace dynrnn

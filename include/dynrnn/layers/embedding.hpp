@@ -167,4 +167,11 @@ void visit_parameters(Embedding<Scalar>& layer, const EmbeddingGradients<Scalar>
   f(layer.table(), g.table);
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of an Embedding (empty ones included);
+/// clip_by_global_norm() and clip_by_value() use this.
+template <class Scalar, class F>
+void for_each_gradient(EmbeddingGradients<Scalar>& g, F&& f) {
+  f(g.table);
+}
+
 }  // namespace dynrnn

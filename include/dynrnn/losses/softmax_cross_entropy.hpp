@@ -12,18 +12,13 @@
 
 #include "../core/check.hpp"
 #include "../core/types.hpp"
+#include "reduction.hpp"
 
 #include <cmath>
 #include <string>
 #include <vector>
 
 namespace dynrnn {
-
-/// \brief How per-sample losses are combined.
-enum class Reduction {
-  mean,  ///< Average over samples (PyTorch's and Keras' default).
-  sum,   ///< Sum over samples (tf.reduce_sum of TF's per-sample loss).
-};
 
 /// \brief Loss and gradient of softmax_cross_entropy().
 /// \tparam Scalar element type.

@@ -17,14 +17,9 @@
 // TensorFlow's first steps small) and in whether lr is inside the momentum.
 #pragma once
 
-#include "../core/check.hpp"
-#include "../core/parallel.hpp"
-#include "../core/types.hpp"
+#include "optimizer.hpp"
 
-#include <algorithm>
 #include <string>
-#include <type_traits>
-#include <unordered_map>
 
 namespace dynrnn {
 
@@ -56,9 +51,9 @@ struct RMSPropOptions {
   }
 };
 
-/// \brief RMSProp optimiser. Keeps one set of slots per parameter, keyed by the address of the
-/// parameter's first element, so a parameter must stay where it is between calls (moving or
-/// resizing it needs reset()).
+/// \brief RMSProp optimiser (see optimizer.hpp for how its state follows each parameter).
+/// Slots: 0 "ms" (mean square, PyTorch's v), 1 "mom" (momentum buffer, stored when
+/// momentum > 0), 2 "mg" (mean gradient, stored when centered).
 ///
 /// \tparam Scalar element type of the parameters.
 ///
@@ -69,108 +64,50 @@ struct RMSPropOptions {
 /// auto torch_like = dynrnn::RMSProp<float>(dynrnn::RMSPropOptions<float>::pytorch(0.01f));
 /// \endcode
 template <class Scalar>
-class RMSProp {
+class RMSProp : public OptimizerBase<RMSProp<Scalar>, Scalar, RMSPropOptions<Scalar>> {
+  using Base = OptimizerBase<RMSProp<Scalar>, Scalar, RMSPropOptions<Scalar>>;
+
  public:
+  /// \brief Name used in error messages.
+  static constexpr const char* name = "RMSProp";
+  /// \brief RMSProp's rule does not depend on the update count, so checkpoints leave it out.
+  static constexpr bool counts_updates = false;
+
   /// \brief TensorFlow 1.x RMSProp with its defaults and the given learning rate.
   explicit RMSProp(Scalar learning_rate) : RMSProp(RMSPropOptions<Scalar>::tensorflow(learning_rate)) {}
 
   /// \brief RMSProp with explicit options.
   /// \throws std::invalid_argument for a negative learning rate, momentum or epsilon, or a decay
   /// outside [0, 1).
-  explicit RMSProp(const RMSPropOptions<Scalar>& options) : options_(options) {
-    constexpr const char* fn = "RMSProp";
-    if (!(options.learning_rate >= 0))
-      detail::throw_argument(fn, "learning_rate", ">= 0", std::to_string(options.learning_rate));
-    if (!(options.decay >= 0 && options.decay < 1))
-      detail::throw_argument(fn, "decay", "in [0, 1)", std::to_string(options.decay));
-    if (!(options.momentum >= 0))
-      detail::throw_argument(fn, "momentum", ">= 0", std::to_string(options.momentum));
-    if (!(options.epsilon >= 0))
-      detail::throw_argument(fn, "epsilon", ">= 0", std::to_string(options.epsilon));
+  explicit RMSProp(const RMSPropOptions<Scalar>& options) : Base(options) {
+    Base::check_range("decay", options.decay, Scalar(0), Scalar(1));
+    Base::check_non_negative("momentum", options.momentum);
+    Base::check_non_negative("epsilon", options.epsilon);
   }
 
-  /// \brief The options in force.
-  const RMSPropOptions<Scalar>& options() const { return options_; }
-  /// \brief Changes the learning rate from the next update on (for schedules).
-  /// \throws std::invalid_argument unless lr >= 0.
-  void set_learning_rate(Scalar lr) {
-    if (!(lr >= 0)) detail::throw_argument("RMSProp::set_learning_rate", "lr", ">= 0", std::to_string(lr));
-    options_.learning_rate = lr;
+  /// \brief Slot names: "ms", "mom" and, when centered, "mg".
+  SlotNames slot_names() const { return {"ms", "mom", this->options().centered ? "mg" : nullptr}; }
+  /// \brief The mean square always carries state; the momentum buffer only with momentum > 0,
+  /// the mean gradient only when centered.
+  bool slot_is_state(int k) const { return k == 0 || (k == 1 && this->options().momentum > 0) || (k == 2 && this->options().centered); }
+  /// \brief TensorFlow starts the mean square at 1, PyTorch at 0; the other slots start at 0.
+  Scalar slot_start(int k) const {
+    return k == 0 && this->options().variant == RMSPropVariant::tensorflow ? Scalar(1) : Scalar(0);
   }
 
-  /// \brief Updates one parameter in place from its gradient.
-  /// \param param any writable Eigen dense object (matrix, vector, array or block).
-  /// \param grad  same shape as `param`.
-  /// \throws std::invalid_argument when the shapes differ, or when `param`'s address was last
-  /// updated with another shape.
-  template <class P, class G>
-  void apply(Eigen::DenseBase<P>& param, const Eigen::DenseBase<G>& grad) {
-    static_assert(std::is_same_v<typename P::Scalar, Scalar>, "parameter scalar differs from RMSProp's");
-    constexpr const char* fn = "RMSProp::apply";
-    detail::check_shape(fn, "grad", grad, param.rows(), param.cols());
-    if (param.size() == 0) return;
-    Slots& slot = slots_for(param);
-
-    constexpr int order = P::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor;
-    using Map = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, order>>;
-    const Index rows = param.rows(), cols = param.cols();
-    Map ms(slot.ms.data(), rows, cols), mom(slot.mom.data(), rows, cols), mg(slot.mg.data(), rows, cols);
-    // Elementwise, so large parameters are updated a block of rows per thread.
-    const Index chunk = std::max<Index>(1, kParallelChunk / std::max<Index>(cols, 1));
-    const Index chunks = (rows + chunk - 1) / chunk;
-    detail::for_each_row(chunks, chunks > 1, [&](Index k) {
-      const Index r0 = k * chunk, n = std::min(chunk, rows - r0);
-      update(param.derived().middleRows(r0, n).array(), grad.derived().middleRows(r0, n).array(),
-             ms.middleRows(r0, n), mom.middleRows(r0, n), mg.middleRows(r0, n));
-    });
-  }
-
-  /// \brief Updates every parameter of a layer or cell from a matching gradient struct, e.g.
-  /// an LSTMCell with dynamic_rnn_backward's result, or a Dense with DenseGradients.
-  template <class Layer, class Grads,
-            class = std::enable_if_t<!std::is_base_of_v<Eigen::EigenBase<Layer>, Layer>>>
-  void apply(Layer& layer, const Grads& grads) {
-    visit_parameters(layer, grads, [this](auto& param, const auto& grad) { this->apply(param, grad); });
-  }
-
-  /// \brief Per-parameter state: flat arrays in the parameter's storage order.
-  struct Slots {
-    Index rows, cols;                            ///< Shape of the parameter.
-    Eigen::Array<Scalar, Eigen::Dynamic, 1> ms;   ///< Mean square of the gradient (PyTorch's v).
-    Eigen::Array<Scalar, Eigen::Dynamic, 1> mom;  ///< Momentum buffer (PyTorch's buf).
-    Eigen::Array<Scalar, Eigen::Dynamic, 1> mg;   ///< Mean gradient (centered only; PyTorch's g_avg).
-  };
-
-  /// \brief The slots of `param`, created with their starting values if it has none yet.
-  /// Checkpoints save and restore the optimiser through this.
-  /// \throws std::invalid_argument when `param`'s address has slots of another shape.
-  template <class P>
-  Slots& slots(Eigen::DenseBase<P>& param) {
-    return slots_for(param);
-  }
-  /// \brief Whether `mom` carries state from one update to the next (momentum > 0); when it
-  /// does not, checkpoints leave it out.
-  bool momentum_is_state() const { return options_.momentum > 0; }
-  /// \brief Whether `mg` carries state (centered).
-  bool mean_gradient_is_state() const { return options_.centered; }
-
-  /// \brief Forgets all slots, as for a fresh optimiser.
-  void reset() { slots_.clear(); }
-  /// \brief Number of parameters with slots.
-  std::size_t slot_count() const { return slots_.size(); }
-
- private:
-  static constexpr Index kParallelChunk = 1 << 16;  // entries per thread's block of rows
-
-  // One RMSProp update on matching blocks of parameter, gradient and slots.
+  /// \brief One RMSProp update on matching blocks of parameter, gradient and slots.
   template <class Theta, class G, class S>
-  void update(Theta theta, const G& g, S ms, S mom, S mg) const {
-    const RMSPropOptions<Scalar>& o = options_;
+  void update(Theta theta, const G& g, S& s, std::int64_t /*step*/) const {
+    const RMSPropOptions<Scalar>& o = this->options();
+    const Scalar lr = o.learning_rate;
+    auto& ms = s[0];
+    auto& mom = s[1];
+    auto& mg = s[2];
     ms = o.decay * ms + (Scalar(1) - o.decay) * g.square();
     if (o.centered) mg = o.decay * mg + (Scalar(1) - o.decay) * g;
     if (o.variant == RMSPropVariant::tensorflow) {
       const auto step = [&](const auto& denominator) {
-        mom = o.momentum * mom + o.learning_rate * g / denominator.sqrt();
+        mom = o.momentum * mom + lr * g / denominator.sqrt();
         theta -= mom;
       };
       if (o.centered)
@@ -181,9 +118,9 @@ class RMSProp {
       const auto step = [&](const auto& avg) {
         if (o.momentum > 0) {
           mom = o.momentum * mom + g / avg;
-          theta -= o.learning_rate * mom;
+          theta -= lr * mom;
         } else {
-          theta -= o.learning_rate * g / avg;
+          theta -= lr * g / avg;
         }
       };
       if (o.centered)
@@ -193,28 +130,6 @@ class RMSProp {
     }
   }
 
-  template <class P>
-  Slots& slots_for(Eigen::DenseBase<P>& param) {
-    const void* key = &param.derived().coeffRef(0, 0);
-    auto it = slots_.find(key);
-    if (it == slots_.end()) {
-      const Index n = param.size();
-      const Scalar ms0 = options_.variant == RMSPropVariant::tensorflow ? Scalar(1) : Scalar(0);
-      Slots s{param.rows(), param.cols(), Eigen::Array<Scalar, Eigen::Dynamic, 1>::Constant(n, ms0),
-              Eigen::Array<Scalar, Eigen::Dynamic, 1>::Zero(n), Eigen::Array<Scalar, Eigen::Dynamic, 1>::Zero(n)};
-      it = slots_.emplace(key, std::move(s)).first;
-    } else if (it->second.rows != param.rows() || it->second.cols != param.cols()) {
-      detail::throw_argument("RMSProp::apply", "param",
-                             "of shape " + detail::shape_string({it->second.rows, it->second.cols}) +
-                                 " as when it was first updated at this address (call reset() after "
-                                 "resizing parameters)",
-                             detail::shape_string({param.rows(), param.cols()}));
-    }
-    return it->second;
-  }
-
-  RMSPropOptions<Scalar> options_;
-  std::unordered_map<const void*, Slots> slots_;
 };
 
 }  // namespace dynrnn

@@ -192,4 +192,12 @@ BidirectionalGradients<CellFw, CellBw> bidirectional_dynamic_rnn_backward(
   return g;
 }
 
+/// \brief Calls f(gradient) for each parameter gradient of both cells (not the input or
+/// initial-state gradients); clip_by_global_norm() and clip_by_value() use this.
+template <class CellFw, class CellBw, class F>
+void for_each_gradient(BidirectionalGradients<CellFw, CellBw>& g, F&& f) {
+  for_each_gradient(static_cast<typename CellFw::Gradients&>(g.fw), f);
+  for_each_gradient(static_cast<typename CellBw::Gradients&>(g.bw), f);
+}
+
 }  // namespace dynrnn
