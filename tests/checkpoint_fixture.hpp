@@ -109,6 +109,21 @@ inline std::vector<Corruption> corruptions(const std::vector<unsigned char>& val
   const std::string unpadded = header.substr(0, header.find_last_not_of(' ') + 1);
   c.push_back({"header length one short", assemble(unpadded, unpadded.size() - 1), "not valid JSON"});
   c.push_back({"header length one long", assemble(header, n + 1), "not valid JSON"});
+  // Only spaces may follow the JSON object. A NUL would end the JSON parser's input early
+  // and let anything after it through unread.
+  const std::string tail("\0not JSON ]]}{ \xff\xfe", 17);
+  c.push_back({"NUL and bytes after the JSON", with_header(unpadded + tail),
+               "NUL byte at file offset " + std::to_string(8 + unpadded.size())});
+  c.push_back({"newline after the JSON", with_header(unpadded + "\n   "),
+               "ends with byte 0x0a at file offset " + std::to_string(8 + unpadded.size())});
+  c.push_back({"raw NUL inside a metadata string",
+               with_header(replace("dynrnn-checkpoint-1", std::string("dynrnn-checkpoint\0", 18) + "1")),
+               "NUL byte at file offset"});
+  // An escaped NUL is valid JSON; the strings keep it and so compare unequal.
+  c.push_back({"escaped NUL in the format", with_header(replace("dynrnn-checkpoint-1", "dynrnn-checkpoint-1\\u0000x")),
+               "metadata 'dynrnn.format' is"});
+  c.push_back({"escaped NUL in the step", with_header(replace("\"dynrnn.step\":\"7\"", "\"dynrnn.step\":\"7\\u0000\"")),
+               "not an integer"});
   c.push_back({"header length 0", assemble(header, 0), "does not start with '{'"});
   c.push_back({"header is an array", with_header("[" + header.substr(1)), "does not start with '{'"});
   c.push_back({"JSON syntax", with_header(replace(",\"dense/weight\"", ";\"dense/weight\"")), "not valid JSON"});

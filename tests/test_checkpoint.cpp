@@ -140,6 +140,33 @@ TEST(Checkpoint, DamagedFilesAreRefusedAndChangeNothing) {
   }
 }
 
+// The header's JSON may be padded with any number of spaces, and with nothing else: the
+// damaged files above include a NUL followed by bytes that are not JSON, which the JSON
+// parser alone would stop at and accept.
+TEST(Checkpoint, HeaderPaddingIsSpacesOnly) {
+  TinyModel saved;
+  saved.fake_step(0.5);
+  const std::vector<unsigned char> valid = saved.ckpt.to_bytes(7);
+  const std::uint64_t n = safetensors::read_le64(valid.data());
+  const auto with_padding = [&](const std::string& pad) {
+    std::vector<unsigned char> out;
+    safetensors::append_le64(out, n + pad.size());
+    out.insert(out.end(), valid.begin() + 8, valid.begin() + 8 + std::ptrdiff_t(n));
+    out.insert(out.end(), pad.begin(), pad.end());
+    out.insert(out.end(), valid.begin() + 8 + std::ptrdiff_t(n), valid.end());
+    return out;
+  };
+  TinyModel target(42);
+  EXPECT_EQ(target.ckpt.load(safetensors::File::parse(with_padding(std::string(24, ' ')), "spaces")), 7);
+  EXPECT_EQ(target.state(), saved.state());
+  for (const std::string& pad : {std::string("\0", 1), std::string("\t"), std::string(" \0{}", 4), std::string(" x")}) {
+    const std::string what =
+        checkpoint_error([&] { TinyModel(42).ckpt.load(safetensors::File::parse(with_padding(pad), "padded")); });
+    EXPECT_NE(what.find("header is not valid JSON"), std::string::npos) << what;
+    EXPECT_NE(what.find("file offset"), std::string::npos) << what;
+  }
+}
+
 TEST(Checkpoint, EveryTruncationIsRefused) {
   TinyModel saved;
   const std::vector<unsigned char> valid = saved.ckpt.to_bytes(7);

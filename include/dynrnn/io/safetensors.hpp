@@ -13,7 +13,9 @@
 // Offsets are relative to the start of the data section; tensors are stored row-major
 // ("C order"), which is also dynrnn's Matrix layout. A file is accepted only if it is
 // exactly what the format allows: the header length fits the file, the JSON is well
-// formed with no repeated key, every dtype is known, every byte count matches its shape,
+// formed with no repeated key and is followed by nothing but spaces (the format's only
+// padding; a NUL byte, which would end the JSON parser's input early, is refused wherever
+// it is), every dtype is known, every byte count matches its shape,
 // and the tensors tile the data section with no overlap, no hole and nothing past its
 // end. Anything else throws CheckpointError naming the file and the problem, before any
 // tensor is handed out.
@@ -26,6 +28,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -48,14 +51,33 @@ namespace dynrnn {
 class CheckpointError : public std::runtime_error {
  public:
   /// \param file    the file's path (or a name for an in-memory buffer).
-  /// \param problem what is wrong, e.g. "tensor 'lstm/kernel' is missing".
+  /// \param problem what is wrong, e.g. "tensor 'lstm/kernel' is missing". Control
+  ///                characters in it (a NUL, say, quoted from a damaged file) are shown as
+  ///                \xNN, so that what() is never cut short.
   CheckpointError(const std::string& file, const std::string& problem)
-      : std::runtime_error("dynrnn: checkpoint '" + file + "': " + problem), file_(file), problem_(problem) {}
+      : std::runtime_error("dynrnn: checkpoint '" + printable(file) + "': " + printable(problem)),
+        file_(file),
+        problem_(printable(problem)) {}
 
   const std::string& file() const { return file_; }        ///< The file's path.
   const std::string& problem() const { return problem_; }  ///< The problem alone.
 
  private:
+  static std::string printable(const std::string& s) {
+    std::string out;
+    for (unsigned char ch : s) {
+      if (ch >= 0x20 && ch != 0x7f) {
+        out += char(ch);
+      } else {
+        static const char* hex = "0123456789abcdef";
+        out += "\\x";
+        out += hex[ch >> 4];
+        out += hex[ch & 15];
+      }
+    }
+    return out;
+  }
+
   std::string file_, problem_;
 };
 
@@ -272,7 +294,7 @@ class File {
     const std::uint64_t data_size = size - 8 - n;
 
     const char* begin = reinterpret_cast<const char*>(bytes_.data() + 8);
-    nlohmann::json header = parse_json(begin, begin + n);
+    nlohmann::json header = parse_json(begin, begin + json_length(begin, n));
     if (!header.is_object()) fail("header is not a JSON object");
 
     for (auto& [name, value] : header.items()) {
@@ -311,6 +333,26 @@ class File {
     if (expected != data_size)
       fail("data section holds " + std::to_string(data_size) + " bytes but the tensors cover " +
            std::to_string(expected) + " (trailing bytes)");
+  }
+
+  // The length of the header's JSON value: the header without its padding, which may only be
+  // spaces. No byte of the header may be NUL: the JSON parser takes NUL for the end of its
+  // input and would accept whatever follows unread.
+  std::uint64_t json_length(const char* header, std::uint64_t n) const {
+    const auto offset = [](std::uint64_t i) { return std::to_string(8 + i); };  // in the file
+    const void* nul = std::memchr(header, '\0', n);
+    if (nul)
+      fail("header is not valid JSON: NUL byte at file offset " +
+           offset(std::uint64_t(static_cast<const char*>(nul) - header)));
+    std::uint64_t end = n;  // header[0] is '{', so end stays >= 1
+    while (end > 1 && header[end - 1] == ' ') --end;
+    if (header[end - 1] != '}') {
+      char shown[8];
+      std::snprintf(shown, sizeof shown, "0x%02x", unsigned(static_cast<unsigned char>(header[end - 1])));
+      fail("header is not valid JSON padded with spaces: it ends with byte " + std::string(shown) +
+           " at file offset " + offset(end - 1) + ", where only '}' and then spaces may be");
+    }
+    return end;
   }
 
   // Parses the header, rejecting a key repeated within one object.
