@@ -8,6 +8,7 @@
 
 #include "types.hpp"
 
+#include <cmath>
 #include <initializer_list>
 #include <sstream>
 #include <stdexcept>
@@ -69,6 +70,18 @@ inline void check_positive(const char* function, const char* argument, Index val
 /// Requires a count that may be zero (rows, steps, an index).
 inline void check_non_negative(const char* function, const char* argument, Index value) {
   if (value < 0) throw_argument(function, argument, ">= 0", std::to_string(value));
+}
+
+/// Whether a real hyper-parameter (a rate, a decay, an epsilon) is finite and >= 0.
+template <class Scalar>
+bool non_negative_finite(Scalar value) {
+  return value >= 0 && std::isfinite(double(value));
+}
+
+/// Requires a real hyper-parameter that is finite and >= 0.
+template <class Scalar>
+void check_non_negative_finite(const char* function, const char* argument, Scalar value) {
+  if (!non_negative_finite(value)) throw_argument(function, argument, ">= 0 and finite", number_string(value));
 }
 
 /// Requires one length per batch row, each in [0, max_time].

@@ -32,7 +32,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -44,7 +43,7 @@ namespace dynrnn {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct OptimizerSlots {
-  using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;  ///< One slot's storage, flat.
   Index rows = 0;          ///< Rows of the parameter.
   Index cols = 0;          ///< Columns of the parameter.
   std::int64_t step = 0;   ///< Updates applied to this parameter (Adam's bias correction counts these).
@@ -78,7 +77,7 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
   /// \brief Changes the learning rate from the next update on (schedules call this).
   /// \throws std::invalid_argument unless lr >= 0 and finite.
   void set_learning_rate(Scalar lr) {
-    if (!valid_learning_rate(lr))  // the message is built only on failure: schedules call this every step
+    if (!detail::non_negative_finite(lr))  // the message is built only on failure: schedules call this every step
       detail::throw_argument((std::string(Derived::name) + "::set_learning_rate").c_str(), "lr", ">= 0 and finite",
                              detail::number_string(lr));
     options_.learning_rate = lr;
@@ -163,8 +162,7 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
  protected:
   /// \brief Checks and keeps `options`; the optimiser checks its own fields.
   explicit OptimizerBase(const Options& options) : options_(options) {
-    if (!valid_learning_rate(options.learning_rate))
-      detail::throw_argument(Derived::name, "learning_rate", ">= 0 and finite", detail::number_string(options.learning_rate));
+    detail::check_non_negative_finite(Derived::name, "learning_rate", options.learning_rate);
   }
 
   /// \brief Default options with the given learning rate.
@@ -179,15 +177,14 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
   static void check_range(const char* argument, Scalar value, Scalar lo, Scalar hi, bool closed = false) {
     const bool ok = value >= lo && (closed ? value <= hi : value < hi);
     if (!ok)
-      detail::throw_argument(Derived::name, argument, "in [" + detail::number_string(lo) + ", " + detail::number_string(hi) + (closed ? "]" : ")"),
+      detail::throw_argument(Derived::name, argument,
+                             "in [" + detail::number_string(lo) + ", " + detail::number_string(hi) + (closed ? "]" : ")"),
                              detail::number_string(value));
   }
   /// \brief Throws std::invalid_argument naming `argument` unless `value` is finite and >= 0.
   static void check_non_negative(const char* argument, Scalar value) {
-    if (!(value >= 0 && std::isfinite(double(value))))
-      detail::throw_argument(Derived::name, argument, ">= 0 and finite", detail::number_string(value));
+    detail::check_non_negative_finite(Derived::name, argument, value);
   }
-
 
  private:
   static constexpr Index kParallelChunk = 1 << 16;  // entries per thread's block of rows
@@ -203,7 +200,6 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
     static const std::string n = std::string(Derived::name) + "::apply";
     return n.c_str();
   }
-  static bool valid_learning_rate(Scalar lr) { return lr >= 0 && std::isfinite(double(lr)); }
 
   // Matrix, Vector and Array objects have an identity of their own; maps and blocks do not.
   template <class P>

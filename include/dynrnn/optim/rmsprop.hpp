@@ -19,8 +19,6 @@
 
 #include "optimizer.hpp"
 
-#include <string>
-
 namespace dynrnn {
 
 /// \brief Which framework's RMSProp update to follow.

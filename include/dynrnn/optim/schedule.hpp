@@ -19,19 +19,6 @@
 
 namespace dynrnn {
 
-namespace detail {
-inline void check_schedule_steps(const char* fn, const char* argument, std::int64_t steps) {
-  if (steps <= 0) throw_argument(fn, argument, "> 0", detail::number_string(steps));
-}
-template <class Scalar>
-void check_schedule_rate(const char* fn, const char* argument, Scalar value) {
-  if (!(value >= 0 && std::isfinite(double(value)))) throw_argument(fn, argument, ">= 0 and finite", detail::number_string(value));
-}
-inline void check_step(const char* fn, std::int64_t step) {
-  if (step < 0) throw_argument(fn, "step", ">= 0", detail::number_string(step));
-}
-}  // namespace detail
-
 /// \brief lr·γ^⌊t / step_size⌋, as torch.optim.lr_scheduler.StepLR.
 /// \tparam Scalar element type.
 template <class Scalar>
@@ -43,13 +30,13 @@ struct StepDecay {
   /// \throws std::invalid_argument for a negative rate or gamma, or step_size <= 0.
   StepDecay(Scalar initial_rate, std::int64_t steps_per_decay, Scalar factor)
       : initial(initial_rate), step_size(steps_per_decay), gamma(factor) {
-    detail::check_schedule_rate("StepDecay", "initial", initial);
-    detail::check_schedule_steps("StepDecay", "step_size", step_size);
-    detail::check_schedule_rate("StepDecay", "gamma", gamma);
+    detail::check_non_negative_finite("StepDecay", "initial", initial);
+    detail::check_positive("StepDecay", "step_size", step_size);
+    detail::check_non_negative_finite("StepDecay", "gamma", gamma);
   }
   /// \brief The rate at `step` (>= 0).
   Scalar operator()(std::int64_t step) const {
-    detail::check_step("StepDecay", step);
+    detail::check_non_negative("StepDecay", "step", step);
     return initial * Scalar(std::pow(double(gamma), double(step / step_size)));
   }
 };
@@ -67,13 +54,13 @@ struct ExponentialDecay {
   /// \throws std::invalid_argument for a negative rate, or decay_steps <= 0.
   ExponentialDecay(Scalar initial_rate, std::int64_t steps, Scalar decay_rate, bool stairs = false)
       : initial(initial_rate), decay_steps(steps), rate(decay_rate), staircase(stairs) {
-    detail::check_schedule_rate("ExponentialDecay", "initial", initial);
-    detail::check_schedule_steps("ExponentialDecay", "decay_steps", decay_steps);
-    detail::check_schedule_rate("ExponentialDecay", "rate", rate);
+    detail::check_non_negative_finite("ExponentialDecay", "initial", initial);
+    detail::check_positive("ExponentialDecay", "decay_steps", decay_steps);
+    detail::check_non_negative_finite("ExponentialDecay", "rate", rate);
   }
   /// \brief The rate at `step` (>= 0).
   Scalar operator()(std::int64_t step) const {
-    detail::check_step("ExponentialDecay", step);
+    detail::check_non_negative("ExponentialDecay", "step", step);
     double p = double(step) / double(decay_steps);
     if (staircase) p = std::floor(p);
     return initial * Scalar(std::pow(double(rate), p));
@@ -92,13 +79,13 @@ struct CosineDecay {
   /// \throws std::invalid_argument for a negative rate, decay_steps <= 0 or α outside [0, 1].
   CosineDecay(Scalar initial_rate, std::int64_t steps, Scalar final_fraction = Scalar(0))
       : initial(initial_rate), decay_steps(steps), alpha(final_fraction) {
-    detail::check_schedule_rate("CosineDecay", "initial", initial);
-    detail::check_schedule_steps("CosineDecay", "decay_steps", decay_steps);
+    detail::check_non_negative_finite("CosineDecay", "initial", initial);
+    detail::check_positive("CosineDecay", "decay_steps", decay_steps);
     if (!(alpha >= 0 && alpha <= 1)) detail::throw_argument("CosineDecay", "alpha", "in [0, 1]", detail::number_string(alpha));
   }
   /// \brief The rate at `step` (>= 0).
   Scalar operator()(std::int64_t step) const {
-    detail::check_step("CosineDecay", step);
+    detail::check_non_negative("CosineDecay", "step", step);
     const double pi = 3.14159265358979323846;
     const double t = double(std::min(step, decay_steps)) / double(decay_steps);
     const double cosine = 0.5 * (1 + std::cos(pi * t));
@@ -116,11 +103,11 @@ struct LinearWarmup {
 
   /// \throws std::invalid_argument for warmup_steps <= 0.
   LinearWarmup(std::int64_t steps, Schedule after) : warmup_steps(steps), inner(std::move(after)) {
-    detail::check_schedule_steps("LinearWarmup", "warmup_steps", warmup_steps);
+    detail::check_positive("LinearWarmup", "warmup_steps", warmup_steps);
   }
   /// \brief The rate at `step` (>= 0).
   auto operator()(std::int64_t step) const {
-    detail::check_step("LinearWarmup", step);
+    detail::check_non_negative("LinearWarmup", "step", step);
     using Scalar = decltype(inner(std::int64_t(0)));
     if (step < warmup_steps) return inner(0) * Scalar(double(step + 1) / double(warmup_steps));
     return inner(step - warmup_steps);
