@@ -4,6 +4,7 @@
 #
 #   ./run.sh example [count_ones flags]   build and train the count-ones example
 #   ./run.sh char_model [flags]           build and train the character model on a word list
+#   ./run.sh adding_problem [flags]       build and train an LSTM on the adding problem
 #   ./run.sh test                         build everything and run every test (ctest)
 #   ./run.sh bench [benchmark flags]      build and run the benchmarks
 #   ./run.sh deps [package...]            only install the packages (and any named ones)
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 mode=$1
 shift
@@ -47,6 +48,12 @@ case "$mode" in
     configure
     cmake --build "$build" -j "$jobs" --target char_model
     exec "$build/examples/char_model/char_model" --checkpoint "$build/char_model.safetensors" "$@"
+    ;;
+  adding_problem)
+    configure
+    cmake --build "$build" -j "$jobs" --target adding_problem
+    exec "$build/examples/adding_problem/adding_problem" --checkpoint "$build/adding_problem.safetensors" \
+      --csv "$build/adding_problem_loss.csv" "$@"
     ;;
   test)
     configure -DDYNRNN_WERROR=ON

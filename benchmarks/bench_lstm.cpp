@@ -41,8 +41,13 @@ void set_counters(benchmark::State& state, const Workload& w, double flops) {
   state.SetItemsProcessed(state.iterations() * w.batch);
 }
 
+// How a benchmark calls dynamic_rnn and dynamic_rnn_backward: `reusing` passes a result
+// object kept across steps; `returning` uses the overloads that return a fresh result,
+// the form the README's first example teaches.
+enum class Form { reusing, returning };
+
 template <class Scalar>
-void BM_Forward(benchmark::State& state, Workload w) {
+void BM_Forward(benchmark::State& state, Workload w, Form form) {
   dynrnn::set_num_threads(int(state.range(0)));
   const dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
@@ -51,8 +56,13 @@ void BM_Forward(benchmark::State& state, Workload w) {
   const auto s0 = cell.zero_state(w.batch);
   dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // reused: no allocation per step
   const auto step = [&] {
-    dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
-    benchmark::DoNotOptimize(fwd.outputs.data());
+    if (form == Form::reusing) {
+      dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
+      benchmark::DoNotOptimize(fwd.outputs.data());
+    } else {
+      const auto result = dynrnn::dynamic_rnn(cell, x, lengths, s0);
+      benchmark::DoNotOptimize(result.outputs.data());
+    }
     benchmark::ClobberMemory();
   };
   step();  // untimed: the first pass allocates and first touches the buffers (see the file comment)
@@ -63,7 +73,7 @@ void BM_Forward(benchmark::State& state, Workload w) {
 // One training step of a many-to-one classifier: LSTM, last valid output, dense,
 // softmax cross-entropy, BPTT, RMSProp on every parameter.
 template <class Scalar>
-void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients input_gradients) {
+void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients input_gradients, Form form) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::Rng rng(2);
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
@@ -75,26 +85,40 @@ void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients in
   std::vector<int> labels(w.batch);
   for (int& y : labels) y = int(dynrnn::uniform_int(rng, 0, kClasses));
 
-  // Every buffer is reused across steps, as a training loop that cares about speed does.
+  // Reusing: every buffer is kept across steps, as a training loop that cares about speed
+  // does. Returning: the LSTM's result and gradients are fresh objects in every step, the
+  // rest as before.
+  using Cell = dynrnn::LSTMCell<Scalar>;
   const auto s0 = cell.zero_state(w.batch), d_final = cell.zero_state(w.batch);
-  dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;
-  dynrnn::DynamicRNNGradients<dynrnn::LSTMCell<Scalar>> d_cell(cell);
+  dynrnn::DynamicRNNResult<Cell> fwd;
+  dynrnn::DynamicRNNGradients<Cell> d_cell(cell);
   auto d_dense = dense.make_gradients();
   dynrnn::Matrix<Scalar> last, logits, d_last;
   dynrnn::SoftmaxCrossEntropy<Scalar> ce;
   dynrnn::Tensor3<Scalar> d_outputs;
 
-  const auto step = [&] {
-    dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
-    dynrnn::gather_last_outputs(fwd.outputs, lengths, last);
+  // Everything but the LSTM's forward and backward.
+  const auto head = [&](const dynrnn::DynamicRNNResult<Cell>& f) {
+    dynrnn::gather_last_outputs(f.outputs, lengths, last);
     dense.forward(last, logits);
     dynrnn::softmax_cross_entropy(logits, labels, dynrnn::Reduction::mean, ce);
     d_dense.setZero();
-    d_cell.setZero();
     dense.backward(last, ce.d_logits, d_dense, d_last);
     dynrnn::gather_last_outputs_backward(d_last, lengths, w.max_time, d_outputs);
-    dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell, input_gradients);
-    opt.apply(cell, d_cell);
+  };
+  const auto step = [&] {
+    if (form == Form::reusing) {
+      dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
+      head(fwd);
+      d_cell.setZero();
+      dynrnn::dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell, input_gradients);
+      opt.apply(cell, d_cell);
+    } else {
+      const auto f = dynrnn::dynamic_rnn(cell, x, lengths, s0);
+      head(f);
+      const auto g = dynrnn::dynamic_rnn_backward(cell, f, d_outputs, d_final, input_gradients);
+      opt.apply(cell, g);
+    }
     opt.apply(dense, d_dense);
     benchmark::DoNotOptimize(cell.kernel().data());
     benchmark::ClobberMemory();
@@ -105,6 +129,32 @@ void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients in
                              ? bench::forward_flops(w, lengths) * double(w.input) / double(w.input + w.hidden)
                              : 0.0;
   set_counters(state, w, 3.0 * bench::forward_flops(w, lengths) - skipped);
+}
+
+// The same training step as BM_TrainStep's reusing form, through SequenceModel::train_step:
+// what the model layer costs over the hand-written step.
+template <class Scalar>
+void BM_ModelTrainStep(benchmark::State& state, Workload w) {
+  dynrnn::set_num_threads(int(state.range(0)));
+  dynrnn::Rng rng(2);
+  dynrnn::SequenceModel<dynrnn::LSTMCell<Scalar>> model(dynrnn::Input::features(w.input),
+                                                        dynrnn::LSTMCell<Scalar>(w.input, w.hidden),
+                                                        dynrnn::Output::classes(kClasses));
+  model.set_optimizer(dynrnn::RMSProp<Scalar>(Scalar(0.001)));
+  dynrnn::SequenceBatch<Scalar> batch;
+  batch.features.resize(w.max_time, w.batch, w.input);
+  batch.features.setRandom();
+  batch.lengths = bench::lengths_of(w);
+  batch.labels.resize(w.batch);
+  for (int& y : batch.labels) y = int(dynrnn::uniform_int(rng, 0, kClasses));
+  const auto step = [&] {
+    benchmark::DoNotOptimize(model.train_step(batch));
+    benchmark::ClobberMemory();
+  };
+  step();  // untimed, as in BM_Forward
+  for (auto _ : state) step();
+  set_counters(state, w, 3.0 * bench::forward_flops(w, batch.lengths) -
+                             bench::forward_flops(w, batch.lengths) * double(w.input) / double(w.input + w.hidden));
 }
 
 // Prints the workloads, lengths included, as JSON lines for peers written in other languages.
@@ -129,18 +179,23 @@ int main(int argc, char** argv) {
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  // Arg: threads (dynrnn::set_num_threads; more than 1 needs a build with OpenMP).
-  for (const Workload& w : bench::kWorkloads)
-    benchmark::RegisterBenchmark((std::string("dynrnn/forward/") + w.name).c_str(), BM_Forward<float>, w)
+  // Arg: threads (dynrnn::set_num_threads; more than 1 needs a build with OpenMP). The
+  // `returning` rows call the overloads that return fresh results (see Form).
+  const auto add = [](const std::string& name, auto fn, auto... args) {
+    benchmark::RegisterBenchmark(name.c_str(), fn, args...)
         ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  };
+  using dynrnn::InputGradients;
+  for (const Workload& w : bench::kWorkloads) add(std::string("dynrnn/forward/") + w.name, BM_Forward<float>, w, Form::reusing);
   for (const Workload& w : bench::kWorkloads)
-    benchmark::RegisterBenchmark((std::string("dynrnn/train/") + w.name).c_str(), BM_TrainStep<float>, w,
-                                 dynrnn::InputGradients::skip)
-        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+    add(std::string("dynrnn/train/") + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::reusing);
   for (const Workload& w : bench::kWorkloads)
-    benchmark::RegisterBenchmark((std::string("dynrnn-dx/train/") + w.name).c_str(), BM_TrainStep<float>, w,
-                                 dynrnn::InputGradients::compute)
-        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+    add(std::string("dynrnn-dx/train/") + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing);
+  for (const Workload& w : bench::kWorkloads)
+    add(std::string("dynrnn-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning);
+  for (const Workload& w : bench::kWorkloads)
+    add(std::string("dynrnn-returning/train/") + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning);
+  for (const Workload& w : bench::kWorkloads) add(std::string("dynrnn-model/train/") + w.name, BM_ModelTrainStep<float>, w);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

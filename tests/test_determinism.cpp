@@ -5,44 +5,33 @@
 namespace dynrnn::test {
 namespace {
 
-// Embedding -> LSTM -> last output -> Dense -> softmax cross-entropy -> RMSProp, on ragged
-// batches drawn from `seed`; returns the checkpoint of everything after `steps` steps.
+// A SequenceModel (Embedding -> LSTM -> last output -> Dense -> softmax cross-entropy,
+// RMSProp with momentum) trained on ragged batches drawn from `seed`; returns the checkpoint of
+// everything after `steps` steps.
 std::vector<unsigned char> train(std::uint64_t seed, int threads, int steps = 4) {
   const int saved_threads = max_threads();
   set_num_threads(threads);
   constexpr Index B = 70, T = 9, V = 5, H = 130, C = 4;  // large enough to split across threads
   Rng rng(seed);
-  Embedding<float> embedding(V, 6);
-  LSTMCell<float> lstm(6, H);
-  Dense<float> dense(H, C);
-  embedding.reset_parameters(rng);
-  lstm.reset_parameters(rng);
-  dense.reset_parameters(rng);
+  SequenceModel<LSTMCell<float>> model(Input::tokens(V, 6), LSTMCell<float>(6, H), Output::classes(C), seed);
   auto options = RMSPropOptions<float>::tensorflow(0.01f);
   options.momentum = 0.9f;
-  RMSProp<float> opt(options);
+  model.set_optimizer(RMSProp<float>(options));
   Checkpoint<float> ckpt;
-  ckpt.add("embedding", embedding).add("lstm", lstm).add("dense", dense).add("opt", opt);
+  model.add_to(ckpt);
 
+  SequenceBatch<float> batch;
   for (int step = 0; step < steps; ++step) {
-    std::vector<int> lengths(B), ids(T * B, 0), labels(B);
+    batch.lengths.assign(B, 0);
+    batch.tokens.assign(T * B, 0);
+    batch.labels.assign(B, 0);
     for (Index b = 0; b < B; ++b) {
-      lengths[b] = int(uniform_int(rng, 0, T + 1));
-      labels[b] = int(uniform_int(rng, 0, C));
-      for (int t = 0; t < lengths[b]; ++t) ids[t * B + b] = int(uniform_int(rng, 0, V));
+      batch.lengths[b] = int(uniform_int(rng, 0, T + 1));
+      batch.labels[b] = int(uniform_int(rng, 0, C));
+      for (int t = 0; t < batch.lengths[b]; ++t) batch.tokens[t * B + b] = int(uniform_int(rng, 0, V));
     }
-    const auto x = embedding.forward_sequences(ids, T, B);
-    const auto fwd = dynamic_rnn(lstm, x, lengths);
-    const auto last = gather_last_outputs(fwd.outputs, lengths);
-    const auto ce = softmax_cross_entropy(dense.forward(last), labels);
-    auto d_dense = dense.make_gradients();
-    const auto d_last = dense.backward(last, ce.d_logits, d_dense);
-    const auto d_lstm = dynamic_rnn_backward(lstm, fwd, gather_last_outputs_backward(d_last, lengths, T));
-    auto d_embedding = embedding.make_gradients();
-    embedding.backward_sequences(ids, d_lstm.inputs, d_embedding);
-    opt.apply(lstm, d_lstm);
-    opt.apply(dense, d_dense);
-    opt.apply(embedding, d_embedding);
+    batch.lengths[0] = T;  // the padded length is T
+    model.train_step(batch);
   }
   set_num_threads(saved_threads);
   return ckpt.to_bytes(steps);

@@ -78,52 +78,21 @@ using Scalar = float;
 #define DYNRNN_SKIP_IF_BACKEND_ALLOCATES() (void)0
 #endif
 
-// Everything one training step of a many-to-one classifier needs, kept across steps.
+// A many-to-one classifier (tokens -> Embedding -> LSTM -> last output -> Dense -> softmax
+// cross-entropy) with RMSProp, clipping and a schedule, and a batch for it.
 struct TrainingState {
-  Embedding<Scalar> embedding{3, 4};
-  LSTMCell<Scalar> cell{4, 16};
-  Dense<Scalar> dense{16, 5};
-  RMSProp<Scalar> opt{Scalar(0.01)};
-
-  Tensor3<Scalar> x;
-  LSTMState<Scalar> s0 = cell.zero_state(6);
-  DynamicRNNResult<LSTMCell<Scalar>> fwd;
-  Matrix<Scalar> last, logits, d_last;
-  SoftmaxCrossEntropy<Scalar> ce;
-  Tensor3<Scalar> d_outputs;
-  DynamicRNNGradients<LSTMCell<Scalar>> d_cell{cell};
-  DenseGradients<Scalar> d_dense = dense.make_gradients();
-  EmbeddingGradients<Scalar> d_embedding = embedding.make_gradients();
-  LSTMState<Scalar> d_final = cell.zero_state(6);
-
-  std::vector<int> ids = std::vector<int>(7 * 6);
-  std::vector<int> lengths = {7, 3, 0, 5, 7, 1};
-  std::vector<int> labels = {0, 4, 2, 1, 3, 0};
+  SequenceModel<LSTMCell<Scalar>> model{Input::tokens(3, 4), LSTMCell<Scalar>(4, 16), Output::classes(5)};
+  SequenceBatch<Scalar> batch;
 
   TrainingState() {
-    for (std::size_t k = 0; k < ids.size(); ++k) ids[k] = int(k % 3);
+    model.set_optimizer(RMSProp<Scalar>(0.01f)).set_clip_norm(1.0f).set_schedule(CosineDecay<Scalar>{0.01f, 100});
+    batch.lengths = {7, 3, 0, 5, 7, 1};
+    batch.labels = {0, 4, 2, 1, 3, 0};
+    batch.tokens.resize(7 * 6);
+    for (std::size_t k = 0; k < batch.tokens.size(); ++k) batch.tokens[k] = int(k % 3);
   }
 
-  Scalar step() {
-    embedding.forward_sequences(ids, 7, 6, x);
-    dynamic_rnn(cell, x, lengths, s0, fwd);
-    gather_last_outputs(fwd.outputs, lengths, last);
-    dense.forward(last, logits);
-    softmax_cross_entropy(logits, labels, Reduction::mean, ce);
-
-    d_dense.setZero();
-    d_cell.setZero();
-    d_embedding.setZero();
-    dense.backward(last, ce.d_logits, d_dense, d_last);
-    gather_last_outputs_backward(d_last, lengths, 7, d_outputs);
-    dynamic_rnn_backward(cell, fwd, d_outputs, d_final, d_cell);
-    embedding.backward_sequences(ids, d_cell.inputs, d_embedding);
-
-    opt.apply(cell, d_cell);
-    opt.apply(dense, d_dense);
-    opt.apply(embedding, d_embedding);
-    return ce.loss;
-  }
+  Scalar step() { return model.train_step(batch); }
 };
 
 void* volatile g_sink;  // keeps the compiler from removing the allocations below
@@ -177,6 +146,30 @@ long allocations_of_updates(Opt opt) {
   const long before = g_allocations;
   for (std::int64_t step = 1; step < 6; ++step) update(step);
   return g_allocations - before;
+}
+
+// A per-step model on dense features with two dropout-separated LSTM layers, Adam, and
+// evaluation between the updates.
+TEST(NoAllocation, PerStepModelAfterTheFirstStep) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  using Stack = StackedCell<LSTMCell<Scalar>>;
+  SequenceModel<Stack> model(Input::features(3), Stack({LSTMCell<Scalar>(3, 12), LSTMCell<Scalar>(12, 12)}, 0.2),
+                             Output::values_per_step(2));
+  model.set_optimizer(Adam<Scalar>(0.01f));
+  SequenceBatch<Scalar> batch;
+  batch.lengths = {5, 2, 4, 0};
+  batch.features = Tensor3<Scalar>(5, 4, 3);
+  batch.features.setConstant(0.5f);
+  batch.step_targets = Tensor3<Scalar>(5, 4, 2);
+  batch.step_targets.setConstant(0.25f);
+  model.train_step(batch);
+  model.evaluate(batch);
+  const long before = g_allocations;
+  for (int k = 0; k < 3; ++k) {
+    model.train_step(batch);
+    model.evaluate(batch);
+  }
+  EXPECT_EQ(g_allocations - before, 0);
 }
 
 TEST(NoAllocation, EveryOptimizerAndClippingAfterTheFirstUpdate) {
@@ -354,23 +347,16 @@ TEST(NoAllocation, ThreadedTrainingAfterTheFirstStep) {
     GTEST_SKIP() << "this OpenMP runtime allocates in every parallel region (LLVM libomp does); "
                     "dynrnn's own code is checked allocation-free by the single-thread tests";
   }
-  LSTMCell<Scalar> cell(32, 256);
-  Tensor3<Scalar> x(3, 64, 32);
-  x.setConstant(0.1f);
-  std::vector<int> lengths(64, 3);
-  lengths[5] = 1;
-  const auto s0 = cell.zero_state(64);
-  Tensor3<Scalar> d_out(3, 64, 256);
-  d_out.setConstant(0.01f);
-  DynamicRNNResult<LSTMCell<Scalar>> fwd;
-  DynamicRNNGradients<LSTMCell<Scalar>> grads(cell);
-  RMSProp<Scalar> opt(Scalar(0.001));
-  const auto step = [&] {
-    dynamic_rnn(cell, x, lengths, s0, fwd);
-    grads.setZero();
-    dynamic_rnn_backward(cell, fwd, d_out, s0, grads);
-    opt.apply(cell, grads);
-  };
+  SequenceModel<LSTMCell<Scalar>> model(Input::features(32), LSTMCell<Scalar>(32, 256), Output::classes_per_step(7));
+  model.set_optimizer(RMSProp<Scalar>(Scalar(0.001)));
+  SequenceBatch<Scalar> batch;
+  batch.features = Tensor3<Scalar>(3, 64, 32);
+  batch.features.setConstant(0.1f);
+  batch.lengths.assign(64, 3);
+  batch.lengths[5] = 1;
+  batch.labels.resize(3 * 64);
+  for (std::size_t k = 0; k < batch.labels.size(); ++k) batch.labels[k] = int(k % 7);
+  const auto step = [&] { model.train_step(batch); };
   step();
   const long before = g_allocations;
   for (int k = 0; k < 3; ++k) step();

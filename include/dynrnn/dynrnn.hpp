@@ -13,6 +13,7 @@
 //   io/        safetensors files, atomic checkpoints, LSTM, GRU and RNN weights from PyTorch, Keras, TensorFlow
 #pragma once
 
+#include "core/buffer_cache.hpp"
 #include "core/check.hpp"
 #include "core/gemm.hpp"
 #include "core/parallel.hpp"
@@ -28,6 +29,7 @@
 #include "cells/stacked_cell.hpp"
 
 #include "rnn/bidirectional_dynamic_rnn.hpp"
+#include "rnn/bidirectional_stack.hpp"
 #include "rnn/dynamic_rnn.hpp"
 #include "rnn/last_outputs.hpp"
 #include "rnn/packed_schedule.hpp"
@@ -50,10 +52,14 @@
 #include "optim/schedule.hpp"
 #include "optim/sgd.hpp"
 
+#include "model/fit.hpp"
+#include "model/sequence_data.hpp"
+#include "model/sequence_model.hpp"
 #include "io/atomic_file.hpp"
 #include "io/checkpoint.hpp"
 #include "io/gru_import.hpp"
 #include "io/lstm_import.hpp"
+#include "io/module_import.hpp"
 #include "io/read_tensors.hpp"
 #include "io/rnn_import.hpp"
 #include "io/safetensors.hpp"

@@ -125,6 +125,11 @@ class StackedCell {
   /// \brief Layer k.
   Cell& layer(std::size_t k) { return layers_.at(k); }
   const Cell& layer(std::size_t k) const { return layers_.at(k); }  ///< \copydoc layer()
+  /// \brief Redraws every layer's weights from `rng`, bottom layer first (each as its cell's
+  /// reset_parameters does).
+  void reset_parameters(Rng& rng) {
+    for (Cell& layer : layers_) layer.reset_parameters(rng);
+  }
 
   double dropout() const { return dropout_; }  ///< The dropout probability between layers.
   /// \brief Training mode draws dropout masks in forward(); inference mode (the default) does not.

@@ -4,16 +4,20 @@
 // buffers of a time loop hold one row per valid (row, step) pair, so their size follows
 // the sum of the batch's lengths, which changes from batch to batch in training. A
 // ReusableMatrix is an Eigen::Map over storage that only grows: once it has held the
-// largest batch, resizing it for any other batch allocates nothing.
+// largest batch, resizing it for any other batch allocates nothing. Its storage comes from
+// and returns to the buffer cache (buffer_cache.hpp), so that results created and dropped
+// call after call reuse the same memory too. Growing leaves the values uninitialised, as
+// Eigen's resize does.
 #pragma once
 
+#include "buffer_cache.hpp"
 #include "check.hpp"
 #include "types.hpp"
 
 #include <cstddef>
+#include <limits>
 #include <new>
 #include <utility>
-#include <vector>
 
 namespace dynrnn {
 
@@ -47,6 +51,8 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
   ReusableMatrix(const ReusableMatrix& other) : Base(nullptr, 0, 0) { assign(other); }
   /// \brief Takes over `other`'s storage; `other` is left empty.
   ReusableMatrix(ReusableMatrix&& other) noexcept : Base(nullptr, 0, 0) { swap(other); }
+  /// \brief Gives the storage back to the buffer cache.
+  ~ReusableMatrix() { detail::BufferCache::instance().give(storage_); }
   /// \brief Copies `other`'s shape and elements.
   ReusableMatrix& operator=(const ReusableMatrix& other) {
     if (this != &other) assign(other);
@@ -72,26 +78,33 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
     detail::check_non_negative("ReusableMatrix::resize", "rows", rows);
     detail::check_non_negative("ReusableMatrix::resize", "cols", cols);
     const auto size = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
-    if (size > storage_.size()) {
-      Storage grown(size);  // the old values need not survive
-      storage_.swap(grown);
+    if (cols != 0 && size / static_cast<std::size_t>(cols) != static_cast<std::size_t>(rows))
+      throw std::bad_alloc();
+    if (size > capacity_of(storage_)) {
+      if (size > std::numeric_limits<std::size_t>::max() / sizeof(Scalar)) throw std::bad_alloc();
+      auto& cache = detail::BufferCache::instance();
+      const Block grown = cache.take(size * sizeof(Scalar));  // the old values need not survive
+      cache.give(storage_);
+      storage_ = grown;
     }
     reseat(rows, cols);
   }
 
   /// \brief How many elements the storage holds, at least rows() * cols().
-  Index capacity() const { return static_cast<Index>(storage_.size()); }
+  Index capacity() const { return static_cast<Index>(capacity_of(storage_)); }
 
   /// \brief Exchanges shapes and storage with `other`.
   void swap(ReusableMatrix& other) noexcept {
     const Index rows = this->rows(), cols = this->cols();
-    storage_.swap(other.storage_);
+    std::swap(storage_, other.storage_);
     reseat(other.rows(), other.cols());
     other.reseat(rows, cols);
   }
 
  private:
-  using Storage = std::vector<Scalar, Eigen::aligned_allocator<Scalar>>;
+  using Block = detail::BufferCache::Block;
+
+  static std::size_t capacity_of(const Block& block) { return block.bytes / sizeof(Scalar); }
 
   template <class Other>
   void assign(const Other& other) {
@@ -102,10 +115,10 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
   // Points the Map at the storage with a new shape: Eigen's documented way of changing
   // what a Map views, and what Eigen::Ref does to its own Map base.
   void reseat(Index rows, Index cols) noexcept {
-    ::new (static_cast<Base*>(this)) Base(storage_.empty() ? nullptr : storage_.data(), rows, cols);
+    ::new (static_cast<Base*>(this)) Base(static_cast<Scalar*>(storage_.data), rows, cols);
   }
 
-  Storage storage_;
+  Block storage_;
 };
 
 }  // namespace dynrnn

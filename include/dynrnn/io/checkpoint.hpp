@@ -20,8 +20,9 @@
 // Metadata ("__metadata__", strings): dynrnn.format, dynrnn.version, dynrnn.scalar,
 // dynrnn.step, dynrnn.layer.<prefix> (e.g. "LSTMCell(input_size=2, hidden_size=64)"),
 // dynrnn.updates.<optimiser prefix>/<tensor> (the updates that parameter has had, for the
-// optimisers whose rule counts them: Adam, AdamW, SGD, Adagrad), and any entries of the
-// program's own (Checkpoint::metadata()).
+// optimisers whose rule counts them: Adam, AdamW, SGD, Adagrad), the entries
+// "<prefix>.<key>" of each object registered with add_state() (a SequenceModel's training
+// progress), and any entries of the program's own (Checkpoint::metadata()).
 #pragma once
 
 #include "../core/types.hpp"
@@ -110,8 +111,26 @@ class Checkpoint {
     return *this;
   }
 
+  /// \brief Metadata entries: key to value.
+  using Metadata = std::map<std::string, std::string>;
+  /// \brief Writes an object's state as metadata entries "<prefix>.<key>".
+  using SaveState = std::function<void(Metadata& entries, const std::string& prefix)>;
+  /// \brief Reads an object's state back from the file's metadata: with `assign` false it only
+  /// checks, and returns what is wrong ("" when nothing is); with `assign` true it assigns.
+  using LoadState = std::function<std::string(const Metadata& entries, const std::string& prefix, bool assign)>;
+
+  /// \brief Registers state that is not a tensor (counters, generator states) under `prefix`:
+  /// `save` adds its entries when the checkpoint is written, and `load` checks them with the
+  /// rest of the file and assigns them with the rest. Entry keys must start with "<prefix>.".
+  /// \throws std::invalid_argument when `prefix` is already registered.
+  Checkpoint& add_state(const std::string& prefix, SaveState save, LoadState load) {
+    check_new_prefix(prefix);
+    states_.push_back({prefix, std::move(save), std::move(load)});
+    return *this;
+  }
+
   /// \brief The program's own metadata, saved with the checkpoint and replaced by load(). Keys
-  /// must not start with "dynrnn.".
+  /// must not start with "dynrnn." nor with the prefix of an add_state() registration.
   std::map<std::string, std::string>& metadata() { return metadata_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }  ///< \copydoc metadata()
 
@@ -124,7 +143,20 @@ class Checkpoint {
       if (key.rfind("dynrnn.", 0) == 0)
         throw std::invalid_argument("dynrnn::Checkpoint::save: argument 'metadata' must not use keys starting with "
                                     "'dynrnn.', got '" + key + "'");
+      if (const State* state = state_of(key))
+        throw std::invalid_argument("dynrnn::Checkpoint::save: argument 'metadata' must not use keys starting with '" +
+                                    state->prefix + ".' (registered with add_state), got '" + key + "'");
       w.set_metadata(key, value);
+    }
+    for (const State& state : states_) {
+      Metadata entries;
+      state.save(entries, state.prefix);
+      for (const auto& [key, value] : entries) {
+        if (state_of(key) != &state)
+          throw std::logic_error("dynrnn::Checkpoint::save: the state registered as '" + state.prefix +
+                                 "' wrote the key '" + key + "', which does not start with '" + state.prefix + ".'");
+        w.set_metadata(key, value);
+      }
     }
     w.set_metadata("dynrnn.format", format);
     w.set_metadata("dynrnn.version", version);
@@ -188,6 +220,10 @@ class Checkpoint {
       }
     for (const auto& [name, info] : f.tensors())
       if (!expected.count(name)) f.fail("holds the unexpected tensor '" + name + "'");
+    for (const State& state : states_) {
+      const std::string problem = state.load(meta, state.prefix, false);
+      if (!problem.empty()) f.fail(problem);
+    }
 
     // Slots first: creating one can fail (a parameter resized since its last update) and
     // changes nothing a later update would see.
@@ -203,9 +239,10 @@ class Checkpoint {
         for (const StoredSlot& slot : o.stored) f.read_into(slot_name(o, t, slot), t.shape(), s.arrays[slot.index].data());
         if (o.counts_updates) s.step = updates[next_update++];
       }
+    for (const State& state : states_) state.load(meta, state.prefix, true);
     metadata_.clear();
     for (const auto& [key, value] : meta)
-      if (key.rfind("dynrnn.", 0) != 0) metadata_[key] = value;
+      if (key.rfind("dynrnn.", 0) != 0 && !state_of(key)) metadata_[key] = value;
     return step;
   }
 
@@ -237,6 +274,21 @@ class Checkpoint {
     std::function<OptimizerSlots<Scalar>&(const Tensor&)> slots;    // a tensor's state, created if needed
   };
 
+  struct State {
+    std::string prefix;
+    SaveState save;
+    LoadState load;
+  };
+
+  // The add_state() registration whose entries `key` belongs to, or null.
+  const State* state_of(const std::string& key) const {
+    for (const State& state : states_)
+      if (key.size() > state.prefix.size() && key.compare(0, state.prefix.size(), state.prefix) == 0 &&
+          key[state.prefix.size()] == '.')
+        return &state;
+    return nullptr;
+  }
+
   static std::string entry(const safetensors::File& f, const std::string& key) {
     auto it = f.metadata().find(key);
     if (it == f.metadata().end()) f.fail("metadata '" + key + "' is missing (not a dynrnn checkpoint?)");
@@ -265,6 +317,8 @@ class Checkpoint {
       if (l.prefix == name) return true;
     for (const Optimizer& o : optimizers_)
       if (o.prefix == name) return true;
+    for (const State& state : states_)
+      if (state.prefix == name) return true;
     return false;
   }
   void check_new_name(const std::string& name) const {
@@ -281,6 +335,7 @@ class Checkpoint {
   std::vector<Tensor> tensors_;
   std::vector<Layer> layers_;
   std::vector<Optimizer> optimizers_;
+  std::vector<State> states_;
   std::map<std::string, std::string> metadata_;
 };
 

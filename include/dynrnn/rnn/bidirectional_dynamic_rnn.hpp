@@ -179,17 +179,34 @@ void bidirectional_dynamic_rnn_backward(const CellFw& cell_fw, const CellBw& cel
   grads.inputs = grads.fw.inputs + grads.bw.inputs;
 }
 
-/// \brief bidirectional_dynamic_rnn_backward into fresh gradients, with zero final-state gradients.
+/// \brief bidirectional_dynamic_rnn_backward into fresh gradients, with the gradients of both
+/// directions' final states (as dynamic_rnn_backward's returning overload takes one).
+///
+/// \code
+/// auto g = dynrnn::bidirectional_dynamic_rnn_backward(fw, bw, r, d_fw, d_bw, d_final_fw, d_final_bw);
+/// \endcode
+template <class CellFw, class CellBw>
+BidirectionalGradients<CellFw, CellBw> bidirectional_dynamic_rnn_backward(
+    const CellFw& cell_fw, const CellBw& cell_bw, const BidirectionalResult<CellFw, CellBw>& forward,
+    const Tensor3<typename CellFw::Scalar>& d_fw, const Tensor3<typename CellFw::Scalar>& d_bw,
+    const typename CellFw::State& d_final_fw, const typename CellBw::State& d_final_bw,
+    InputGradients input_gradients = InputGradients::compute) {
+  BidirectionalGradients<CellFw, CellBw> g(cell_fw, cell_bw);
+  bidirectional_dynamic_rnn_backward(cell_fw, cell_bw, forward, d_fw, d_bw, d_final_fw, d_final_bw, g,
+                                     input_gradients);
+  return g;
+}
+
+/// \brief bidirectional_dynamic_rnn_backward into fresh gradients, when the loss does not
+/// depend on the final states.
 template <class CellFw, class CellBw>
 BidirectionalGradients<CellFw, CellBw> bidirectional_dynamic_rnn_backward(
     const CellFw& cell_fw, const CellBw& cell_bw, const BidirectionalResult<CellFw, CellBw>& forward,
     const Tensor3<typename CellFw::Scalar>& d_fw, const Tensor3<typename CellFw::Scalar>& d_bw,
     InputGradients input_gradients = InputGradients::compute) {
-  BidirectionalGradients<CellFw, CellBw> g(cell_fw, cell_bw);
   const Index B = forward.fw.schedule.batch;
-  bidirectional_dynamic_rnn_backward(cell_fw, cell_bw, forward, d_fw, d_bw, cell_fw.zero_state(B),
-                                     cell_bw.zero_state(B), g, input_gradients);
-  return g;
+  return bidirectional_dynamic_rnn_backward(cell_fw, cell_bw, forward, d_fw, d_bw, cell_fw.zero_state(B),
+                                            cell_bw.zero_state(B), input_gradients);
 }
 
 /// \brief Calls f(gradient) for each parameter gradient of both cells (not the input or

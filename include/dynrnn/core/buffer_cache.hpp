@@ -1,0 +1,165 @@
+// dynrnn: the cache of large buffers that keeps fresh results from costing fresh pages.
+//
+// The overloads that return a result (auto fwd = dynamic_rnn(cell, x, lengths)) build new
+// packed buffers in every call, tens of megabytes at the larger shapes, and free them when
+// the result goes out of scope. Handed straight back to the C library, such blocks are
+// returned to the kernel (glibc maps every block above its mmap threshold afresh, and trims
+// the top of its heap), so every call paid for mapping, faulting in and zeroing its pages
+// again: 25-55% of a step at the benchmark shapes. Blocks of at least kMinCachedBytes go
+// through this cache instead. A freed block waits here for the next request it fits, so a
+// loop that creates and drops results of the same shapes reuses the same memory.
+//
+// Bounds: the cache never holds more than the most memory its blocks have ever had in use at
+// once (a loop's working set, not more), nor more than set_buffer_cache_limit(). It is one
+// cache for the process, guarded by a mutex, so results may be created and destroyed on any
+// thread. It changes nothing outside dynrnn: the C library's settings are untouched.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <array>
+#include <cstddef>
+#include <limits>
+#include <mutex>
+
+namespace dynrnn {
+namespace detail {
+
+/// Process-wide cache of large aligned blocks (see the file comment).
+class BufferCache {
+ public:
+  /// Smaller blocks go straight to the C library, which keeps them in its own free lists.
+  static constexpr std::size_t kMinCachedBytes = std::size_t(64) << 10;
+  /// A cached block serves a request of at least half its size, so that a small request
+  /// does not take a large block that a large request would then miss.
+  static constexpr std::size_t kMaxWaste = 2;
+
+  /// A block of memory, aligned for Eigen's vectorised access.
+  struct Block {
+    void* data = nullptr;   ///< The memory, or null for an empty block.
+    std::size_t bytes = 0;  ///< Its size, at least the size requested.
+  };
+
+  /// The process's cache. Never destroyed, so that results in static storage may still give
+  /// their blocks back while the program exits.
+  static BufferCache& instance() {
+    static BufferCache* cache = new BufferCache;
+    return *cache;
+  }
+
+  /// A block of at least `bytes` bytes: a cached block that fits, or a new one.
+  /// \throws std::bad_alloc when memory runs out.
+  Block take(std::size_t bytes) {
+    if (bytes == 0) return {};
+    if (bytes >= kMinCachedBytes) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      std::size_t best = kSlots;
+      for (std::size_t i = 0; i < kSlots; ++i) {
+        const std::size_t size = slots_[i].bytes;
+        if (slots_[i].data && size >= bytes && size / kMaxWaste <= bytes &&
+            (best == kSlots || size < slots_[best].bytes))
+          best = i;
+      }
+      if (best != kSlots) {
+        const Block block = slots_[best];
+        slots_[best] = {};
+        cached_ -= block.bytes;
+        note_in_use(block.bytes);
+        return block;
+      }
+      note_in_use(bytes);
+    }
+    Block block{Eigen::internal::aligned_malloc(bytes), bytes};  // throws std::bad_alloc
+    return block;
+  }
+
+  /// Takes back a block from take(): it is kept for a later request when the bounds allow,
+  /// and freed otherwise.
+  void give(Block block) noexcept {
+    if (!block.data) return;
+    if (block.bytes >= kMinCachedBytes) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      in_use_ -= block.bytes;
+      if (cached_ + block.bytes <= bound()) {
+        for (Block& slot : slots_) {
+          if (slot.data) continue;
+          slot = block;
+          cached_ += block.bytes;
+          return;
+        }
+      }
+    }
+    Eigen::internal::aligned_free(block.data);
+  }
+
+  /// Frees every cached block; returns how many bytes that gave back.
+  std::size_t release() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const std::size_t released = cached_;
+    for (Block& slot : slots_) {
+      if (slot.data) Eigen::internal::aligned_free(slot.data);
+      slot = {};
+    }
+    cached_ = 0;
+    return released;
+  }
+
+  /// Bytes held in the cache, not in use.
+  std::size_t cached_bytes() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return cached_;
+  }
+
+  /// Sets the most bytes the cache may hold, freeing blocks until it holds no more.
+  void set_limit(std::size_t bytes) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    limit_ = bytes;
+    for (Block& slot : slots_) {
+      if (cached_ <= bound()) break;
+      if (!slot.data) continue;
+      cached_ -= slot.bytes;
+      Eigen::internal::aligned_free(slot.data);
+      slot = {};
+    }
+  }
+
+ private:
+  static constexpr std::size_t kSlots = 64;
+
+  BufferCache() = default;
+
+  std::size_t bound() const { return peak_in_use_ < limit_ ? peak_in_use_ : limit_; }
+  void note_in_use(std::size_t bytes) {
+    in_use_ += bytes;
+    if (in_use_ > peak_in_use_) peak_in_use_ = in_use_;
+  }
+
+  std::mutex mutex_;
+  std::array<Block, kSlots> slots_{};
+  std::size_t cached_ = 0;       // bytes in slots_
+  std::size_t in_use_ = 0;       // bytes of cacheable blocks handed out and not given back
+  std::size_t peak_in_use_ = 0;  // the most in_use_ has been
+  std::size_t limit_ = std::numeric_limits<std::size_t>::max();
+};
+
+}  // namespace detail
+
+/// \brief Bytes that dynrnn keeps cached for later results: blocks that results and
+/// workspaces no longer use (see core/buffer_cache.hpp).
+inline std::size_t cached_buffer_bytes() { return detail::BufferCache::instance().cached_bytes(); }
+
+/// \brief Gives every cached block back to the C library, for a program that has finished
+/// with dynrnn or is about to need its memory elsewhere. Later calls fill the cache again.
+/// \return how many bytes were released.
+///
+/// \code
+/// { auto fwd = dynrnn::dynamic_rnn(cell, x, lengths); /* ... */ }
+/// dynrnn::release_cached_buffers();   // the freed result's blocks go back to the system
+/// \endcode
+inline std::size_t release_cached_buffers() { return detail::BufferCache::instance().release(); }
+
+/// \brief Caps how many bytes the cache may hold; 0 turns caching off. Without a cap it holds
+/// at most the most memory its blocks have ever been in use at once.
+inline void set_buffer_cache_limit(std::size_t bytes) { detail::BufferCache::instance().set_limit(bytes); }
+
+}  // namespace dynrnn
