@@ -261,14 +261,11 @@ class SequenceModel {
     set_training(false);
     Metrics m;
     m.loss = double(forward_loss(batch, "SequenceModel::evaluate"));
-    if (output_.head == Output::Head::every_step) {
-      m.count = 0;
-      for (int len : batch.lengths) m.count += len;
-    } else {
-      m.count = batch.batch();
-    }
+    const bool ce = output_.loss == Output::Loss::softmax_cross_entropy;
+    // Every-step losses count the valid steps they reduced over.
+    m.count = output_.head == Output::Head::every_step ? (ce ? step_ce_.steps : step_mse_.steps) : batch.batch();
     if (output_.reduction == Reduction::sum && m.count > 0) m.loss /= double(m.count);
-    if (output_.loss == Output::Loss::softmax_cross_entropy) m.accuracy = accuracy(batch);
+    if (ce) m.accuracy = accuracy(batch);
     return m;
   }
 
