@@ -16,10 +16,10 @@ inline constexpr double kParallelColumnSums = 1 << 18;
 template <class Scalar, class M, class V>
 void add_column_sums(const M& m, V&& out, Scalar alpha = Scalar(1)) {
   const Index rows = m.rows(), cols = m.cols();
-  const int threads = double(rows) * double(cols) >= kParallelColumnSums ? max_threads() : 1;
-  parallel_region(threads, [&](int thread, int team) {
+  const int threads = threads_if(double(rows) * double(cols) >= kParallelColumnSums);
+  parallel_parts(threads, threads, [&](Index part, int) {
     constexpr Index granule = 16;  // whole cache lines of float
-    const auto [c0, c1] = share_of(cols, thread, team, granule);
+    const auto [c0, c1] = share_of(cols, part, threads, granule);
     if (c0 >= c1) return;
     auto sums = out.segment(c0, c1 - c0);
     for (Index r = 0; r < rows; ++r) sums += alpha * m.row(r).segment(c0, c1 - c0).transpose();

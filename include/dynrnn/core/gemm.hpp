@@ -37,6 +37,7 @@
 #include <Eigen/Core>
 
 #include <algorithm>
+#include <array>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -202,28 +203,40 @@ class Gemm {
 #endif
   void dispatch(MatrixRef& C, const ConstMatrixRef& A, Op op_a, const ConstMatrixRef& B, Op op_b, Index M,
                 Index N, Index K, Scalar alpha) {
-    const int threads = thread_count(M, N, K);
+    const double work = double(M) * double(N) * double(K);
+    const Index pieces = std::max(M, N) / kSplit;
+    const int threads = detail::split_threads(work, pieces);
     reserve(threads);
     const Index kc = depth_blocking(M, N, K);  // the same for every thread's block
     if (threads == 1) {
       block(C, A, op_a, B, op_b, 0, M, 0, N, K, kc, alpha, 0);
       return;
     }
-    // Split the longer side of C between the threads, in blocks of whole multiples of kSplit.
+    // Split the longer side of C into one block per thread, in whole multiples of kSplit; or,
+    // while the cores are contended and the product is small, run it whole on the caller.
+    // That may change from one call to the next, so every slot's packing buffers are made
+    // ready for the largest block, the first, and the caller's also for the whole product.
     const bool by_columns = N >= M;
-    detail::parallel_region(threads, [&](int thread, int team) {
-      const auto [begin, end] =
-          detail::share_of(by_columns ? N : M, thread, team, by_columns ? kColumnSplit : kSplit);
+    const Index split = by_columns ? kColumnSplit : kSplit;
+    if (prepared_ != std::array<Index, 4>{M, N, K, Index(threads)}) {  // once per shape
+      const Index largest = detail::share_of(by_columns ? N : M, 0, threads, split).end;
+      for (int slot = 0; slot < threads; ++slot)
+        prepare_slot(slot, by_columns ? M : largest, by_columns ? largest : N, K, kc);
+      prepare_slot(0, M, N, K, kc);
+      prepared_ = {M, N, K, Index(threads)};
+    }
+    if (detail::threads_for(work, pieces) == 1) {
+      block(C, A, op_a, B, op_b, 0, M, 0, N, K, kc, alpha, 0);
+      return;
+    }
+    detail::parallel_parts(threads, threads, [&](Index part, int slot) {
+      const auto [begin, end] = detail::share_of(by_columns ? N : M, part, threads, split);
       if (begin >= end) return;
       if (by_columns)
-        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, kc, alpha, thread);
+        block(C, A, op_a, B, op_b, 0, M, begin, end - begin, K, kc, alpha, slot);
       else
-        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, kc, alpha, thread);
+        block(C, A, op_a, B, op_b, begin, end - begin, 0, N, K, kc, alpha, slot);
     });
-  }
-
-  static int thread_count(Index M, Index N, Index K) {
-    return detail::threads_for(double(M) * double(N) * double(K), std::max(M, N) / kSplit);
   }
 
   // The depth blocking of a whole (M, N, K) product: it decides the order of the sums, so
@@ -282,18 +295,32 @@ class Gemm {
       return;
     }
     const Index panels = (N + Kernel::kWidth - 1) / Kernel::kWidth;
-    const int threads = detail::threads_for(double(m) * double(N) * double(K), panels);
+    const double work = double(m) * double(N) * double(K);
+    const int threads = detail::split_threads(work, panels);
     const std::size_t space = std::size_t(Kernel::transposed_space(m));
     if (spaces_.size() < std::size_t(threads)) spaces_.resize(std::size_t(threads));
     for (int t = 0; t < threads; ++t)
       if (spaces_[std::size_t(t)].size() < space) spaces_[std::size_t(t)].resize(space);
-    detail::parallel_region(threads, [&](int thread, int team) {
-      const auto [begin, end] = detail::share_of(panels, thread, team, 1);
+    // While the cores are contended and the product is small, the caller runs it whole.
+    const int running = detail::threads_for(work, panels);
+    detail::parallel_parts(running, running, [&](Index part, int slot) {
+      const auto [begin, end] = detail::share_of(panels, part, running, 1);
       Kernel::run_transposed(products, count, B.data(), B.outerStride(), K, N, begin * Kernel::kWidth,
-                             std::min(N, end * Kernel::kWidth), alpha, spaces_[std::size_t(thread)].data());
+                             std::min(N, end * Kernel::kWidth), alpha, spaces_[std::size_t(slot)].data());
     });
   }
   std::vector<std::vector<Scalar>> spaces_;  // run_transposed's workspace, one per thread slot
+
+  std::array<Index, 4> prepared_{};  // the last (M, N, K, threads) the slots were made ready for
+
+  // Sizes slot `slot`'s packing buffers for a block of (rows, cols) of C with depth K.
+  void prepare_slot(int slot, Index rows, Index cols, Index K, Index kc) {
+#if EIGEN_VERSION_AT_LEAST(3, 4, 0) && !EIGEN_VERSION_AT_LEAST(3, 4, 90)
+    blocking_[std::size_t(slot)]->set(rows, cols, K, kc);
+#else
+    (void)slot, (void)rows, (void)cols, (void)K, (void)kc;
+#endif
+  }
 
   // Makes sure there is a packing space for every thread slot.
   void reserve(int threads) {
@@ -423,8 +450,8 @@ class PackedRightGemm {
     if constexpr (!detail::external_gemm<Scalar>()) {
       const int threads = detail::threads_for(double(n) * double(N_) * double(K_), n / kRowGranule);
       if (threads > 1) {
-        detail::parallel_region(threads, [&](int thread, int team) {
-          const auto [begin, end] = detail::share_of(n, thread, team, kRowGranule);
+        detail::parallel_parts(threads, threads, [&](Index part, int) {
+          const auto [begin, end] = detail::share_of(n, part, threads, kRowGranule);
           if (begin < end) rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
         });
         return;
@@ -434,7 +461,7 @@ class PackedRightGemm {
   }
 
   /// \brief operator() on the calling thread alone: threads may call this at the same time
-  /// on disjoint rows of C. Runs inside parallel regions, where an exception cannot
+  /// on disjoint rows of C. Runs inside parallel loops, where an exception cannot
   /// propagate, so its arguments are checked only in debug builds (eigen_assert).
   void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, const Scalar* bias = nullptr) const {
     eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());

@@ -1,14 +1,18 @@
 // dynrnn: the one place that decides whether a loop runs on several threads.
 //
-// dynrnn uses OpenMP when the program that includes it is compiled with it
-// (-fopenmp; in CMake, link OpenMP::OpenMP_CXX). The number of threads is
-// OpenMP's: OMP_NUM_THREADS, or omp_set_num_threads() / dynrnn::set_num_threads().
+// dynrnn runs its loops on several threads when the program that includes it is compiled
+// with OpenMP (-fopenmp; in CMake, link OpenMP::OpenMP_CXX). The number of threads is
+// OpenMP's: OMP_NUM_THREADS, or omp_set_num_threads() / dynrnn::set_num_threads(). The
+// threads themselves are dynrnn's own (thread_pool.hpp), not OpenMP's teams: a loop's parts
+// are claimed as threads arrive, so a thread that another process holds up delays nobody.
 #pragma once
 
 #include "check.hpp"
+#include "thread_pool.hpp"
 #include "types.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 
 #ifdef _OPENMP
@@ -36,10 +40,11 @@ inline void set_num_threads(int threads) {
   (void)threads;
 }
 
-/// \brief How many threads dynrnn may use: 1 without OpenMP or inside a parallel region.
+/// \brief How many threads dynrnn may use: 1 without OpenMP, inside an OpenMP parallel region
+/// or inside one of dynrnn's own parallel loops.
 inline int max_threads() {
 #ifdef _OPENMP
-  return omp_in_parallel() ? 1 : omp_get_max_threads();
+  return omp_in_parallel() || detail::ThreadPool::in_part() ? 1 : omp_get_max_threads();
 #else
   return 1;
 #endif
@@ -49,55 +54,99 @@ namespace detail {
 
 /// Below this many multiply-adds a product, or a time step's products, runs on one thread.
 inline constexpr double kParallelWork = 1 << 18;
+/// The same while other work competes for the cores (cores_contended()): then a helper must
+/// first be woken, and may share its core, so only longer work pays for it.
+inline constexpr double kContendedParallelWork = 1 << 25;
 
-/// Threads for `work` multiply-adds that split into at most `parts` pieces: one below
-/// kParallelWork, else as many as are allowed and there are pieces.
-inline int threads_for(double work, Index parts) {
+/// Whether other work competes for dynrnn's cores (ThreadPool::contended()); false without
+/// OpenMP, where every loop runs on one thread anyway.
+inline bool cores_contended() {
+#ifdef _OPENMP
+  return ThreadPool::instance().contended();
+#else
+  return false;
+#endif
+}
+
+/// Threads to split `work` multiply-adds between, in at most `parts` pieces: one below
+/// kParallelWork, else as many as are allowed and there are pieces. Per-thread workspaces are
+/// sized for this count, whatever threads_for() decides at the moment, so that a change in
+/// the cores' contention never makes a loop allocate.
+inline int split_threads(double work, Index parts) {
   const int max = max_threads();
   if (max <= 1 || work < kParallelWork) return 1;
   return int(std::max<Index>(1, std::min<Index>(max, parts)));
 }
 
-/// Runs f(r) for r in [0, n): on all threads when `worth_it` and more than one is allowed,
-/// else in a plain loop, which never touches the OpenMP runtime (an OpenMP region, even a
-/// one-thread one, may allocate).
-template <class F>
-void for_each_row(Index n, bool worth_it, F&& f) {
+/// Threads to run `work` multiply-adds on, in at most `parts` pieces: split_threads(), or
+/// one while the cores are contended and the work is below kContendedParallelWork. The pool's
+/// helpers are started all the same, so that they exist when the contention ends.
+inline int threads_for(double work, Index parts) {
+  const int threads = split_threads(work, parts);
+  if (threads <= 1 || work >= kContendedParallelWork || !cores_contended()) return threads;
 #ifdef _OPENMP
-  if (worth_it && max_threads() > 1) {
-#pragma omp parallel for schedule(static)
-    for (Index r = 0; r < n; ++r) f(r);
+  ThreadPool::instance().prepare(threads);
+#endif
+  return 1;
+}
+
+/// Runs f(part, slot) for every part in [0, parts), on up to `threads` threads of dynrnn's
+/// pool (thread_pool.hpp), and returns when all have run. `slot` is the running thread's
+/// index in [0, threads), for per-thread workspaces. The parts may run in any order and on
+/// any thread, so each must compute the same whoever runs it. On the calling thread alone when
+/// threads or parts is 1, or without OpenMP. f must not throw.
+template <class F>
+void parallel_parts(Index parts, int threads, F&& f) {
+#ifdef _OPENMP
+  if (threads > 1 && parts > 1) {
+    using Fn = std::remove_reference_t<F>;
+    ThreadPool::instance().run(
+        parts, threads, [](void* context, Index part, int slot) { (*static_cast<Fn*>(context))(part, slot); },
+        const_cast<void*>(static_cast<const void*>(std::addressof(f))));
     return;
   }
 #else
-  (void)worth_it;
+  (void)threads;
 #endif
-  for (Index r = 0; r < n; ++r) f(r);
+  for (Index part = 0; part < parts; ++part) f(part, 0);
 }
 
-/// Runs f(thread, threads) once on each of `threads` threads (on the calling thread alone
-/// when threads is 1 or there is no OpenMP). f must not throw.
-template <class F>
-void parallel_region(int threads, F&& f) {
+/// Threads for a loop that is `worth_it` on several threads: as many as are allowed, or one
+/// while the cores are contended (the loops this serves are short and bound by memory).
+inline int threads_if(bool worth_it) {
+  const int max = worth_it ? max_threads() : 1;
+  if (max <= 1 || !cores_contended()) return max;
 #ifdef _OPENMP
-  if (threads > 1) {
-#pragma omp parallel num_threads(threads)
-    f(omp_get_thread_num(), omp_get_num_threads());
+  ThreadPool::instance().prepare(max);
+#endif
+  return 1;
+}
+
+/// Runs f(r) for r in [0, n): on all threads when `worth_it` (threads_if()), else in a plain
+/// loop. The rows go out in up to kRowParts parts of consecutive rows.
+template <class F>
+void for_each_row(Index n, bool worth_it, F&& f) {
+  constexpr Index kRowParts = 256;
+  const int threads = threads_if(worth_it);
+  if (threads <= 1 || n <= 1) {
+    for (Index r = 0; r < n; ++r) f(r);
     return;
   }
-#endif
-  (void)threads;
-  f(0, 1);
+  const Index parts = std::min(n, kRowParts);
+  parallel_parts(parts, threads, [&](Index part, int) {
+    const Index begin = n * part / parts, end = n * (part + 1) / parts;
+    for (Index r = begin; r < end; ++r) f(r);
+  });
 }
 
-/// Thread `thread`'s share [begin, end) of `n` items split `threads` ways, in whole multiples
-/// of `granule` (the last share takes the remainder).
+/// Part `part`'s share [begin, end) of `n` items split into `parts` parts, in whole multiples
+/// of `granule` (the last share takes the remainder; trailing shares may be empty).
 struct Share {
   Index begin, end;
 };
-inline Share share_of(Index n, int thread, int threads, Index granule) {
-  const Index per = ((n + threads - 1) / threads + granule - 1) / granule * granule;
-  const Index begin = std::min(n, per * thread);
+inline Share share_of(Index n, Index part, Index parts, Index granule) {
+  const Index per = ((n + parts - 1) / parts + granule - 1) / granule * granule;
+  const Index begin = std::min(n, per * part);
   return {begin, std::min(n, begin + per)};
 }
 

@@ -82,11 +82,11 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team) {
 /// row is computed the same way on any thread count. A row's steps only ever read and write
 /// that row, so the threads never wait for each other inside the loop.
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
-/// Empty shares are skipped. step must not throw (it runs inside an OpenMP region).
+/// Empty shares are skipped. step must not throw (it may run on a helper thread).
 template <class F>
 void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
-  parallel_region(threads, [&](int thread, int team) {
-    const auto [begin, end] = loop_rows(s, thread, team);
+  parallel_parts(threads, threads, [&](Index part, int) {
+    const auto [begin, end] = loop_rows(s, int(part), threads);
     for (Index k = 0; k < s.steps; ++k) {
       const Index t = reverse ? s.steps - 1 - k : k;
       const Index r1 = std::min(end, s.active[std::size_t(t)]);
