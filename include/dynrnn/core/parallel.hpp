@@ -78,16 +78,21 @@ inline int split_threads(double work, Index parts) {
   return int(std::max<Index>(1, std::min<Index>(max, parts)));
 }
 
-/// Threads to run `work` multiply-adds on, in at most `parts` pieces: split_threads(), or
-/// one while the cores are contended and the work is below kContendedParallelWork. The pool's
-/// helpers are started all the same, so that they exist when the contention ends.
-inline int threads_for(double work, Index parts) {
-  const int threads = split_threads(work, parts);
-  if (threads <= 1 || work >= kContendedParallelWork || !cores_contended()) return threads;
+/// `threads`, or one while the cores are contended. The pool's helpers are started all the
+/// same, so that they exist (and need no allocation) when the contention ends.
+inline int unless_contended(int threads) {
+  if (threads <= 1 || !cores_contended()) return threads;
 #ifdef _OPENMP
   ThreadPool::instance().prepare(threads);
 #endif
   return 1;
+}
+
+/// Threads to run `work` multiply-adds on, in at most `parts` pieces: split_threads(), or
+/// unless_contended() of it when the work is below kContendedParallelWork.
+inline int threads_for(double work, Index parts) {
+  const int threads = split_threads(work, parts);
+  return work >= kContendedParallelWork ? threads : unless_contended(threads);
 }
 
 /// Runs f(part, slot) for every part in [0, parts), on up to `threads` threads of dynrnn's
@@ -113,14 +118,7 @@ void parallel_parts(Index parts, int threads, F&& f) {
 
 /// Threads for a loop that is `worth_it` on several threads: as many as are allowed, or one
 /// while the cores are contended (the loops this serves are short and bound by memory).
-inline int threads_if(bool worth_it) {
-  const int max = worth_it ? max_threads() : 1;
-  if (max <= 1 || !cores_contended()) return max;
-#ifdef _OPENMP
-  ThreadPool::instance().prepare(max);
-#endif
-  return 1;
-}
+inline int threads_if(bool worth_it) { return unless_contended(worth_it ? max_threads() : 1); }
 
 /// Runs f(r) for r in [0, n): on all threads when `worth_it` (threads_if()), else in a plain
 /// loop. The rows go out in up to kRowParts parts of consecutive rows.
