@@ -1,5 +1,6 @@
 // With the same seed and thread count, training is bit-identical from run to run: the
 // whole model and optimiser state, compared as checkpoint bytes after several steps.
+#include "busy_cores.hpp"
 #include "support.hpp"
 
 namespace dynrnn::test {
@@ -45,6 +46,24 @@ TEST(Determinism, SameSeedSameThreadsSameBits) {
     EXPECT_NE(first, train(6, threads));  // the comparison can tell runs apart
   }
 }
+
+#if defined(__linux__) && defined(_OPENMP)  // the pool notices preemption from Linux's counts
+// While other work takes the cores, short loops run on fewer threads (core/parallel.hpp). The
+// results stay those of an idle machine under every GEMM backend: the external libraries may
+// sum a row differently when a call has fewer rows, so the time loop keeps its blocks of rows.
+TEST(Determinism, ContendedCoresChangeNoBit) {
+  const auto idle = train(5, 2);
+  bool contended = false;
+  std::vector<std::vector<unsigned char>> loaded;
+  {
+    BusyCores busy;
+    contended = BusyCores::wait_until_contended();
+    for (int run = 0; run < 3; ++run) loaded.push_back(train(5, 2));
+  }
+  ASSERT_TRUE(contended) << "2 busy threads per core for 20 s, and the cores never counted as contended";
+  for (const auto& bytes : loaded) EXPECT_EQ(bytes, idle);
+}
+#endif
 
 #if !defined(DYNRNN_GEMM_OPENBLAS) && !defined(DYNRNN_GEMM_ONEDNN)
 // With Eigen's GEMM every sum has the same order on any number of threads.

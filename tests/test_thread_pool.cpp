@@ -2,6 +2,8 @@
 // every part runs once, on a slot of its own; parts that no helper has claimed are the
 // caller's; nested loops, concurrent callers, signals and fork(); and the cores count as
 // contended while other threads take them.
+#include "busy_cores.hpp"
+
 #include <dynrnn/core/parallel.hpp>
 
 #include <gtest/gtest.h>
@@ -187,26 +189,15 @@ TEST(ThreadPool, AForkedChildRunsItsOwnLoops) {
 // as contended: then short loops run on the caller alone and long ones still share.
 TEST(ThreadPool, OtherWorkOnTheCoresMakesThemContended) {
   SKIP_WITHOUT_THREADS();
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> busy;
-  for (unsigned k = 0; k < std::min(2 * cores, 128u); ++k)
-    busy.emplace_back([&stop] {
-      while (!stop.load(std::memory_order_relaxed)) {
-      }
-    });
-  volatile double sink = 0;
-  const bool contended = wait_until(
-      [&] {
-        for (int k = 0; k < 20000; ++k) sink = sink + 1e-9 * k;  // the caller works between looks
-        return dynrnn::detail::cores_contended();
-      },
-      20.0);
-  const int small = dynrnn::detail::threads_for(double(1 << 20), 64);
-  const int large = dynrnn::detail::threads_for(double(1 << 27), 64);
-  const bool still = dynrnn::detail::cores_contended();
-  stop = true;
-  for (auto& t : busy) t.join();
+  bool contended = false, still = false;
+  int small = 0, large = 0;
+  {
+    dynrnn::test::BusyCores busy;
+    contended = dynrnn::test::BusyCores::wait_until_contended();
+    small = dynrnn::detail::threads_for(double(1 << 20), 64);
+    large = dynrnn::detail::threads_for(double(1 << 27), 64);
+    still = dynrnn::detail::cores_contended();
+  }
   ASSERT_TRUE(contended) << "2 busy threads per core for 20 s, and the cores never counted as contended";
   if (still && dynrnn::max_threads() > 1) {
     EXPECT_EQ(small, 1);

@@ -240,7 +240,7 @@ class GRUCell {
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(H) * double(3 * H));
+    const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
       cache.recurrent_gemm.pack(W_h, Op::N);
@@ -249,7 +249,7 @@ class GRUCell {
       cache.candidate_gemm.pack(W_h.rightCols(H), Op::N);
     }
     detail::seed_first_step(s, s0.h, cache.h_prev);
-    detail::for_each_step(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       const auto h_prev = cache.h_prev.middleRows(o + r0, n);
       auto gates = cache.gates.middleRows(o + r0, n);
@@ -315,7 +315,7 @@ class GRUCell {
     // recursion at its last step, carrying its final-state gradient.
     auto& dh_next = dstate.h;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(H) * double(3 * H));
+    const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
       ws.recurrent_gemm.pack(W_h, Op::T);
@@ -324,7 +324,7 @@ class GRUCell {
       ws.candidate_gemm.pack(W_h.rightCols(H), Op::T);
     }
 
-    detail::for_each_step(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, team, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       for (Index r = r0; r < r1; ++r) {
         const Scalar* g = cache.gates.row(o + r).data();

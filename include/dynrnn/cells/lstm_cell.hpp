@@ -353,13 +353,14 @@ class LSTMCell {
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0));
+    const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
+    const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
     cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N);  // W_h, (R, 4H)
     if (proj) cache.projection_gemm.pack(projection_, Op::N);  // (H, R)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
-    detail::for_each_step(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
                                 Scalar(1), Scalar(1));
       // c_{t-1} of the continuing rows: the first rows of the previous step's block.
@@ -433,11 +434,12 @@ class LSTMCell {
     auto& dh_next = dstate.h;
     auto& dc_next = dstate.c;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0));
+    const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
+    const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
     ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T);  // W_hᵀ, (4H, R)
     if (proj) ws.projection_gemm.pack(projection_, Op::T);  // (R, H)
 
-    detail::for_each_step(s, threads, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, team, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       if (proj) {
         // dLoss/dh_t in total, through the clip, then back through the projection into m_t.

@@ -189,11 +189,11 @@ class RNNCell {
     cache.input_gemm(cache.h, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(H) * double(H));
+    const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
     cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N);  // W_h, (H, H)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     const bool relu = activation_ == RNNActivation::relu;
-    detail::for_each_step(s, threads, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
       cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1));
       if (relu)
@@ -228,11 +228,11 @@ class RNNCell {
     // recursion at its last step, carrying its final-state gradient.
     auto& dh_next = dstate.h;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
-    const int threads = detail::loop_threads(rows, double(H) * double(H));
+    const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
     ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T);  // W_hᵀ, (H, H)
     const bool relu = activation_ == RNNActivation::relu;
 
-    detail::for_each_step(s, threads, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
+    detail::for_each_step(s, team, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       const auto h = cache.h.middleRows(o + r0, n).array();
       const auto dh_t = dh_next.middleRows(r0, n).array() + dh.middleRows(o + r0, n).array();

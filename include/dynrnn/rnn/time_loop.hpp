@@ -10,6 +10,7 @@
 
 #include "../core/check.hpp"
 #include "../core/column_sums.hpp"
+#include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
@@ -45,10 +46,25 @@ void check_backward_arguments(const char* function, const Cell& cell, const Pack
   cell.check_state(function, "dstate", dstate, s.batch);
 }
 
-/// Threads for a time loop whose first step has `rows` rows, each costing
-/// `macs_per_row` multiply-adds in the recurrent products.
-inline int loop_threads(Index rows, double macs_per_row) {
-  return threads_for(double(rows) * macs_per_row, rows / 8);  // a few rows for every thread
+/// How a time loop is shared: `parts` fixed blocks of rows (loop_rows()), each run whole by
+/// one of `threads` threads.
+struct LoopTeam {
+  int parts = 1;    ///< blocks of rows
+  int threads = 1;  ///< threads running them, at most `parts`
+};
+
+/// The team for a time loop over Scalar whose first step has `rows` rows, each costing
+/// `macs_per_row` multiply-adds in the recurrent products: a block per thread, and one thread
+/// while the cores are contended and the loop is short (threads_for()). dynrnn's kernel
+/// computes a row the same way in any block, but the external GEMM libraries may not: under
+/// them the blocks stay those of the uncontended split, which a lone thread then runs in turn,
+/// so that the contention never changes a result.
+template <class Scalar>
+LoopTeam loop_team(Index rows, double macs_per_row) {
+  const double work = double(rows) * macs_per_row;
+  const Index pieces = rows / 8;  // a few rows for every thread
+  const int threads = threads_for(work, pieces);
+  return {external_gemm<Scalar>() ? split_threads(work, pieces) : threads, threads};
 }
 
 /// Thread `thread`'s rows [begin, end) of a time loop over `s` split `team` ways, fixed for
@@ -74,8 +90,9 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team) {
 }
 
 /// Runs step(t, o, r0, r1) for every step t of `s`, in order (or in reverse order for
-/// backward passes), on `threads` threads. Each thread owns a fixed block of sorted rows for
-/// the whole loop (loop_rows()) and at step t gets those of its rows still active, [r0, r1).
+/// backward passes), on `team`. Each of its parts is a fixed block of sorted rows for the
+/// whole loop (loop_rows()), run by one thread, which at step t gets those of the block's rows
+/// still active, [r0, r1).
 /// The blocks are cut row by row, not on the recurrent kernel's tiles
 /// (PackedRightGemm::kRowGranule rows): 64 rows then split 32 + 32 rather than 30 + 34
 /// (AVX-512's tiles of 6), and the kernel computes a row the same way in any tile, so every
@@ -84,9 +101,9 @@ inline Share loop_rows(const PackedSchedule& s, int thread, int team) {
 /// o is offset[t]: the step's rows are o + r0 .. o + r1 - 1 of the packed matrices.
 /// Empty shares are skipped. step must not throw (it may run on a helper thread).
 template <class F>
-void for_each_step(const PackedSchedule& s, int threads, bool reverse, F&& step) {
-  parallel_parts(threads, threads, [&](Index part, int) {
-    const auto [begin, end] = loop_rows(s, int(part), threads);
+void for_each_step(const PackedSchedule& s, LoopTeam team, bool reverse, F&& step) {
+  parallel_parts(team.parts, team.threads, [&](Index part, int) {
+    const auto [begin, end] = loop_rows(s, int(part), team.parts);
     for (Index k = 0; k < s.steps; ++k) {
       const Index t = reverse ? s.steps - 1 - k : k;
       const Index r1 = std::min(end, s.active[std::size_t(t)]);
