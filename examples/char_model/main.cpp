@@ -10,6 +10,7 @@
 //   char_model --epochs 1 --hidden 128          # quicker
 //   char_model --resume char_model.safetensors  # continue a run exactly
 //   char_model --help
+//   mpirun -np 2 char_model                     # data parallel: 2 processes share every batch
 //
 // RMSProp starts at --lr and is multiplied by --lr-decay after every epoch. The defaults
 // (4 epochs, lr 0.01 halved per epoch, no dropout) came from short comparisons on this word
@@ -22,6 +23,10 @@
 // Every --checkpoint-every steps, at the end and on Ctrl-C it saves the model, the optimiser,
 // the step, the position in the epoch and the dropout generator's state; --plot draws the loss
 // curves.
+//
+// Under mpirun with several processes, fit() trains data-parallel (../common/distributed.hpp):
+// each rank takes its share of every batch of --batch words, and rank 0 alone prints and writes.
+#include "../common/distributed.hpp"
 #include "../common/loss_plot.hpp"
 
 #include <dynrnn/dynrnn.hpp>
@@ -146,6 +151,8 @@ std::vector<std::string> sample(Model& m, const Corpus& c, int count, double tem
 }  // namespace
 
 int main(int argc, char** argv) {
+  examples::Distributed dist(argc, argv);
+  dynrnn::Communicator* comm = dist.comm();
   CLI::App app{"Train a 2-layer LSTM character model on a word list, report bits per character, sample words"};
   std::string words_path = "/usr/share/dict/words", checkpoint_path = "char_model.safetensors", resume_path;
   std::string csv_path = "char_model_loss.csv", plot;
@@ -190,6 +197,10 @@ int main(int argc, char** argv) {
     std::cerr << "char_model: " << e.what() << "\n";
     return 2;
   }
+  if (batch_size < dist.size()) {
+    std::cerr << "char_model: --batch " << batch_size << " must be at least the " << dist.size() << " processes\n";
+    return 2;
+  }
   if (int(corpus.train.size()) < batch_size) {
     std::cerr << "char_model: --batch " << batch_size << " is larger than the " << corpus.train.size()
               << " training words\n";
@@ -217,7 +228,10 @@ int main(int argc, char** argv) {
          << " dropout=" << dropout << " lr=" << learning_rate << " lr_decay=" << lr_decay << " seed=" << seed;
   if (!resume_path.empty()) {
     try {
-      checkpoint.load(resume_path);
+      if (comm)
+        dynrnn::load_checkpoint_from_root(checkpoint, resume_path, *comm);  // rank 0 reads it for all
+      else
+        checkpoint.load(resume_path);
     } catch (const dynrnn::CheckpointError& e) {
       std::cerr << "char_model: cannot resume: " << e.what() << "\n";
       return 2;
@@ -244,6 +258,7 @@ int main(int argc, char** argv) {
   options.batch_size = batch_size;
   options.seed = seed;
   options.log_every = log_every;
+  options.communicator = comm;  // null when alone
   BitsPerChar bpc_log;
   dynrnn::CsvLog csv(csv_path, /*append=*/!resume_path.empty());
   std::vector<dynrnn::FitCallback*> callbacks{&bpc_log, &csv};
@@ -259,14 +274,22 @@ int main(int argc, char** argv) {
     result = dynrnn::fit(model, train, validation, options, callbacks);
   } catch (const dynrnn::CheckpointError& e) {
     std::cerr << "char_model: " << e.what() << "\n";
-    return 2;
+    return dist.fail(2, "char_model: rank 0 cannot save the checkpoint");
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(result.steps - first_step), seconds);
-  const double bpc = model.evaluate(validation).loss / std::log(2.0);
+  dynrnn::Metrics final_figures;
+  if (comm) {  // each rank its share of the words, combined
+    const auto share = dynrnn::shard_of(dynrnn::Index(validation.size()), comm->rank(), comm->size());
+    final_figures = dynrnn::reduce_metrics(
+        model.evaluate(validation, 256, std::size_t(share.begin), std::size_t(share.end)), *comm);
+  } else {
+    final_figures = model.evaluate(validation);
+  }
+  const double bpc = final_figures.loss / std::log(2.0);
   std::printf("validation: %.4f bits/char over %zu words\n", bpc, corpus.validation.size());
   if (saver) std::printf("checkpoint: %s\n", checkpoint_path.c_str());
-  examples::plot_if_asked("char_model", plot, csv_path, "char_model, " + config.str());
+  if (dist.root()) examples::plot_if_asked("char_model", plot, csv_path, "char_model, " + config.str());
   if (result.interrupted) return 130;  // the shell's status for a run ended by SIGINT
 
   if (samples > 0) {

@@ -12,10 +12,17 @@
 //   count_ones --steps 2000 --resume count_ones.safetensors   # continue a run
 //   count_ones --plot count_ones.png   # draw the loss curves (needs gnuplot)
 //   count_ones --help
+//   mpirun -np 2 count_ones         # data parallel: 2 processes share every batch of 50
 //
 // Every 200 steps (and at the end) the model, the optimiser's slots, the step and the
 // data generator's state are saved to a checkpoint; --resume continues from one exactly
 // as if the run had never stopped.
+//
+// Under mpirun with several processes it trains data-parallel (../common/distributed.hpp):
+// every rank draws the same global batch and trains on its share of the sequences, the
+// gradients are averaged over the ranks, and rank 0 alone prints, writes the CSV and the
+// checkpoints. The result is that of one process on the same batches.
+#include "../common/distributed.hpp"
 #include "../common/loss_plot.hpp"
 
 #include <dynrnn/dynrnn.hpp>
@@ -78,20 +85,32 @@ void set_optimizer(Model& model, const std::string& name, Scalar lr) {
   }
 }
 
-/// Share of rows of `logits` whose largest entry is at the target's index.
-double accuracy(const dynrnn::Matrix<Scalar>& logits, const std::vector<int>& targets) {
-  int correct = 0;
+/// Share of rows of `logits` whose largest entry is at the target's index; over every rank's
+/// rows when `comm` is given.
+double accuracy(const dynrnn::Matrix<Scalar>& logits, const std::vector<int>& targets, dynrnn::Communicator* comm) {
+  double counts[2] = {0, double(logits.rows())};  // correct, rows
   for (dynrnn::Index r = 0; r < logits.rows(); ++r) {
     dynrnn::Index best;
     logits.row(r).maxCoeff(&best);
-    correct += best == targets[std::size_t(r)];
+    counts[0] += best == targets[std::size_t(r)];
   }
-  return double(correct) / double(logits.rows());
+  if (comm) comm->allreduce_sum(counts, 2);
+  return counts[0] / counts[1];
+}
+
+/// The model's figures on `batch`: over every rank's share of it when `comm` is given.
+dynrnn::Metrics evaluate(Model& model, const dynrnn::SequenceBatch<Scalar>& batch, dynrnn::Communicator* comm,
+                         dynrnn::SequenceBatch<Scalar>& share) {
+  if (!comm) return model.evaluate(batch);
+  dynrnn::shard_batch(batch, comm->rank(), comm->size(), share);
+  return dynrnn::reduce_metrics(model.evaluate(share), *comm);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  examples::Distributed dist(argc, argv);
+  dynrnn::Communicator* comm = dist.comm();
   CLI::App app{"Train an LSTM to count the ones in variable-length binary sequences (dynrnn example)."};
   std::string task_name = "random";
   int steps = 1000, batch_size = 50, hidden = 64, eval_size = 1000, log_every = 20;
@@ -148,15 +167,23 @@ int main(int argc, char** argv) {
   app.add_option("--require-accuracy", require_accuracy,
                  "Exit with status 1 when the held-out accuracy is below this value");
   CLI11_PARSE(app, argc, argv);
+  if (batch_size < dist.size() || eval_size < dist.size()) {
+    std::fprintf(stderr, "count_ones: --batch %d and --eval %d must be at least the %d processes\n", batch_size,
+                 eval_size, dist.size());
+    return 2;
+  }
 
   const Task task = task_name == "seed" ? Task::seed : Task::random_bits;
   const auto reduction = reduction_name == "mean" ? dynrnn::Reduction::mean : dynrnn::Reduction::sum;
-  std::ofstream csv(csv_path);
-  if (!csv) {
-    std::cerr << "count_ones: cannot open '" << csv_path << "' for writing\n";
-    return 2;
+  std::ofstream csv;  // rank 0's (the other ranks write nothing)
+  if (dist.root()) {
+    csv.open(csv_path);
+    if (!csv) {
+      std::cerr << "count_ones: cannot open '" << csv_path << "' for writing\n";
+      return dist.fail(2, "count_ones: rank 0 cannot write its CSV");
+    }
+    csv << "step,loss,accuracy,validation_loss,validation_accuracy\n";
   }
-  csv << "step,loss,accuracy,validation_loss,validation_accuracy\n";
 
   dynrnn::Output output = dynrnn::Output::classes(kClasses);
   output.reduction = reduction;
@@ -169,7 +196,7 @@ int main(int argc, char** argv) {
   const Scalar lr = model.learning_rate();
   // Disjoint streams: training batches, the validation batch, the held-out batch.
   dynrnn::Rng train_rng(seed * 2 + 1), eval_rng(seed * 2 + 2), validation_rng(seed * 2 + 3);
-  dynrnn::SequenceBatch<Scalar> batch, validation;
+  dynrnn::SequenceBatch<Scalar> batch, validation, share;  // share: this rank's part of a batch
   make_batch(task, 500, validation_rng, validation);
 
   // What must match for a resumed run to continue the same curve; the layer sizes are
@@ -179,7 +206,10 @@ int main(int argc, char** argv) {
          << " clip_norm=" << clip_norm << " loss=" << reduction_name << " seed=" << seed;
   if (!resume_path.empty()) {
     try {
-      checkpoint.load(resume_path);
+      if (comm)
+        dynrnn::load_checkpoint_from_root(checkpoint, resume_path, *comm);  // rank 0 reads it for all
+      else
+        checkpoint.load(resume_path);
     } catch (const dynrnn::CheckpointError& e) {
       std::cerr << "count_ones: cannot resume: " << e.what() << "\n";
       return 2;
@@ -202,30 +232,38 @@ int main(int argc, char** argv) {
     std::printf("count_ones: resumed from %s at step %lld\n", resume_path.c_str(),
                 static_cast<long long>(model.progress().step));
   }
+  if (comm) {  // every rank starts from rank 0's model, and averages its gradients with the others
+    dynrnn::broadcast_model(model, *comm);
+    model.set_communicator(comm);
+  }
   const int first_step = int(model.progress().step) + 1;
   auto save_checkpoint = [&](int step) {
     std::ostringstream rng_state;
     rng_state << train_rng;
     checkpoint.metadata()["count_ones.train_rng"] = rng_state.str();
     checkpoint.metadata()["count_ones.config"] = config.str();
-    checkpoint.save(checkpoint_path, step);
+    if (dist.root()) checkpoint.save(checkpoint_path, step);
   };
 
   std::printf("count_ones: task %s, %d steps, batch %d, LSTM H=%d, %s lr %g%s, seed %llu\n", task_name.c_str(),
               steps, batch_size, hidden, optimizer.c_str(), double(lr),
               clip_norm > 0 ? (", clip norm " + std::to_string(clip_norm)).c_str() : "",
               static_cast<unsigned long long>(seed));
+  if (comm) std::printf("count_ones: data parallel over %d processes, %d or %d sequences each\n", comm->size(),
+                        batch_size / comm->size(), (batch_size + comm->size() - 1) / comm->size());
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   auto window_start = start;
   csv.precision(std::numeric_limits<double>::max_digits10);  // exact, for comparing runs
   for (int step = first_step; step <= steps; ++step) {
-    make_batch(task, batch_size, train_rng, batch);
-    const double loss = model.train_step(batch);
-    const double acc = accuracy(model.outputs(), batch.labels);
+    make_batch(task, batch_size, train_rng, batch);  // the global batch, the same on every rank
+    if (comm) dynrnn::shard_batch(batch, comm->rank(), comm->size(), share);
+    const dynrnn::SequenceBatch<Scalar>& mine = comm ? share : batch;
+    const double loss = model.train_step(mine);
+    const double acc = accuracy(model.outputs(), mine.labels, comm);
     csv << step << ',' << loss << ',' << acc << ',';
     if (validate_every > 0 && (step % validate_every == 0 || step == steps)) {
-      const dynrnn::Metrics v = model.evaluate(validation);
+      const dynrnn::Metrics v = evaluate(model, validation, comm, share);
       csv << v.loss << ',' << v.accuracy;
     } else {
       csv << ',';
@@ -244,7 +282,7 @@ int main(int argc, char** argv) {
         save_checkpoint(step);
       } catch (const dynrnn::CheckpointError& e) {
         std::cerr << "count_ones: " << e.what() << "\n";
-        return 2;
+        return dist.fail(2, "count_ones: rank 0 cannot save the checkpoint");
       }
     }
   }
@@ -254,12 +292,12 @@ int main(int argc, char** argv) {
   std::printf("trained %d steps in %.2f s; loss curve written to %s\n", std::max(0, steps - first_step + 1),
               train_seconds, csv_path.c_str());
   if (checkpoint_every > 0 && first_step <= steps) std::printf("checkpoint: %s\n", checkpoint_path.c_str());
-  examples::plot_if_asked("count_ones", plot, csv_path, "count ones, " + config.str(), 1, 3);
+  if (dist.root()) examples::plot_if_asked("count_ones", plot, csv_path, "count ones, " + config.str(), 1, 3);
 
   make_batch(task, eval_size, eval_rng, batch);
-  const double acc = model.evaluate(batch).accuracy;
+  const double acc = evaluate(model, batch, comm, share).accuracy;
   std::printf("held-out accuracy: %.4f\n", acc);
-  if (require_accuracy >= 0 && acc < require_accuracy) {
+  if (require_accuracy >= 0 && acc < require_accuracy) {  // every rank sees the same accuracy
     std::fprintf(stderr, "count_ones: held-out accuracy %.4f is below the required %.4f\n", acc, require_accuracy);
     return 1;
   }

@@ -10,6 +10,9 @@
 //   layers/    Dense, Embedding
 //   losses/    softmax cross-entropy and mean squared error, per sample and per valid step
 //   optim/     RMSProp, Adam, AdamW, SGD, Adagrad, gradient clipping, learning-rate schedules
+//   distributed/  data-parallel training over a Communicator: gradient buckets, sharding,
+//              broadcasts (mpi.hpp, the MPI communicator, is included on its own: it needs MPI)
+//   model/     SequenceModel and fit()
 //   io/        safetensors files, atomic checkpoints, LSTM, GRU and RNN weights from PyTorch, Keras, TensorFlow
 #pragma once
 
@@ -51,6 +54,10 @@
 #include "optim/rmsprop.hpp"
 #include "optim/schedule.hpp"
 #include "optim/sgd.hpp"
+
+#include "distributed/communicator.hpp"
+#include "distributed/data_parallel.hpp"
+#include "distributed/gradient_buckets.hpp"
 
 #include "model/fit.hpp"
 #include "model/sequence_data.hpp"

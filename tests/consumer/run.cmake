@@ -1,6 +1,7 @@
 # Builds and runs tests/consumer against dynrnn, as a user would.
-#   cmake -DMODE=package|subdirectory -DSOURCE_DIR=... -DWORK_DIR=... [-DCXX=...] -P run.cmake
+#   cmake -DMODE=package|subdirectory -DSOURCE_DIR=... -DWORK_DIR=... [-DCXX=...] [-DMPIEXEC=...] -P run.cmake
 # package: installs dynrnn from SOURCE_DIR into WORK_DIR/prefix, then find_package()s it.
+# MPIEXEC: also builds app_mpi against dynrnn::mpi and runs it on 2 ranks with this launcher.
 cmake_minimum_required(VERSION 3.25)
 
 function(run)
@@ -15,6 +16,9 @@ file(REMOVE_RECURSE ${WORK_DIR})
 set(consumer_args -DDYNRNN_CONSUMER_MODE=${MODE} -DCMAKE_BUILD_TYPE=Release)
 if(CXX)
   list(APPEND consumer_args -DCMAKE_CXX_COMPILER=${CXX})
+endif()
+if(MPIEXEC)
+  list(APPEND consumer_args -DDYNRNN_CONSUMER_MPI=ON)
 endif()
 
 if(MODE STREQUAL "package")
@@ -31,3 +35,6 @@ endif()
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/consumer-build ${consumer_args})
 run(${CMAKE_COMMAND} --build ${WORK_DIR}/consumer-build)
 run(${WORK_DIR}/consumer-build/app${CMAKE_EXECUTABLE_SUFFIX})
+if(MPIEXEC)
+  run(${MPIEXEC} -np 2 --oversubscribe ${WORK_DIR}/consumer-build/app_mpi${CMAKE_EXECUTABLE_SUFFIX})
+endif()

@@ -10,6 +10,11 @@
 //   - interrupts: SIGINT (Ctrl-C) ends the loop after the current step; the callbacks are told
 //     (CheckpointEvery saves), and fit() returns with FitResult::interrupted set. The handler is
 //     installed for the duration of fit() only, and the previous one is restored.
+//   - data parallelism: with FitOptions::communicator, every rank runs fit() on the same
+//     dataset; each takes its share of every global batch of batch_size sequences and of the
+//     validation set, the gradients and figures are averaged over the ranks, rank 0's model is
+//     copied to all first, and only rank 0 prints and writes (FitCallback::on_communicator).
+//     The result is the one process training on the same global batches would reach.
 //   - resumption: where training stands (step, epoch, position in the epoch, the shuffling
 //     generator, the early-stopping record) lives in the model's TrainingProgress, which the
 //     model's checkpoint holds (SequenceModel::add_to). After loading one, fit() continues
@@ -19,6 +24,7 @@
 
 #include "../core/check.hpp"
 #include "../core/random.hpp"
+#include "../distributed/data_parallel.hpp"
 #include "../io/checkpoint.hpp"
 #include "sequence_data.hpp"
 #include "sequence_model.hpp"
@@ -53,6 +59,9 @@ struct FitOptions {
   std::FILE* out = stdout;              ///< Where progress goes.
   std::int64_t log_every = 0;           ///< Without a terminal: a line every N steps (0: 10 per epoch).
   bool handle_interrupt = true;         ///< Stop cleanly on SIGINT (see the file comment).
+  /// Data parallelism over these ranks (see the file comment); null: this process alone.
+  /// batch_size is then the global batch, which needs at least one sequence per rank.
+  Communicator* communicator = nullptr;
 };
 
 /// \brief What a callback learns after each training step.
@@ -84,6 +93,9 @@ struct FitControl {
 class FitCallback {
  public:
   virtual ~FitCallback() = default;
+  /// \brief Before on_train_begin() when fit() trains over several ranks: callbacks that
+  /// write files or print do so on rank 0 only (comm.is_root()).
+  virtual void on_communicator(const Communicator& /*comm*/) {}
   /// \brief Before the first step (also after a resume).
   virtual void on_train_begin() {}
   /// \brief After each training step.
@@ -157,6 +169,7 @@ class CheckpointEvery : public FitCallback {
     detail::check_non_negative("CheckpointEvery", "every", every);
     if (path_.empty()) detail::throw_argument("CheckpointEvery", "path", "a file name", "an empty string");
   }
+  void on_communicator(const Communicator& comm) override { writes_ = comm.is_root(); }
   void on_step_end(const FitStep& s, FitControl&) override {
     if (every_ > 0 && s.step % every_ == 0) save();
   }
@@ -168,6 +181,7 @@ class CheckpointEvery : public FitCallback {
 
  private:
   void save() {
+    if (!writes_) return;
     checkpoint_.save(path_, step_);
     saved_step_ = step_;
   }
@@ -176,39 +190,51 @@ class CheckpointEvery : public FitCallback {
   std::string path_;
   std::int64_t every_;
   std::int64_t saved_step_ = -1;
+  bool writes_ = true;  // false on the ranks other than 0
 };
 
 /// \brief Writes a CSV of the training loss at every step and the validation figures after
 /// every epoch: `step,epoch,train_loss,validation_loss,validation_accuracy`, with the fields a
 /// row does not have left empty. Values are written in full precision. A resumed run appends.
+/// The file is written from on_train_begin() on, and over several ranks by rank 0 only.
 class CsvLog : public FitCallback {
  public:
   /// \param path the file; created with a header, or appended to when `append` and it exists.
-  /// \throws std::runtime_error when the file cannot be opened.
-  explicit CsvLog(const std::string& path, bool append = false) : path_(path) {
-    std::ifstream existing(path);
-    const bool header = !(append && existing.good() && existing.peek() != std::ifstream::traits_type::eof());
-    file_.open(path, append ? std::ios::app : std::ios::trunc);
-    if (!file_) throw std::runtime_error("dynrnn::CsvLog: cannot open '" + path + "' for writing");
+  /// \throws std::runtime_error when the file cannot be opened for writing.
+  explicit CsvLog(const std::string& path, bool append = false) : path_(path), append_(append) {
+    if (!std::ofstream(path, std::ios::app))  // creates it, and leaves what it holds for now
+      throw std::runtime_error("dynrnn::CsvLog: cannot open '" + path + "' for writing");
+  }
+  void on_communicator(const Communicator& comm) override { writes_ = comm.is_root(); }
+  void on_train_begin() override {
+    if (!writes_ || file_.is_open()) return;
+    std::ifstream existing(path_);
+    const bool header = !(append_ && existing.good() && existing.peek() != std::ifstream::traits_type::eof());
+    file_.open(path_, append_ ? std::ios::app : std::ios::trunc);
+    if (!file_) throw std::runtime_error("dynrnn::CsvLog: cannot open '" + path_ + "' for writing");
     file_.precision(std::numeric_limits<double>::max_digits10);
     if (header) file_ << "step,epoch,train_loss,validation_loss,validation_accuracy\n";
   }
   void on_step_end(const FitStep& s, FitControl&) override {
-    file_ << s.step << ',' << s.epoch << ',' << s.loss << ",,\n";
+    if (file_.is_open()) file_ << s.step << ',' << s.epoch << ',' << s.loss << ",,\n";
   }
   void on_epoch_end(const FitEpoch& e, FitControl&) override {
-    if (!e.has_validation) return;
+    if (!e.has_validation || !file_.is_open()) return;
     file_ << e.step << ',' << e.epoch << ",," << e.validation.loss << ',';
     if (e.validation.accuracy >= 0) file_ << e.validation.accuracy;
     file_ << '\n';
     file_.flush();
   }
-  void on_train_end(bool) override { file_.flush(); }
+  void on_train_end(bool) override {
+    if (file_.is_open()) file_.flush();
+  }
   /// \brief The file.
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
+  bool append_;
+  bool writes_ = true;  // false on the ranks other than 0
   std::ofstream file_;
 };
 
@@ -309,6 +335,15 @@ class FitProgress {
   Clock::time_point start_, last_;
 };
 
+// model.evaluate() over rank `rank`'s share of `data`, the figures combined over the ranks.
+template <class Cell>
+Metrics evaluate_share(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::Scalar>& data,
+                       Index batch_size, int rank, int ranks, Communicator* comm) {
+  if (!comm) return model.evaluate(data, batch_size);
+  const auto share = shard_of(Index(data.size()), rank, ranks);
+  return reduce_metrics(model.evaluate(data, batch_size, std::size_t(share.begin), std::size_t(share.end)), *comm);
+}
+
 }  // namespace detail
 
 /// \brief Trains `model` on `train` for options.epochs epochs, validating on `validation`
@@ -343,6 +378,11 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
   detail::check_non_negative(fn, "options.max_steps", options.max_steps);
   for (FitCallback* c : callbacks)
     if (!c) detail::throw_argument(fn, "callbacks", "non-null pointers", "a null pointer");
+  Communicator* comm = options.communicator && options.communicator->size() > 1 ? options.communicator : nullptr;
+  const int rank = comm ? comm->rank() : 0, ranks = comm ? comm->size() : 1;
+  if (options.batch_size < ranks)
+    detail::throw_argument(fn, "options.batch_size", "at least one sequence per rank (>= " + std::to_string(ranks) + ")",
+                           std::to_string(options.batch_size));
 
   const std::size_t n = train.size(), batch = std::size_t(options.batch_size);
   const std::int64_t per_epoch = std::int64_t((n + batch - 1) / batch);
@@ -352,13 +392,35 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
                            "at most the " + std::to_string(per_epoch) + " batches of an epoch of this dataset",
                            std::to_string(p.batch_in_epoch));
 
+  // Over several ranks: every rank starts from rank 0's model, and the model averages its
+  // gradients over them for the duration of the call.
+  struct CommunicatorScope {
+    SequenceModel<Cell>& model;
+    Communicator* previous;
+    ~CommunicatorScope() { model.set_communicator(previous, model.data_parallel_options()); }
+  } scope{model, model.communicator()};
+  if (comm) {
+    broadcast_model(model, *comm);
+    model.set_communicator(comm, model.data_parallel_options());
+  }
+  // Whether any rank says so; a tiny collective, for the rare decisions outside a step.
+  const auto any_rank = [&](bool yes) {
+    double v = yes ? 1 : 0;
+    if (comm) comm->allreduce_sum(&v, 1);
+    return v > 0;
+  };
+
   FitResult result;
   detail::InterruptGuard interrupt(options.handle_interrupt);
   const std::int64_t total = options.max_steps > 0 ? std::min(options.epochs * per_epoch, options.max_steps)
                                                   : options.epochs * per_epoch;
-  detail::FitProgress progress(options, total, per_epoch);
+  FitOptions shown = options;
+  shown.verbose = options.verbose && rank == 0;
+  detail::FitProgress progress(shown, total, per_epoch);
   const auto reached_max_steps = [&] { return options.max_steps > 0 && p.step >= options.max_steps; };
   FitControl control;
+  if (comm)
+    for (FitCallback* c : callbacks) c->on_communicator(*comm);
   for (FitCallback* c : callbacks) c->on_train_begin();
   const std::int64_t first_step = p.step;
 
@@ -381,10 +443,14 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
     double loss_sum = 0;
     std::int64_t loss_count = 0;
     while (p.batch_in_epoch < per_epoch) {
-      const std::size_t first = std::size_t(p.batch_in_epoch) * batch;
-      indices.assign(order.begin() + std::ptrdiff_t(first), order.begin() + std::ptrdiff_t(std::min(n, first + batch)));
+      // The global batch, and this rank's share of it.
+      const std::size_t first = std::size_t(p.batch_in_epoch) * batch, last = std::min(n, first + batch);
+      const auto share = shard_of(Index(last - first), rank, ranks);
+      indices.assign(order.begin() + std::ptrdiff_t(first + std::size_t(share.begin)),
+                     order.begin() + std::ptrdiff_t(first + std::size_t(share.end)));
       train.make_batch(indices, b);
-      const double loss = double(model.train_step(b));
+      bool stop = interrupt.interrupted();  // over several ranks: whether any rank was interrupted
+      const double loss = double(model.train_step(b, comm ? &stop : nullptr));
       ++p.batch_in_epoch;
       loss_sum += loss;
       ++loss_count;
@@ -392,7 +458,7 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
       const FitStep s{p.step, p.epoch, p.batch_in_epoch, per_epoch, loss};
       progress.step(s, first_step);
       for (FitCallback* c : callbacks) c->on_step_end(s, control);
-      if (interrupt.interrupted()) result.interrupted = true;
+      if (comm ? stop : interrupt.interrupted()) result.interrupted = true;
       if (control.stop || result.interrupted || reached_max_steps()) break;
     }
     if (p.batch_in_epoch < per_epoch) break;  // stopped inside the epoch
@@ -404,7 +470,7 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
     e.train_loss = loss_count ? loss_sum / double(loss_count) : std::numeric_limits<double>::quiet_NaN();
     if (validation.size() > 0) {
       e.has_validation = true;
-      e.validation = model.evaluate(validation, options.validation_batch_size);
+      e.validation = detail::evaluate_share(model, validation, options.validation_batch_size, rank, ranks, comm);
       result.has_validation = true;
       result.validation = e.validation;
     }
@@ -415,7 +481,7 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
     p.epoch_rng = state.str();
     progress.epoch(e);
     for (FitCallback* c : callbacks) c->on_epoch_end(e, control);
-    if (interrupt.interrupted()) result.interrupted = true;
+    if (any_rank(interrupt.interrupted())) result.interrupted = true;
   }
 
   result.steps = p.step;

@@ -18,7 +18,11 @@
 //
 // train_step() does exactly what a hand-written step with the buffer-reusing overloads does
 // (forward, loss, backward, clipping, update), with every buffer kept in the model: after the
-// first batch of a shape, a step allocates nothing. evaluate() and predict() run the forward
+// first batch of a shape, a step allocates nothing. With a Communicator (set_communicator,
+// distributed/), the step is one rank's share of a data-parallel step: the gradients are
+// averaged over the ranks, weighted by the samples each rank's loss averaged over, before
+// clipping and the update, so every rank applies the update one process would make on the
+// whole global batch. evaluate() and predict() run the forward
 // pass only, in inference mode. fit() (fit.hpp) runs epochs over a SequenceDataset.
 #pragma once
 
@@ -26,6 +30,8 @@
 #include "../core/check.hpp"
 #include "../core/random.hpp"
 #include "../core/types.hpp"
+#include "../distributed/communicator.hpp"
+#include "../distributed/gradient_buckets.hpp"
 #include "../io/checkpoint.hpp"
 #include "../layers/dense.hpp"
 #include "../layers/embedding.hpp"
@@ -115,6 +121,15 @@ struct TrainingProgress {
   double best_validation = 0;      ///< Best validation loss so far (early stopping).
   std::int64_t epochs_without_improvement = 0;  ///< Epochs since it improved.
   bool has_best = false;           ///< Whether best_validation holds a value.
+};
+
+/// \brief How a SequenceModel sums its gradients over the ranks of a data-parallel job
+/// (SequenceModel::set_communicator).
+struct DataParallelOptions {
+  /// Start summing the head's gradients while the recurrent part's backward pass still runs.
+  bool overlap = true;
+  /// Size of the buckets the gradients are copied into and summed in, one call each.
+  std::size_t bucket_bytes = std::size_t(16) << 20;
 };
 
 namespace detail {
@@ -229,16 +244,50 @@ class SequenceModel {
     return *this;
   }
 
+  /// \brief Makes train_step() a rank's share of a data-parallel step over `comm` (see the
+  /// file comment); null goes back to one process. The model keeps the pointer: `comm` must
+  /// outlive its use. This call communicates nothing: give every rank the same parameters
+  /// first (broadcast_model() in distributed/data_parallel.hpp; fit() does it).
+  SequenceModel& set_communicator(Communicator* comm, const DataParallelOptions& options = {}) {
+    comm_ = comm && comm->size() > 1 ? comm : nullptr;
+    if (options.bucket_bytes != parallel_options_.bucket_bytes) buckets_ = GradientBuckets<Scalar>(options.bucket_bytes);
+    parallel_options_ = options;
+    return *this;
+  }
+  /// \brief How train_step() sums gradients over the ranks.
+  const DataParallelOptions& data_parallel_options() const { return parallel_options_; }
+  /// \brief The communicator train_step() averages over, or null.
+  Communicator* communicator() const { return comm_; }
+
   /// \brief One training step on `batch`: forward, loss, backward, clipping, update.
-  /// \return the batch loss (reduced as Output::reduction says).
+  /// \param stop with a communicator: on entry, whether this rank wants training to stop; on
+  ///             return, whether any rank does (fit() stops every rank at the same step so).
+  /// \return the batch loss (reduced as Output::reduction says); with a communicator, the
+  /// loss of the global batch, the same on every rank.
   /// \throws std::invalid_argument when the batch does not fit the model (shapes, label count,
-  /// a label out of range, lengths outside [0, T]); the model is then unchanged.
+  /// a label out of range, lengths outside [0, T], or an empty share of a global batch); the
+  /// model is then unchanged.
   /// \throws std::logic_error when no optimiser was chosen.
-  Scalar train_step(const SequenceBatch<Scalar>& batch) {
+  Scalar train_step(const SequenceBatch<Scalar>& batch, bool* stop = nullptr) {
     if (!optimizer_) throw std::logic_error("dynrnn::SequenceModel::train_step: no optimizer; call set_optimizer first");
+    if (comm_ && batch.batch() == 0)
+      detail::throw_argument("SequenceModel::train_step", "batch", "at least one sequence on every rank", "0");
     set_training(true);
-    const Scalar loss = forward_loss(batch, "SequenceModel::train_step");
-    backward(batch);
+    Scalar loss = forward_loss(batch, "SequenceModel::train_step");
+    if (comm_) {
+      // Mean losses are means over this rank's samples: weigh each rank by its count.
+      const bool mean = output_.reduction == Reduction::mean;
+      const Scalar weight = mean ? Scalar(local_count(batch)) : Scalar(1);
+      buckets_.begin(weight);
+      backward(batch, true);
+      Scalar extras[3] = {weight, weight * loss, Scalar(stop && *stop ? 1 : 0)};
+      buckets_.finish(*comm_, extras, 3);
+      buckets_.unpack(mean ? Scalar(1) / extras[0] : Scalar(1));
+      loss = mean ? extras[1] / extras[0] : extras[1];
+      if (stop) *stop = extras[2] > Scalar(0);
+    } else {
+      backward(batch);
+    }
     if (clip_norm_ > 0) clip();
     if (schedule_) {
       const Scalar lr = schedule_(progress_.step);
@@ -272,13 +321,23 @@ class SequenceModel {
   /// \brief evaluate() over a whole dataset, in batches of `batch_size`: figures weighted by
   /// each batch's count.
   Metrics evaluate(const SequenceDataset<Scalar>& data, Index batch_size = 256) {
+    return evaluate(data, batch_size, 0, data.size());
+  }
+
+  /// \brief evaluate() over the sequences [begin, end) of `data` (a rank's share, say).
+  /// \throws std::invalid_argument unless begin <= end <= data.size().
+  Metrics evaluate(const SequenceDataset<Scalar>& data, Index batch_size, std::size_t begin, std::size_t end) {
     detail::check_positive("SequenceModel::evaluate", "batch_size", batch_size);
+    if (begin > end || end > data.size())
+      detail::throw_argument("SequenceModel::evaluate", "end",
+                             "in [begin, " + std::to_string(data.size()) + "] with begin <= end",
+                             "begin " + std::to_string(begin) + ", end " + std::to_string(end));
     Metrics total;
     double loss = 0, correct = 0;
     std::vector<std::size_t> indices;
-    for (std::size_t first = 0; first < data.size(); first += std::size_t(batch_size)) {
+    for (std::size_t first = begin; first < end; first += std::size_t(batch_size)) {
       indices.clear();
-      for (std::size_t i = first; i < std::min(data.size(), first + std::size_t(batch_size)); ++i) indices.push_back(i);
+      for (std::size_t i = first; i < std::min(end, first + std::size_t(batch_size)); ++i) indices.push_back(i);
       data.make_batch(indices, eval_batch_);
       const Metrics m = evaluate(eval_batch_);
       loss += m.loss * double(m.count);
@@ -482,8 +541,16 @@ class SequenceModel {
     return mse_.loss;
   }
 
-  // Gradients of the loss forward_loss() computed; parameter gradients start from zero.
-  void backward(const SequenceBatch<Scalar>& batch) {
+  // The samples the loss of the last forward_loss() averaged over: sequences, or valid steps.
+  Index local_count(const SequenceBatch<Scalar>& batch) const {
+    if (output_.head == Output::Head::last_step) return batch.batch();
+    return output_.loss == Output::Loss::softmax_cross_entropy ? step_ce_.steps : step_mse_.steps;
+  }
+
+  // Gradients of the loss forward_loss() computed; parameter gradients start from zero. With
+  // `pack`, each is packed into buckets_ as soon as it is complete, and the head's, complete
+  // first, start their sum while the recurrent part runs (DataParallelOptions::overlap).
+  void backward(const SequenceBatch<Scalar>& batch, bool pack = false) {
     d_head_.setZero();
     d_cell_.setZero();
     if (embedding_) d_embedding_.setZero();
@@ -498,8 +565,16 @@ class SequenceModel {
       d_outputs_.resize(outputs.dimensions());
       detail::as_matrix(d_outputs_) = d_rows_;
     }
+    if (pack) {
+      buckets_.add(d_head_);
+      if (parallel_options_.overlap) buckets_.start(*comm_);
+    }
     runner_.backward(cell_, fwd_, d_outputs_, d_cell_, embedding_ ? InputGradients::compute : InputGradients::skip);
     if (embedding_) embedding_->backward_sequences(batch.tokens, d_cell_.inputs, d_embedding_);
+    if (pack) {
+      buckets_.add(d_cell_);
+      if (embedding_) buckets_.add(d_embedding_);
+    }
   }
 
   void clip() {
@@ -601,6 +676,9 @@ class SequenceModel {
   std::function<Scalar(std::int64_t)> schedule_;
   TrainingProgress progress_;
   bool registered_ = false;
+  Communicator* comm_ = nullptr;  // data parallelism: the ranks train_step() averages over
+  DataParallelOptions parallel_options_;
+  GradientBuckets<Scalar> buckets_{parallel_options_.bucket_bytes};
 
   // Buffers kept from step to step.
   using Runner = detail::RecurrentRunner<Cell>;
