@@ -93,8 +93,8 @@ struct FitControl {
 class FitCallback {
  public:
   virtual ~FitCallback() = default;
-  /// \brief Before on_train_begin() when fit() trains over several ranks: callbacks that
-  /// write files or print do so on rank 0 only (comm.is_root()).
+  /// \brief Before on_train_begin(): the ranks fit() trains over (SingleProcess when alone).
+  /// Callbacks that write files or print do so on rank 0 only (comm.is_root()).
   virtual void on_communicator(const Communicator& /*comm*/) {}
   /// \brief Before the first step (also after a resume).
   virtual void on_train_begin() {}
@@ -419,8 +419,8 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
   detail::FitProgress progress(shown, total, per_epoch);
   const auto reached_max_steps = [&] { return options.max_steps > 0 && p.step >= options.max_steps; };
   FitControl control;
-  if (comm)
-    for (FitCallback* c : callbacks) c->on_communicator(*comm);
+  SingleProcess alone;
+  for (FitCallback* c : callbacks) c->on_communicator(comm ? *comm : static_cast<const Communicator&>(alone));
   for (FitCallback* c : callbacks) c->on_train_begin();
   const std::int64_t first_step = p.step;
 

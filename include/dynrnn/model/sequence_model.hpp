@@ -282,8 +282,10 @@ class SequenceModel {
       backward(batch, true);
       Scalar extras[3] = {weight, weight * loss, Scalar(stop && *stop ? 1 : 0)};
       buckets_.finish(*comm_, extras, 3);
-      buckets_.unpack(mean ? Scalar(1) / extras[0] : Scalar(1));
-      loss = mean ? extras[1] / extras[0] : extras[1];
+      // No valid step on any rank: a zero loss and gradient, as one process computes then.
+      const Scalar scale = !mean ? Scalar(1) : extras[0] > Scalar(0) ? Scalar(1) / extras[0] : Scalar(0);
+      buckets_.unpack(scale);
+      loss = extras[1] * scale;
       if (stop) *stop = extras[2] > Scalar(0);
     } else {
       backward(batch);
