@@ -148,6 +148,28 @@ long allocations_of_updates(Opt opt) {
   return g_allocations - before;
 }
 
+// A data-parallel step (gradients packed into buckets, summed, unpacked) allocates nothing
+// after the first either: over a stand-in for 2 ranks whose sums leave the data as it is, with
+// small buckets, so that a step sends several, and the head's started early.
+TEST(NoAllocation, DataParallelStepsAfterTheFirst) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  struct TwoRanks final : Communicator {
+    int rank() const override { return 0; }
+    int size() const override { return 2; }
+    void allreduce_sum(float*, Index) override {}
+    void allreduce_sum(double*, Index) override {}
+    void broadcast(void*, std::size_t, int) override {}
+    [[noreturn]] void abort(int, const std::string&) noexcept override { std::abort(); }
+  } comm;
+  TrainingState s;
+  s.model.set_communicator(&comm, {true, 256});
+  bool stop = false;
+  s.model.train_step(s.batch, &stop);
+  const long before = g_allocations;
+  for (int k = 0; k < 3; ++k) s.model.train_step(s.batch, &stop);
+  EXPECT_EQ(g_allocations - before, 0);
+}
+
 // A per-step model on dense features with two dropout-separated LSTM layers, Adam, and
 // evaluation between the updates.
 TEST(NoAllocation, PerStepModelAfterTheFirstStep) {

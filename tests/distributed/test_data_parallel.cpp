@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -206,6 +207,39 @@ void own_loop_matches_one_process(bool overlap) {
 
 TEST(DataParallel, OwnLoopResumedDouble) { own_loop_matches_one_process<double>(true); }
 TEST(DataParallel, OwnLoopResumedNoOverlapFloat) { own_loop_matches_one_process<float>(false); }
+
+// Only rank 0 writes checkpoints and the CSV log: each rank is given a file name of its own
+// here, and only rank 0's are written.
+TEST(DataParallel, OnlyRankZeroWrites) {
+  const auto data = make_data<float>(Kind::classifier, 40, 3);
+  auto model = make_model<float>(Kind::classifier, "rmsprop", 1);
+  dynrnn::Checkpoint<float> ckpt;
+  model->add_to(ckpt);
+  const std::string rank = std::to_string(world->rank());
+  const std::string checkpoint_path = "dp_writes_" + rank + ".safetensors", csv_path = "dp_writes_" + rank + ".csv";
+  std::remove(checkpoint_path.c_str());
+  dynrnn::CheckpointEvery<float> saver(ckpt, model->progress().step, checkpoint_path, 2);
+  dynrnn::CsvLog csv(csv_path);
+  dynrnn::FitOptions options;
+  options.epochs = 1;
+  options.batch_size = 10;
+  options.verbose = false;
+  options.handle_interrupt = false;
+  options.communicator = world;
+  dynrnn::fit(*model, data, {}, options, {&saver, &csv});
+  std::ifstream checkpoint_file(checkpoint_path), csv_file(csv_path);
+  std::string first_line;
+  std::getline(csv_file, first_line);
+  if (world->is_root()) {
+    EXPECT_TRUE(checkpoint_file.good());
+    EXPECT_EQ(first_line, "step,epoch,train_loss,validation_loss,validation_accuracy");
+  } else {
+    EXPECT_FALSE(checkpoint_file.good()) << checkpoint_path;
+    EXPECT_EQ(first_line, "") << csv_path << " is written on rank " << rank;
+  }
+  std::remove(checkpoint_path.c_str());
+  std::remove(csv_path.c_str());
+}
 
 // A checkpoint rank 0 cannot read fails on every rank with rank 0's reason, instead of
 // leaving the others waiting.
