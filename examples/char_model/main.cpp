@@ -278,14 +278,9 @@ int main(int argc, char** argv) {
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf("trained %lld steps in %.1f s\n", static_cast<long long>(result.steps - first_step), seconds);
-  dynrnn::Metrics final_figures;
-  if (comm) {  // each rank its share of the words, combined
-    const auto share = dynrnn::shard_of(dynrnn::Index(validation.size()), comm->rank(), comm->size());
-    final_figures = dynrnn::reduce_metrics(
-        model.evaluate(validation, 256, std::size_t(share.begin), std::size_t(share.end)), *comm);
-  } else {
-    final_figures = model.evaluate(validation);
-  }
+  // Over several ranks, each evaluates its share of the words.
+  const dynrnn::Metrics final_figures =
+      comm ? dynrnn::evaluate_over_ranks(model, validation, 256, *comm) : model.evaluate(validation);
   const double bpc = final_figures.loss / std::log(2.0);
   std::printf("validation: %.4f bits/char over %zu words\n", bpc, corpus.validation.size());
   if (saver) std::printf("checkpoint: %s\n", checkpoint_path.c_str());

@@ -11,7 +11,8 @@
 //   - load_checkpoint_from_root: rank 0 reads a checkpoint and every rank loads its bytes, so
 //     the file need only be on rank 0's machine; any number of ranks can resume from it, as the
 //     progress counts global batches;
-//   - reduce_metrics: figures of each rank's share of an evaluation, combined;
+//   - reduce_metrics: figures of each rank's share of an evaluation, combined
+//     (evaluate_over_ranks does both for a dataset);
 //   - only rank 0 writes checkpoints and logs (Communicator::is_root; fit()'s callbacks do).
 // fit() does all of this when FitOptions::communicator is set; these are for programs with
 // their own loop. Nothing here needs MPI: distributed/mpi.hpp supplies the communicator.
@@ -23,7 +24,6 @@
 #include "communicator.hpp"
 
 #include <cstdint>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -110,16 +110,12 @@ std::int64_t load_checkpoint_from_root(Checkpoint<Scalar>& checkpoint, const std
   std::vector<unsigned char> bytes;
   std::string error;
   if (comm.is_root()) {
-    std::ifstream in(path, std::ios::binary | std::ios::ate);
-    const std::streamoff size = in ? std::streamoff(in.tellg()) : std::streamoff(-1);
-    if (size < 0) {
-      error = "cannot open it for reading on rank 0";
-    } else {
-      bytes.resize(std::size_t(size));
-      in.seekg(0);
-      if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) error = "cannot read it on rank 0";
+    try {
+      bytes = safetensors::File::read_bytes(path);
+    } catch (const CheckpointError& e) {
+      error = e.problem() + " on rank 0";
+      bytes.assign(error.begin(), error.end());
     }
-    if (!error.empty()) bytes.assign(error.begin(), error.end());
   }
   // The status, the size, then the file or rank 0's message.
   std::uint64_t head[2] = {error.empty() ? 0u : 1u, bytes.size()};
@@ -146,6 +142,15 @@ inline Metrics reduce_metrics(const Metrics& local, Communicator& comm) {
     if (sums[3] > 0) total.accuracy = sums[1] / sums[2];
   }
   return total;
+}
+
+/// \brief SequenceModel::evaluate() over a dataset that every rank holds: each rank evaluates
+/// its share (shard_of) and the figures are combined (reduce_metrics). Collective.
+template <class Cell>
+Metrics evaluate_over_ranks(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::Scalar>& data,
+                            Index batch_size, Communicator& comm) {
+  const detail::Share share = shard_of(Index(data.size()), comm.rank(), comm.size());
+  return reduce_metrics(model.evaluate(data, batch_size, std::size_t(share.begin), std::size_t(share.end)), comm);
 }
 
 }  // namespace dynrnn

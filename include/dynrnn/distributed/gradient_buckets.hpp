@@ -20,6 +20,7 @@
 
 #include "../core/check.hpp"
 #include "../core/types.hpp"
+#include "../optim/clip.hpp"
 #include "communicator.hpp"
 
 #include <algorithm>
@@ -56,8 +57,12 @@ class GradientBuckets {
   /// layers and cells, or contiguous Eigen objects) into the buckets.
   template <class... Grads>
   void add(Grads&... grads) {
-    const auto pack = [this](auto& g) { add_tensor(g.data(), g.size()); };
-    (for_each_packed(grads, pack), ...);
+    const auto pack = [this](auto& g) {
+      using G = std::decay_t<decltype(g)>;
+      static_assert(std::is_base_of_v<Eigen::PlainObjectBase<G>, G>, "gradients must be Matrix, Vector or Array objects");
+      add_tensor(g.data(), g.size());
+    };
+    (detail::for_each_gradient_tensor(grads, pack), ...);
   }
 
   /// \brief Starts summing every bucket packed since the last start(); later gradients go to
@@ -102,16 +107,6 @@ class GradientBuckets {
     Index bucket;   // where they are packed
     Index offset;
   };
-
-  template <class G, class F>
-  static void for_each_packed(G& g, F&& f) {
-    if constexpr (std::is_base_of_v<Eigen::EigenBase<G>, G>) {
-      static_assert(std::is_base_of_v<Eigen::PlainObjectBase<G>, G>, "gradients must be Matrix, Vector or Array objects");
-      f(g);
-    } else {
-      for_each_gradient(g, [&](auto& tensor) { for_each_packed(tensor, f); });
-    }
-  }
 
   // The open bucket, made ready for `elements` in all.
   Vector<Scalar>& bucket(Index elements) {

@@ -192,7 +192,11 @@ class File {
 
   /// \brief Reads and validates the file at `path`.
   /// \throws CheckpointError when it cannot be read or is not a valid safetensors file.
-  static File read(const std::string& path) {
+  static File read(const std::string& path) { return parse(read_bytes(path), path); }
+
+  /// \brief The bytes of the file at `path`, unchecked.
+  /// \throws CheckpointError when it cannot be read.
+  static std::vector<unsigned char> read_bytes(const std::string& path) {
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw CheckpointError(path, "cannot open it for reading");
     const std::streamoff size = in.tellg();
@@ -201,7 +205,7 @@ class File {
     in.seekg(0);
     if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
       throw CheckpointError(path, "cannot read its " + std::to_string(size) + " bytes");
-    return parse(std::move(bytes), path);
+    return bytes;
   }
 
   /// \brief The path or name given to read() or parse().

@@ -335,15 +335,6 @@ class FitProgress {
   Clock::time_point start_, last_;
 };
 
-// model.evaluate() over rank `rank`'s share of `data`, the figures combined over the ranks.
-template <class Cell>
-Metrics evaluate_share(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::Scalar>& data,
-                       Index batch_size, int rank, int ranks, Communicator* comm) {
-  if (!comm) return model.evaluate(data, batch_size);
-  const auto share = shard_of(Index(data.size()), rank, ranks);
-  return reduce_metrics(model.evaluate(data, batch_size, std::size_t(share.begin), std::size_t(share.end)), *comm);
-}
-
 }  // namespace detail
 
 /// \brief Trains `model` on `train` for options.epochs epochs, validating on `validation`
@@ -470,7 +461,8 @@ FitResult fit(SequenceModel<Cell>& model, const SequenceDataset<typename Cell::S
     e.train_loss = loss_count ? loss_sum / double(loss_count) : std::numeric_limits<double>::quiet_NaN();
     if (validation.size() > 0) {
       e.has_validation = true;
-      e.validation = detail::evaluate_share(model, validation, options.validation_batch_size, rank, ranks, comm);
+      e.validation = comm ? evaluate_over_ranks(model, validation, options.validation_batch_size, *comm)
+                          : model.evaluate(validation, options.validation_batch_size);
       result.has_validation = true;
       result.validation = e.validation;
     }

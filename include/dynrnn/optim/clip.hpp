@@ -41,9 +41,10 @@ struct GlobalNormClip {
 
 namespace detail {
 
-// Calls f(tensor) for an Eigen object, or for each parameter gradient of a gradient struct.
+// Calls f(tensor) for an Eigen object, or for each parameter gradient of a gradient struct:
+// how clipping and GradientBuckets take their mix of gradients.
 template <class G, class F>
-void for_each_clipped(G& g, F&& f) {
+void for_each_gradient_tensor(G& g, F&& f) {
   if constexpr (std::is_base_of_v<Eigen::EigenBase<G>, G>)
     f(g);
   else
@@ -77,7 +78,7 @@ Scalar clip_by_global_norm(const GlobalNormClip<Scalar>& options, Grads&... grad
     const double n = double(g.norm());
     sum += n * n;
   };
-  (detail::for_each_clipped(grads, add), ...);
+  (detail::for_each_gradient_tensor(grads, add), ...);
   const Scalar norm = Scalar(std::sqrt(sum));
   if (!std::isfinite(double(norm))) {
     if (options.non_finite == NonFiniteNorm::error)
@@ -88,7 +89,7 @@ Scalar clip_by_global_norm(const GlobalNormClip<Scalar>& options, Grads&... grad
   const Scalar coef = options.max_norm / (norm + options.epsilon);
   if (!(coef >= Scalar(1))) {  // NaN too, as PyTorch's clamp lets it through
     const auto scale = [&](auto& g) { g *= coef; };
-    (detail::for_each_clipped(grads, scale), ...);
+    (detail::for_each_gradient_tensor(grads, scale), ...);
   }
   return norm;
 }
@@ -118,7 +119,7 @@ void clip_by_value(Scalar min_value, Scalar max_value, Grads&... grads) {
     // Comparisons with NaN are false, so a NaN element passes through unchanged.
     g = g.unaryExpr([&](Scalar x) { return x < min_value ? min_value : (x > max_value ? max_value : x); });
   };
-  (detail::for_each_clipped(grads, clamp), ...);
+  (detail::for_each_gradient_tensor(grads, clamp), ...);
 }
 
 }  // namespace dynrnn
