@@ -8,7 +8,7 @@ JSON with aggregates) and pytorch.jsonl (benchmarks/peers/pytorch_lstm.py), plus
 workloads.jsonl. Prints a Markdown table: workload x kind x threads x system, with the
 median ms per step, GFLOP/s of the work done (valid steps only), time relative to dynrnn
 (above 1: dynrnn is faster) and the share of the machine's GEMM peak at the same thread
-count.
+count; then the GEMM kernels at 2048^3 by precision (float32, bfloat16, int8).
 
 A training step does 3x the forward GEMM work when it computes dLoss/dx, and
 (3 - I/(I+H))x when it skips it: dynrnn's train step and PyTorch's skip it (the LSTM reads
@@ -58,12 +58,17 @@ def main():
                 times[(system, r["kind"], r["workload"], r["threads"])] = r["ms"]
                 settings[(system, r["kind"], r["workload"], r["threads"])] = r["setting"]
 
-    peak = {}  # threads -> best GEMM GFLOP/s at 2048^3
+    gemm = {}  # (kernel, threads) -> GEMM GFLOP/s at 2048^3, median
     with open(os.path.join(d, "gemm.json")) as f:
         for b in json.load(f)["benchmarks"]:
             if b.get("aggregate_name", "median") == "median" and "/2048/" in b["run_name"]:
-                threads = int(b["run_name"].split("/")[3].split(":")[1])
-                peak[threads] = max(peak.get(threads, 0.0), b["GFLOP"])
+                parts = b["run_name"].split("/")
+                gemm[(parts[1], int(parts[3].split(":")[1]))] = b["GFLOP"]
+    peaks = {}  # (precision, threads) -> best kernel's GFLOP/s
+    for (kernel, threads), gflops in gemm.items():
+        key = (precision_of(kernel), threads)
+        peaks[key] = max(peaks.get(key, 0.0), gflops)
+    peak = {threads: p for (precision, threads), p in peaks.items() if precision == "float32"}
 
     print("| workload | kind | threads | system | ms/step | GFLOP/s | time / dynrnn | % GEMM peak |")
     print("|---|---|---|---|---|---|---|---|")
@@ -93,6 +98,30 @@ def main():
     print()
     print("GEMM peak (best of Eigen, dynrnn's packed kernel, OpenBLAS and oneDNN's sgemm at 2048^3, median): "
           + ", ".join("%d thread(s) %.0f GFLOP/s" % (t, p) for t, p in sorted(peak.items())))
+    print()
+    print("GEMM at 2048^3 by precision (median GFLOP/s; share of that precision's best; speed against the")
+    print("float32 peak). bf16 and int8: dynrnn's kernels as cpu_isa() chooses them and the portable ones")
+    print("forced; oneDNN's matmul (bf16) and dnnl_gemm_u8s8s32 (int8).")
+    print()
+    print("| kernel | precision | threads | GFLOP/s | % of precision's best | x float32 peak |")
+    print("|---|---|---|---|---|---|")
+    for (kernel, threads), gflops in sorted(gemm.items(), key=lambda kv: (PRECISIONS.index(precision_of(kv[0][0])), kv[0][1], kv[0][0])):
+        precision = precision_of(kernel)
+        print("| %s | %s | %d | %.0f | %.0f%% | %s |"
+              % (kernel, precision, threads, gflops, 100 * gflops / peaks[(precision, threads)],
+                 "%.2f" % (gflops / peak[threads]) if threads in peak else "-"))
+
+
+PRECISIONS = ["float32", "bfloat16", "int8"]
+
+
+def precision_of(kernel):
+    """The arithmetic of a gemm_peak_benchmarks kernel name (its second path component)."""
+    if "bf16" in kernel:
+        return "bfloat16"
+    if "int8" in kernel:
+        return "int8"
+    return "float32"
 
 
 if __name__ == "__main__":

@@ -230,6 +230,36 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   EXPECT_EQ(g_allocations - before, 0);
 }
 
+// The bfloat16 and int8 products, with each kernel: after the first product of the largest
+// shape, products of it and of fewer rows allocate nothing (threads sharing the rows too).
+TEST(NoAllocation, ReducedPrecisionProductsAfterTheFirst) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();  // the portable int8 kernel's float sums go to the backend
+#ifdef DYNRNN_GEMM_OPENBLAS
+  GTEST_SKIP() << "DYNRNN_GEMM_OPENBLAS: OpenBLAS allocates in its threaded products";
+#endif
+  const Matrix<float> w = Matrix<float>::Random(128, 512), a = Matrix<float>::Random(600, 128);
+  Matrix<float> c(600, 512);
+  const CpuIsa saved = max_cpu_isa();
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
+    set_max_cpu_isa(isa);
+    Bf16PackedRightGemm bf16;
+    Int8PackedRightGemm int8;
+    bf16.pack(w, Op::N);
+    int8.pack(w, Op::N);
+    bf16(c, a);
+    int8(c, a, 0.01f);
+    const long before = g_allocations;
+    for (int k = 0; k < 3; ++k) {
+      bf16(c, a);
+      bf16(c.topRows(7), a.topRows(7), 1.0f, 1.0f);
+      int8(c, a, 0.01f);
+      int8(c.topRows(7), a.topRows(7), 0.01f, 1.0f, 1.0f);
+    }
+    EXPECT_EQ(g_allocations - before, 0) << to_string(bf16.isa()) << ", " << to_string(int8.isa());
+  }
+  set_max_cpu_isa(saved);
+}
+
 // A dense layer over every step of a character model's batch: products far above the size
 // Eigen would pack on the stack, still allocation-free after the first call.
 TEST(NoAllocation, DenseLayerWithLargeProducts) {

@@ -3,6 +3,7 @@
 // One include for the whole library:
 //
 //   core/      types, reusable matrices, argument checks, random numbers, reusable GEMM, threads
+//   precision/ bfloat16 and int8 products, with AVX-512 BF16/VNNI kernels chosen at run time
 //   cells/     recurrent cells (LSTM, GRU, vanilla RNN, a stack of layers): forward and
 //              backward through time on a packed batch
 //   rnn/       dynamic_rnn, bidirectional_dynamic_rnn and their backward passes, the packed
@@ -24,6 +25,10 @@
 #include "core/reusable_matrix.hpp"
 #include "core/types.hpp"
 #include "core/version.hpp"
+
+#include "precision/bfloat16_gemm.hpp"
+#include "precision/cpu_isa.hpp"
+#include "precision/int8_gemm.hpp"
 
 #include "cells/gru_cell.hpp"
 #include "cells/hidden_state.hpp"

@@ -53,6 +53,15 @@ void check_shape(const char* function, const char* argument, const Eigen::EigenB
                    shape_string({m.rows(), m.cols()}));
 }
 
+/// Checks the operands of C = A · op(W) against a W packed as (K, N): A (n, K), C (n, N).
+template <class CRef, class ARef>
+void check_packed_product(const char* function, Index K, Index N, const CRef& C, const ARef& A) {
+  if (A.cols() != K)
+    throw_argument(function, "A", "of " + std::to_string(K) + " columns (as packed)",
+                   shape_string({A.rows(), A.cols()}));
+  check_shape(function, "C", C, A.rows(), N);
+}
+
 /// Requires a rank-3 tensor of exactly [d0, d1, d2].
 template <class Scalar>
 void check_shape(const char* function, const char* argument, const Tensor3<Scalar>& x, Index d0,

@@ -441,11 +441,7 @@ class PackedRightGemm {
   /// \throws std::invalid_argument when the shapes disagree with each other or the packed W.
   void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0),
                   const Scalar* bias = nullptr) const {
-    constexpr const char* fn = "PackedRightGemm";
-    if (A.cols() != K_)
-      detail::throw_argument(fn, "A", "of " + std::to_string(K_) + " columns (as packed)",
-                             detail::shape_string({A.rows(), A.cols()}));
-    detail::check_shape(fn, "C", C, A.rows(), N_);
+    detail::check_packed_product("PackedRightGemm", K_, N_, C, A);
     const Index n = A.rows();
     if constexpr (!detail::external_gemm<Scalar>()) {
       const int threads = detail::threads_for(double(n) * double(N_) * double(K_), n / kRowGranule);

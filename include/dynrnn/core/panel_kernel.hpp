@@ -131,6 +131,13 @@ struct PanelKernel {
     if constexpr (kNarrow > 0) {
       if (narrow(p.N)) return dots<kNarrow>(p);
     }
+    run_panels(p);
+  }
+
+  /// run() for an op(W) packed into panels (pack_panels()) whatever N: every element of C
+  /// is summed over k = 0 .. K-1 in order, never as narrow()'s dot products.
+  static void run_panels(const Product& p) {
+    if (p.n == 0 || p.N == 0) return;
     // Rows in blocks of about 128 KiB of A, which stay in the L2 cache while every panel
     // passes over them; a panel (K · kWidth scalars) stays in L1 or L2 while the block's
     // tiles use it.

@@ -1,0 +1,124 @@
+// dynrnn: what the reduced-precision kernels share.
+//
+// vdpbf16ps (bfloat16) and vpdpbusd (int8) both add, into each 32-bit lane of a register,
+// the products of `Group` consecutive k of one row of A and one column of W (2 bfloat16, 4
+// int8). So both kernels pack op(W) the same way:
+//
+//   panel p:  columns [64p, 64p + 64) of W (the last one narrower: whole packets of 16),
+//             depth(K) / Group groups of k, each holding the panel's columns side by side
+//             with a column's Group values consecutive (one 32-bit lane); zeros past N and K.
+//
+// and run the same loops: row blocks of about 128 KiB of A, each panel over a block, tiles
+// of 6 rows by one panel (24 accumulators for the whole depth, 4 registers of W and one
+// broadcast group of A), a narrower panel or fewer rows taking a smaller tile. The kernels
+// supply the tile.
+#pragma once
+
+#include "../core/parallel.hpp"
+#include "../core/types.hpp"
+
+#include <algorithm>
+
+// Around the AVX-512 kernels: GCC before 13 warns falsely about its own AVX-512 intrinsics'
+// undefined-vector helpers (GCC bug 105593) where they are inlined into a kernel.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#define DYNRNN_BEGIN_AVX512_KERNELS                                \
+  _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wmaybe-uninitialized\"") \
+      _Pragma("GCC diagnostic ignored \"-Wuninitialized\"")
+#define DYNRNN_END_AVX512_KERNELS _Pragma("GCC diagnostic pop")
+#else
+#define DYNRNN_BEGIN_AVX512_KERNELS
+#define DYNRNN_END_AVX512_KERNELS
+#endif
+
+namespace dynrnn::detail {
+
+/// \brief The panel layout and loops of a dot-product kernel (see the file comment).
+/// \tparam Kernel the kernel: provides `template <int R, int V> static void tile(const
+///   Product&, Index i, Index j0, const W* panel)` for rows [i, i + R) by the panel at column
+///   j0 of V packets.
+/// \tparam Group consecutive k per 32-bit lane.
+template <class Kernel, int Group>
+struct DotPanels {
+  static constexpr int kPacket = 16;                          ///< 32-bit lanes per register.
+  static constexpr int kPackets = 4;                          ///< Registers per panel row.
+  static constexpr int kRows = 6;                             ///< Rows of C per tile.
+  static constexpr Index kWidth = Index(kPackets) * kPacket;  ///< Columns per panel.
+
+  /// K rounded up to whole groups.
+  static Index depth(Index K) { return (K + Group - 1) / Group * Group; }
+
+  /// Packets in the panel at column j0 of N: kPackets, or fewer in a last, narrower one.
+  static int packets_at(Index j0, Index N) {
+    return int(std::min<Index>(kPackets, (N - j0 + kPacket - 1) / kPacket));
+  }
+
+  /// Elements of packed op(W) (K, N).
+  static Index packed_size(Index K, Index N) {
+    const Index full = N / kWidth * kWidth;
+    return depth(K) * (full + (N - full + kPacket - 1) / kPacket * kPacket);
+  }
+
+  /// Packs (K, N) elements value(k, j) at dst (packed_size(K, N) of them), zeros past K and N.
+  template <class T, class Value>
+  static void pack(T* dst, Index K, Index N, Value&& value) {
+    const Index Kp = depth(K);
+    for (Index j0 = 0; j0 < N; j0 += kWidth) {
+      const Index width = Index(packets_at(j0, N)) * kPacket;
+      T* panel = dst + j0 * Kp;  // every panel before this one is kWidth wide
+      for (Index k = 0; k < Kp; ++k)
+        for (Index c = 0; c < width; ++c)
+          panel[(k / Group) * Group * width + Group * c + k % Group] =
+              k < K && j0 + c < N ? value(k, j0 + c) : T(0);
+    }
+  }
+
+  /// Runs product p (rows n, depth K, packed in depth(K), columns N, packed W at p.w, A at
+  /// p.a) on the calling thread.
+  template <class Product>
+  static void run(const Product& p) {
+    if (p.n == 0 || p.N == 0) return;
+    const double bytes = double(p.n) * double(p.K) * double(sizeof(*p.a));
+    const Index blocks = std::max<Index>(1, Index(bytes / double(128 * 1024)));
+    const Index block = ((p.n + blocks - 1) / blocks + kRows - 1) / kRows * kRows;
+    for (Index i0 = 0; i0 < p.n; i0 += block)
+      for (Index j0 = 0; j0 < p.N; j0 += kWidth) {
+        const Index i1 = std::min(p.n, i0 + block);
+        const auto* w = p.w + j0 * p.K;
+        switch (packets_at(j0, p.N)) {
+          case 1: rows<1>(p, i0, i1, j0, w); break;
+          case 2: rows<2>(p, i0, i1, j0, w); break;
+          case 3: rows<3>(p, i0, i1, j0, w); break;
+          default: rows<4>(p, i0, i1, j0, w); break;
+        }
+      }
+  }
+
+ private:
+  template <int V, class Product, class W>
+  static void rows(const Product& p, Index i0, Index i1, Index j0, const W* w) {
+    Index i = i0;
+    for (; i + kRows <= i1; i += kRows) Kernel::template tile<kRows, V>(p, i, j0, w);
+    switch (i1 - i) {
+      case 5: Kernel::template tile<5, V>(p, i, j0, w); break;
+      case 4: Kernel::template tile<4, V>(p, i, j0, w); break;
+      case 3: Kernel::template tile<3, V>(p, i, j0, w); break;
+      case 2: Kernel::template tile<2, V>(p, i, j0, w); break;
+      case 1: Kernel::template tile<1, V>(p, i, j0, w); break;
+      default: break;
+    }
+  }
+};
+
+/// Runs rows(begin, end) over shares of n rows (multiples of `granule`) on as many threads
+/// as `work` multiply-adds are worth (threads_for()).
+template <class Rows>
+void for_row_shares(Index n, double work, Index granule, Rows&& rows) {
+  const int threads = threads_for(work, n / granule);
+  parallel_parts(threads, threads, [&](Index part, int) {
+    const auto [begin, end] = share_of(n, part, threads, granule);
+    if (begin < end) rows(begin, end);
+  });
+}
+
+}  // namespace dynrnn::detail

@@ -1,0 +1,429 @@
+// The reduced-precision products (precision/bfloat16_gemm.hpp, precision/int8_gemm.hpp) and
+// the choice of their kernels (precision/cpu_isa.hpp).
+//
+// The references are computed here, from the headers' definitions, independently of the
+// library's code:
+// - bfloat16: operands rounded by bit arithmetic (round to nearest, ties to even), each
+//   element of C summed in float32 over the pairs of k in order, the odd product of a pair
+//   before the even one. A product of two bfloat16 values is exact in float32, so the
+//   reference is the same whether or not the compiler fuses its multiply-adds.
+// - int8: scales and quantised values from the definition, sums in int64, the epilogue with
+//   std::fma.
+// Both kernels of each product, the fast one and the portable one, must give those bits.
+#include <dynrnn/precision/bfloat16_gemm.hpp>
+#include <dynrnn/precision/int8_gemm.hpp>
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+using dynrnn::CpuIsa;
+using dynrnn::Index;
+using dynrnn::Op;
+using Mat = dynrnn::Matrix<float>;
+
+// x rounded to the nearest bfloat16, ties to even (no NaN or infinity in these tests).
+float bf16(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  bits &= 0xffff0000u;
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+// C = alpha · A · W (+ bias) + beta · C0 as the file comment defines it; W is (K, N).
+Mat reference(const Mat& A, const Mat& W, float alpha, float beta, const Mat& C0, const float* bias) {
+  const Index n = A.rows(), K = A.cols(), N = W.cols();
+  Mat C(n, N);
+  for (Index i = 0; i < n; ++i)
+    for (Index j = 0; j < N; ++j) {
+      float sum = 0.0f;
+      for (Index k = 0; k < K; k += 2) {
+        if (k + 1 < K) sum += bf16(A(i, k + 1)) * bf16(W(k + 1, j));
+        sum += bf16(A(i, k)) * bf16(W(k, j));
+      }
+      float out = alpha * sum;
+      if (bias) out = out + bias[j];
+      if (beta != 0.0f) out = out + beta * C0(i, j);
+      C(i, j) = out;
+    }
+  return C;
+}
+
+Mat normal(Index rows, Index cols, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  Mat m(rows, cols);
+  for (Index k = 0; k < m.size(); ++k) m.data()[k] = d(rng);
+  return m;
+}
+
+// Runs the whole test with the kernels limited to `isa`, and restores the limit after.
+class WithIsa {
+ public:
+  explicit WithIsa(CpuIsa isa) : saved_(dynrnn::max_cpu_isa()) { dynrnn::set_max_cpu_isa(isa); }
+  ~WithIsa() { dynrnn::set_max_cpu_isa(saved_); }
+  WithIsa(const WithIsa&) = delete;
+  WithIsa& operator=(const WithIsa&) = delete;
+
+ private:
+  CpuIsa saved_;
+};
+
+bool have_bf16() { return dynrnn::detected_cpu_isa() >= CpuIsa::avx512_core_bf16; }
+bool have_vnni() { return dynrnn::detected_cpu_isa() >= CpuIsa::avx512_core_vnni; }
+
+#define SKIP_WITHOUT_BF16()                                                                             \
+  if (!have_bf16())                                                                                     \
+  GTEST_SKIP() << "this CPU (or compiler) has no AVX-512 BF16; the portable kernel's tests still run: " \
+               << "detected_cpu_isa() = " << dynrnn::to_string(dynrnn::detected_cpu_isa())
+
+#define SKIP_WITHOUT_VNNI()                                                                             \
+  if (!have_vnni())                                                                                     \
+  GTEST_SKIP() << "this CPU (or compiler) has no AVX-512 VNNI; the portable kernel's tests still run: " \
+               << "detected_cpu_isa() = " << dynrnn::to_string(dynrnn::detected_cpu_isa())
+
+// One product's arguments: shapes, W stored as op(W) or transposed, alpha, beta, a bias.
+struct Case {
+  Index n, K, N;
+  Op op;
+  float alpha, beta;
+  bool bias;
+};
+
+// Runs every case through a Gemm (Bf16PackedRightGemm or Int8PackedRightGemm) limited to
+// `isa`, with product(gemm, C, A, case, bias) and reference(A, W, case, C0, bias), and
+// expects the reference's bits. With `awkward`, A holds a NaN and W a column of zeros.
+template <class Gemm, class Product, class Reference>
+void expect_reference_bits(CpuIsa isa, std::initializer_list<Case> cases, bool awkward, Product&& product,
+                           Reference&& reference) {
+  WithIsa limit(isa);
+  std::mt19937 rng(20);
+  for (const Case& c : cases) {
+    SCOPED_TRACE("n=" + std::to_string(c.n) + " K=" + std::to_string(c.K) + " N=" + std::to_string(c.N) +
+                 (c.op == Op::T ? " W transposed" : ""));
+    Mat A = normal(c.n, c.K, rng), W = normal(c.K, c.N, rng, 0.1f);
+    const Mat C0 = normal(c.n, c.N, rng), bias = normal(1, c.N, rng);
+    if (awkward && c.K > 2) A(0, 1) = std::numeric_limits<float>::quiet_NaN();
+    if (awkward && c.N > 1) W.col(1).setZero();
+    const float* b = c.bias ? bias.data() : nullptr;
+    Gemm gemm;
+    gemm.pack(c.op == Op::N ? W : Mat(W.transpose()), c.op);
+    ASSERT_EQ(gemm.isa(), isa);
+    Mat C = C0;
+    product(gemm, C, A, c, b);
+    const Mat want = reference(A, W, c, C0, b);
+    Index differ = 0;
+    for (Index k = 0; k < C.size(); ++k) differ += C.data()[k] != want.data()[k];
+    EXPECT_EQ(differ, 0) << "of " << C.size() << " elements; largest difference "
+                         << (C - want).cwiseAbs().maxCoeff();
+  }
+}
+
+// Every shape class: rows that fill no tile, odd depths, column counts that end inside a
+// register and inside a panel, W given transposed, bias, beta, alpha.
+void expect_bf16_reference_bits(CpuIsa isa) {
+  expect_reference_bits<dynrnn::Bf16PackedRightGemm>(
+      isa,
+      {{1, 1, 1, Op::N, 1.0f, 0.0f, false},
+       {5, 7, 13, Op::N, 1.0f, 0.0f, true},
+       {6, 16, 64, Op::N, 1.0f, 1.0f, false},
+       {13, 33, 100, Op::T, 1.0f, 1.0f, true},
+       {64, 256, 1024, Op::N, 1.0f, 0.0f, true},
+       {19, 129, 80, Op::T, 1.0f, 0.0f, false},
+       {7, 40, 3, Op::N, 1.0f, 1.0f, true},
+       {12, 2, 200, Op::N, 1.0f, 0.0f, false},
+       {9, 31, 47, Op::N, 0.5f, 0.0f, true},
+       {8, 0, 17, Op::N, 1.0f, 1.0f, true}},
+      false, [](auto& gemm, Mat& C, const Mat& A, const Case& c, const float* bias) { gemm(C, A, c.alpha, c.beta, bias); },
+      [](const Mat& A, const Mat& W, const Case& c, const Mat& C0, const float* bias) {
+        return reference(A, W, c.alpha, c.beta, C0, bias);
+      });
+}
+
+TEST(Bf16Gemm, PortableKernelGivesTheReferenceBits) { expect_bf16_reference_bits(CpuIsa::portable); }
+
+TEST(Bf16Gemm, Avx512Bf16KernelGivesTheReferenceBits) {
+  SKIP_WITHOUT_BF16();
+  expect_bf16_reference_bits(CpuIsa::avx512_core_bf16);
+}
+
+// The two kernels on a benchmark workload's shapes (M's recurrent and input products), the
+// fast one chosen by default, the portable one forced on the same machine.
+TEST(Bf16Gemm, FastAndPortableKernelsGiveTheSameBits) {
+  SKIP_WITHOUT_BF16();
+  std::mt19937 rng(3);
+  for (const auto& [n, K, N] : {std::array<Index, 3>{64, 256, 1024}, std::array<Index, 3>{640, 128, 1024}}) {
+    const Mat A = normal(n, K, rng), W = normal(K, N, rng, 0.05f);
+    Mat fast(n, N), portable(n, N);
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    EXPECT_EQ(gemm.isa(), CpuIsa::avx512_core_bf16) << "the fast kernel is the default where the CPU has it";
+    gemm(fast, A);
+    {
+      WithIsa limit(CpuIsa::portable);
+      gemm.pack(W, Op::N);
+      EXPECT_EQ(gemm.isa(), CpuIsa::portable);
+      gemm(portable, A);
+    }
+    EXPECT_TRUE(fast == portable) << "largest difference " << (fast - portable).cwiseAbs().maxCoeff();
+  }
+}
+
+// Against the float32 product (in double): bfloat16 keeps 8 significant bits, so the
+// relative (Frobenius) error of a long sum of random products is a few 1e-3.
+TEST(Bf16Gemm, AgreesWithFloat32Within1e2) {
+  std::mt19937 rng(4);
+  const Mat A = normal(64, 384, rng), W = normal(384, 1024, rng, 0.05f);
+  const Eigen::MatrixXd exact = A.cast<double>() * W.cast<double>();
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
+    WithIsa limit(isa);
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    Mat C(64, 1024);
+    gemm(C, A);
+    const double error = (C.cast<double>() - exact).norm() / exact.norm();
+    std::printf("bfloat16 %s, 64x384 . 384x1024: relative error against float32 %.2e\n", dynrnn::to_string(gemm.isa()),
+                error);
+    EXPECT_LT(error, 1e-2) << dynrnn::to_string(gemm.isa());
+    EXPECT_GT(error, 1e-4) << "the operands were not rounded to bfloat16";
+  }
+}
+
+// The rows are shared between threads for a large product: the bits do not change.
+TEST(Bf16Gemm, ThreadCountChangesNoBit) {
+  std::mt19937 rng(5);
+  const Mat A = normal(1000, 256, rng), W = normal(256, 512, rng, 0.05f);
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
+    WithIsa limit(isa);
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    Mat one(1000, 512), two(1000, 512);
+    dynrnn::set_num_threads(1);
+    gemm(one, A);
+    dynrnn::set_num_threads(2);
+    gemm(two, A);
+    dynrnn::set_num_threads(dynrnn::max_threads());
+    EXPECT_TRUE(one == two) << dynrnn::to_string(gemm.isa());
+  }
+}
+
+TEST(Bf16Gemm, RefusesShapesThatDisagree) {
+  dynrnn::Bf16PackedRightGemm gemm;
+  gemm.pack(Mat::Ones(4, 8), Op::N);
+  Mat C(3, 8), wrong_c(3, 7);
+  try {
+    gemm(C, Mat::Ones(3, 5));
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("A"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("of 4 columns"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("[3, 5]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(gemm(wrong_c, Mat::Ones(3, 4)), std::invalid_argument);
+}
+
+TEST(CpuIsa, SetMaxCpuIsaRefusesALevelThatDoesNotExist) {
+  try {
+    dynrnn::set_max_cpu_isa(static_cast<CpuIsa>(7));
+    FAIL() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("got 7"), std::string::npos) << e.what();
+  }
+}
+
+// The level in use is the lower of the CPU's and the limit. Run by ctest once more with
+// DYNRNN_MAX_CPU_ISA=portable (reduced_precision_environment_limit), where the limit starts there.
+TEST(CpuIsa, TheLimitStartsAtTheEnvironmentsAndLowersTheLevel) {
+  const char* env = std::getenv("DYNRNN_MAX_CPU_ISA");
+  const CpuIsa initial = dynrnn::max_cpu_isa();
+  if (env && std::string(env) == "portable") {
+    EXPECT_EQ(initial, CpuIsa::portable);
+    EXPECT_EQ(dynrnn::cpu_isa(), CpuIsa::portable);
+    std::mt19937 rng(6);
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(normal(8, 8, rng), Op::N);
+    EXPECT_EQ(gemm.isa(), CpuIsa::portable);
+  } else {
+    EXPECT_EQ(initial, CpuIsa::avx512_core_bf16);
+    EXPECT_EQ(dynrnn::cpu_isa(), dynrnn::detected_cpu_isa());
+  }
+  {
+    WithIsa limit(CpuIsa::portable);
+    EXPECT_EQ(dynrnn::cpu_isa(), CpuIsa::portable);
+  }
+  EXPECT_EQ(dynrnn::max_cpu_isa(), initial);
+}
+
+// ---- int8 ----
+
+// The int8 product by its definition (int8_gemm.hpp's file comment); W is (K, N).
+std::int32_t quantized(float x, float inverse) {
+  float v = x * inverse;
+  if (!(v > -127.0f)) v = -127.0f;  // NaN too
+  if (!(v < 127.0f)) v = 127.0f;
+  return std::int32_t(std::nearbyint(v));  // the default rounding: halves to even
+}
+
+Mat int8_reference(const Mat& A, const Mat& W, float a_scale, float alpha, float beta, const Mat& C0,
+                   const float* bias) {
+  const Index n = A.rows(), K = A.cols(), N = W.cols();
+  Mat C(n, N);
+  for (Index j = 0; j < N; ++j) {
+    float bound = 0.0f;
+    for (Index k = 0; k < K; ++k) bound = std::max(bound, std::abs(W(k, j)));
+    const float w_scale = bound > 0.0f ? bound / 127.0f : 1.0f, factor = alpha * a_scale * w_scale;
+    for (Index i = 0; i < n; ++i) {
+      std::int64_t sum = 0;
+      for (Index k = 0; k < K; ++k) sum += std::int64_t(quantized(A(i, k), 1.0f / a_scale)) * quantized(W(k, j), 1.0f / w_scale);
+      float out = std::fma(float(sum), factor, bias ? bias[j] : 0.0f);
+      if (beta != 0.0f) out = std::fma(beta, C0(i, j), out);
+      C(i, j) = out;
+    }
+  }
+  return C;
+}
+
+// As for bfloat16, and: A partly beyond the calibrated range (clamped), with a NaN; a
+// column of W all zero; depths either side of where the portable kernel's float32 sums stop
+// being exact.
+void expect_int8_reference_bits(CpuIsa isa) {
+  const float a_scale = dynrnn::int8_scale(2.0f);
+  expect_reference_bits<dynrnn::Int8PackedRightGemm>(
+      isa,
+      {{1, 1, 1, Op::N, 1.0f, 0.0f, false},
+       {5, 7, 13, Op::N, 1.0f, 0.0f, true},
+       {6, 16, 64, Op::N, 0.7f, 1.0f, false},
+       {13, 33, 100, Op::T, 1.0f, 0.3f, true},
+       {64, 256, 1024, Op::N, 1.0f, 0.0f, true},
+       {19, 130, 80, Op::T, 1.0f, 0.0f, false},
+       {7, 40, 3, Op::N, 1.0f, 1.0f, true},
+       {8, 0, 17, Op::N, 1.0f, 1.0f, true},
+       {3, 1040, 20, Op::N, 1.0f, 0.0f, true},
+       {3, 1041, 20, Op::T, 1.0f, 1.0f, false}},
+      true,
+      [&](auto& gemm, Mat& C, const Mat& A, const Case& c, const float* bias) {
+        gemm(C, A, a_scale, c.alpha, c.beta, bias);
+      },
+      [&](const Mat& A, const Mat& W, const Case& c, const Mat& C0, const float* bias) {
+        return int8_reference(A, W, a_scale, c.alpha, c.beta, C0, bias);
+      });
+}
+
+TEST(Int8Gemm, PortableKernelGivesTheReferenceBits) { expect_int8_reference_bits(CpuIsa::portable); }
+
+TEST(Int8Gemm, Avx512VnniKernelGivesTheReferenceBits) {
+  SKIP_WITHOUT_VNNI();
+  expect_int8_reference_bits(CpuIsa::avx512_core_vnni);
+}
+
+// The largest sums there can be (every product 127 · 127), past 2^24 where float32 stops
+// holding every integer: still exact, with either kernel.
+TEST(Int8Gemm, TheLargestSumsStayExact) {
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni}) {
+    WithIsa limit(isa);
+    for (Index K : {Index(1040), Index(1041), Index(3001)}) {
+      const Mat A = Mat::Ones(5, K), W = -Mat::Ones(K, 3);
+      dynrnn::Int8PackedRightGemm gemm;
+      gemm.pack(W, Op::N);
+      Mat C(5, 3);
+      gemm(C, A, dynrnn::int8_scale(1.0f));
+      const Mat want = int8_reference(A, W, dynrnn::int8_scale(1.0f), 1.0f, 0.0f, C, nullptr);
+      EXPECT_TRUE(C == want) << dynrnn::to_string(gemm.isa()) << " K=" << K << ": " << C(0, 0) << " against "
+                             << want(0, 0);
+    }
+  }
+}
+
+TEST(Int8Gemm, FastAndPortableKernelsGiveTheSameBits) {
+  SKIP_WITHOUT_VNNI();
+  std::mt19937 rng(7);
+  const Mat A = normal(640, 256, rng).cwiseMin(1.0f).cwiseMax(-1.0f), W = normal(256, 1024, rng, 0.05f);
+  Mat fast(640, 1024), portable(640, 1024);
+  dynrnn::Int8PackedRightGemm gemm;
+  gemm.pack(W, Op::N);
+  EXPECT_EQ(gemm.isa(), CpuIsa::avx512_core_vnni) << "the fast kernel is the default where the CPU has it";
+  gemm(fast, A, dynrnn::int8_scale(1.0f));
+  {
+    WithIsa limit(CpuIsa::portable);
+    gemm.pack(W, Op::N);
+    EXPECT_EQ(gemm.isa(), CpuIsa::portable);
+    gemm(portable, A, dynrnn::int8_scale(1.0f));
+  }
+  EXPECT_TRUE(fast == portable) << "largest difference " << (fast - portable).cwiseAbs().maxCoeff();
+}
+
+// Against the float32 product: 8-bit operands, an h-like A in [-1, 1] with its known bound.
+TEST(Int8Gemm, AgreesWithFloat32Within5e2) {
+  std::mt19937 rng(8);
+  const Mat A = normal(64, 384, rng, 0.5f).cwiseMin(1.0f).cwiseMax(-1.0f), W = normal(384, 1024, rng, 0.05f);
+  const Eigen::MatrixXd exact = A.cast<double>() * W.cast<double>();
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni}) {
+    WithIsa limit(isa);
+    dynrnn::Int8PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    Mat C(64, 1024);
+    gemm(C, A, dynrnn::int8_scale(1.0f));
+    const double error = (C.cast<double>() - exact).norm() / exact.norm();
+    std::printf("int8 %s, 64x384 . 384x1024: relative error against float32 %.2e\n", dynrnn::to_string(gemm.isa()),
+                error);
+    EXPECT_LT(error, 5e-2) << dynrnn::to_string(gemm.isa());
+    EXPECT_GT(error, 1e-4) << "the operands were not quantised";
+  }
+}
+
+TEST(Int8Gemm, ThreadCountChangesNoBit) {
+  std::mt19937 rng(9);
+  const Mat A = normal(1000, 256, rng), W = normal(256, 512, rng, 0.05f);
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni}) {
+    WithIsa limit(isa);
+    dynrnn::Int8PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    Mat one(1000, 512), two(1000, 512);
+    dynrnn::set_num_threads(1);
+    gemm(one, A, 0.05f);
+    dynrnn::set_num_threads(2);
+    gemm(two, A, 0.05f);
+    dynrnn::set_num_threads(dynrnn::max_threads());
+    EXPECT_TRUE(one == two) << dynrnn::to_string(gemm.isa());
+  }
+}
+
+// Expects `call` to throw std::invalid_argument whose message holds every one of `parts`.
+template <class Call>
+void expect_invalid(Call&& call, std::initializer_list<const char*> parts) {
+  try {
+    call();
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    for (const char* part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+}
+
+TEST(Int8Gemm, RefusesBadArguments) {
+  dynrnn::Int8PackedRightGemm gemm;
+  gemm.pack(Mat::Ones(4, 8), Op::N);
+  Mat C(3, 8);
+  expect_invalid([&] { gemm(C, Mat::Ones(3, 5), 0.1f); }, {"A", "of 4 columns", "[3, 5]"});
+  expect_invalid([&] { gemm(C, Mat::Ones(3, 4), 0.0f); }, {"a_scale", "> 0 and finite", "got 0"});
+  expect_invalid([&] { gemm(C, Mat::Ones(3, 4), std::numeric_limits<float>::infinity()); }, {"a_scale", "inf"});
+  Mat bad = Mat::Ones(4, 8);
+  bad(2, 3) = std::numeric_limits<float>::quiet_NaN();
+  expect_invalid([&] { gemm.pack(bad, Op::N); }, {"W", "finite values"});
+  expect_invalid([&] { gemm.pack(Mat::Zero(dynrnn::Int8PackedRightGemm::kMaxDepth + 1, 1), Op::N); },
+                 {"W", "at most 66000", "66001"});
+  expect_invalid([] { dynrnn::int8_scale(-1.0f); }, {"bound", ">= 0 and finite", "-1"});
+}
+
+}  // namespace
