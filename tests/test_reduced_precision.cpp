@@ -146,7 +146,8 @@ void expect_bf16_reference_bits(CpuIsa isa) {
        {12, 2, 200, Op::N, 1.0f, 0.0f, false},
        {9, 31, 47, Op::N, 0.5f, 0.0f, true},
        {8, 0, 17, Op::N, 1.0f, 1.0f, true}},
-      false, [](auto& gemm, Mat& C, const Mat& A, const Case& c, const float* bias) { gemm(C, A, c.alpha, c.beta, bias); },
+      false,
+      [](auto& gemm, Mat& C, const Mat& A, const Case& c, const float* bias) { gemm(C, A, c.alpha, c.beta, bias); },
       [](const Mat& A, const Mat& W, const Case& c, const Mat& C0, const float* bias) {
         return reference(A, W, c.alpha, c.beta, C0, bias);
       });
@@ -286,7 +287,8 @@ Mat int8_reference(const Mat& A, const Mat& W, float a_scale, float alpha, float
     const float w_scale = bound > 0.0f ? bound / 127.0f : 1.0f, factor = alpha * a_scale * w_scale;
     for (Index i = 0; i < n; ++i) {
       std::int64_t sum = 0;
-      for (Index k = 0; k < K; ++k) sum += std::int64_t(quantized(A(i, k), 1.0f / a_scale)) * quantized(W(k, j), 1.0f / w_scale);
+      for (Index k = 0; k < K; ++k)
+        sum += std::int64_t(quantized(A(i, k), 1.0f / a_scale)) * quantized(W(k, j), 1.0f / w_scale);
       float out = std::fma(float(sum), factor, bias ? bias[j] : 0.0f);
       if (beta != 0.0f) out = std::fma(beta, C0(i, j), out);
       C(i, j) = out;

@@ -161,7 +161,8 @@ DYNRNN_END_AVX512_KERNELS
 /// products summed in float32 (see the file comment): twice the float32 rate on CPUs with
 /// AVX-512 BF16, the same bits through a portable kernel elsewhere. Like PackedRightGemm,
 /// op(W) is packed once and used for any number of products, and nothing is allocated once
-/// the object has seen its largest shapes.
+/// the object has seen its largest shapes. An object keeps workspaces: it runs one product
+/// at a time.
 ///
 /// \code
 /// dynrnn::Bf16PackedRightGemm gemm;
@@ -239,8 +240,8 @@ class Bf16PackedRightGemm {
     if (isa_ == CpuIsa::avx512_core_bf16) {
       std::uint16_t* a = a_bf16_.data() + begin * Kp_;
       Fast::convert(a, A.data() + begin * A.outerStride(), A.outerStride(), n, K_);
-      Fast::run(Fast::Product{C.data() + begin * C.outerStride(), C.outerStride(), a, Kp_, packed_bf16_.data(), bias, n, Kp_, N_,
-                 alpha, beta});
+      Fast::run(Fast::Product{C.data() + begin * C.outerStride(), C.outerStride(), a, Kp_, packed_bf16_.data(), bias,
+                              n, Kp_, N_, alpha, beta});
       return;
     }
 #endif

@@ -23,8 +23,8 @@
 //                     below 2^24 and so exact in any order, and in int32 beyond.
 //
 // S is an exact integer either way, and the epilogue the same fused float operations, so
-// both give the same bits, on any split of the rows between threads. K may be at most kMaxDepth, which
-// keeps every int32 sum exact (255 · 127 · K < 2^31).
+// both give the same bits, on any split of the rows between threads. K may be at most
+// kMaxDepth, which keeps every int32 sum exact (255 · 127 · K < 2^31).
 #pragma once
 
 #include "cpu_isa.hpp"
@@ -178,7 +178,7 @@ DYNRNN_END_AVX512_KERNELS
 /// products summed exactly in int32 (see the file comment): about four times the float32
 /// rate on CPUs with AVX-512 VNNI, the same bits through a portable kernel elsewhere. For
 /// inference. op(W) is quantised and packed once; nothing is allocated once the object has
-/// seen its largest shapes.
+/// seen its largest shapes. An object keeps workspaces: it runs one product at a time.
 ///
 /// \code
 /// dynrnn::Int8PackedRightGemm gemm;
@@ -290,8 +290,8 @@ class Int8PackedRightGemm {
       const Index Kq = Fast::depth(K_);
       std::uint8_t* a = a_u8_.data() + begin * Kq;
       Fast::quantize(a, A.data() + begin * A.outerStride(), A.outerStride(), n, K_, inverse);
-      Fast::run(Fast::Product{C.data() + begin * C.outerStride(), C.outerStride(), a, Kq, packed_.data(), column_sums_.data(),
-                 scales_.data(), bias, n, Kq, N_, beta});
+      Fast::run(Fast::Product{C.data() + begin * C.outerStride(), C.outerStride(), a, Kq, packed_.data(),
+                              column_sums_.data(), scales_.data(), bias, n, Kq, N_, beta});
       return;
     }
 #endif
