@@ -442,18 +442,14 @@ class PackedRightGemm {
   void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0),
                   const Scalar* bias = nullptr) const {
     detail::check_packed_product("PackedRightGemm", K_, N_, C, A);
-    const Index n = A.rows();
-    if constexpr (!detail::external_gemm<Scalar>()) {
-      const int threads = detail::threads_for(double(n) * double(N_) * double(K_), n / kRowGranule);
-      if (threads > 1) {
-        detail::parallel_parts(threads, threads, [&](Index part, int) {
-          const auto [begin, end] = detail::share_of(n, part, threads, kRowGranule);
-          if (begin < end) rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
-        });
-        return;
-      }
+    if constexpr (detail::external_gemm<Scalar>()) {
+      rows(C, A, alpha, beta, bias);  // the external libraries bring their own threads
+    } else {
+      const Index n = A.rows();
+      detail::for_row_shares(n, double(n) * double(N_) * double(K_), kRowGranule, [&](Index begin, Index end) {
+        rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
+      });
     }
-    rows(C, A, alpha, beta, bias);  // the external libraries bring their own threads
   }
 
   /// \brief operator() on the calling thread alone: threads may call this at the same time

@@ -148,5 +148,17 @@ inline Share share_of(Index n, Index part, Index parts, Index granule) {
   return {begin, std::min(n, begin + per)};
 }
 
+/// Runs rows(begin, end) over shares of n rows (multiples of `granule`) on as many threads
+/// as `work` multiply-adds are worth (threads_for()); on one thread, rows(0, n) on the caller.
+/// Nothing runs when n is 0.
+template <class Rows>
+void for_row_shares(Index n, double work, Index granule, Rows&& rows) {
+  const int threads = threads_for(work, n / granule);
+  parallel_parts(threads, threads, [&](Index part, int) {
+    const auto [begin, end] = share_of(n, part, threads, granule);
+    if (begin < end) rows(begin, end);
+  });
+}
+
 }  // namespace detail
 }  // namespace dynrnn

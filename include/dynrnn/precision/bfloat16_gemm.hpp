@@ -176,8 +176,8 @@ class Bf16PackedRightGemm {
 
   /// \brief Rounds op(W), (K, N), to bfloat16 and packs it for the AVX-512 BF16 kernel when
   /// cpu_isa() allows it, else for the portable one; this object then uses those kernels
-  /// until the next pack(). Allocates only when the packed size
-  /// grows; W is not referenced afterwards.
+  /// until the next pack(). Allocates only when the packed size grows; W is not referenced
+  /// afterwards.
   void pack(const ConstMatrixRef& W, Op op) {
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
@@ -218,7 +218,7 @@ class Bf16PackedRightGemm {
     if (!fast && (a_float_.rows() < n || a_float_.cols() != Kp_)) a_float_.resize(n, Kp_);
     // Half the float32 work per multiply-add where the instructions take two at a time.
     const double work = double(n) * double(N_) * double(K_) * (fast ? 0.5 : 1.0);
-    detail::for_row_shares(n, work, fast ? 6 : Portable::kRows,
+    detail::for_row_shares(n, work, fast ? detail::kDotTileRows : Portable::kRows,
                            [&](Index begin, Index end) { rows(C, A, alpha, beta, bias, begin, end); });
   }
 

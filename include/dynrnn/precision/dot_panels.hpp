@@ -14,7 +14,6 @@
 // supply the tile.
 #pragma once
 
-#include "../core/parallel.hpp"
 #include "../core/types.hpp"
 
 #include <algorithm>
@@ -33,6 +32,10 @@
 
 namespace dynrnn::detail {
 
+/// Rows of C per tile of the dot-product kernels: also the granule in which their callers
+/// share rows between threads, so that every share but the last fills whole tiles.
+inline constexpr int kDotTileRows = 6;
+
 /// \brief The panel layout and loops of a dot-product kernel (see the file comment).
 /// \tparam Kernel the kernel: provides `template <int R, int V> static void tile(const
 ///   Product&, Index i, Index j0, const W* panel)` for rows [i, i + R) by the panel at column
@@ -42,7 +45,7 @@ template <class Kernel, int Group>
 struct DotPanels {
   static constexpr int kPacket = 16;                          ///< 32-bit lanes per register.
   static constexpr int kPackets = 4;                          ///< Registers per panel row.
-  static constexpr int kRows = 6;                             ///< Rows of C per tile.
+  static constexpr int kRows = kDotTileRows;                  ///< Rows of C per tile.
   static constexpr Index kWidth = Index(kPackets) * kPacket;  ///< Columns per panel.
 
   /// K rounded up to whole groups.
@@ -109,16 +112,5 @@ struct DotPanels {
     }
   }
 };
-
-/// Runs rows(begin, end) over shares of n rows (multiples of `granule`) on as many threads
-/// as `work` multiply-adds are worth (threads_for()).
-template <class Rows>
-void for_row_shares(Index n, double work, Index granule, Rows&& rows) {
-  const int threads = threads_for(work, n / granule);
-  parallel_parts(threads, threads, [&](Index part, int) {
-    const auto [begin, end] = share_of(n, part, threads, granule);
-    if (begin < end) rows(begin, end);
-  });
-}
 
 }  // namespace dynrnn::detail

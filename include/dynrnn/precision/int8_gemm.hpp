@@ -229,8 +229,7 @@ class Int8PackedRightGemm {
       return;
     }
 #endif
-    float_sums_ = K <= kFloatExactDepth;
-    if (float_sums_) {
+    if (float_sums()) {
       // Kept: under an external GEMM backend the packed product refers to its operand.
       quantized_float_ = quantized_.cast<float>();
       portable_float_.gemm.pack(quantized_float_, Op::N);
@@ -258,10 +257,11 @@ class Int8PackedRightGemm {
     const bool fast = isa_ == CpuIsa::avx512_core_vnni;
     const Index Kq = (K_ + 3) / 4 * 4;
     if (fast && Index(a_u8_.size()) < n * Kq) a_u8_.resize(std::size_t(n * Kq));
-    if (!fast && float_sums_) portable_float_.reserve(n, K_, N_);
-    if (!fast && !float_sums_) portable_int_.reserve(n, K_, N_);
+    if (!fast && float_sums()) portable_float_.reserve(n, K_, N_);
+    if (!fast && !float_sums()) portable_int_.reserve(n, K_, N_);
     const Index granule =
-        fast ? 6 : float_sums_ ? detail::PanelKernel<float>::kRows : detail::PanelKernel<std::int32_t>::kRows;
+        fast ? detail::kDotTileRows
+             : float_sums() ? detail::PanelKernel<float>::kRows : detail::PanelKernel<std::int32_t>::kRows;
     // A quarter of the float32 work per multiply-add where the instructions take four at a time.
     const double work = double(n) * double(N_) * double(K_) * (fast ? 0.25 : 1.0);
     const float inverse = 1.0f / a_scale;
@@ -295,7 +295,7 @@ class Int8PackedRightGemm {
       return;
     }
 #endif
-    if (float_sums_)
+    if (float_sums())
       portable_rows(portable_float_, C, A, inverse, beta, bias, begin, end);
     else
       portable_rows(portable_int_, C, A, inverse, beta, bias, begin, end);
@@ -333,6 +333,9 @@ class Int8PackedRightGemm {
   // Deepest product whose float32 sums of quantised products are exact: 127 · 127 · K < 2^24.
   static constexpr Index kFloatExactDepth = 1040;
 
+  // Whether the portable kernel sums in float32 (else in int32).
+  bool float_sums() const { return K_ <= kFloatExactDepth; }
+
   CpuIsa isa_ = CpuIsa::portable;
   Index K_ = 0, N_ = 0;
   Vector<float> weight_scales_;                 // scale_w
@@ -342,7 +345,6 @@ class Int8PackedRightGemm {
   Vector<float> scales_;                        // alpha · scale_a · scale_w, per call
   std::vector<std::int8_t> packed_;             // Wq for the AVX-512 VNNI kernel
   std::vector<std::uint8_t> a_u8_;              // Aq + 128 for the AVX-512 VNNI kernel
-  bool float_sums_ = true;                      // the portable kernel sums in float32
   Portable<float> portable_float_;              // the portable kernel while K <= kFloatExactDepth
   Portable<std::int32_t> portable_int_;         // and beyond
 };
