@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <new>
@@ -372,6 +373,36 @@ TEST(NoAllocation, EveryCellAfterTheFirstPass) {
   EXPECT_EQ(allocations_after_first_pass(stack, InputGradients::skip), 0);
 }
 
+// Every cell with its products in bfloat16, on each kernel: nothing allocated after the first
+// pass either (the products' workspaces are sized in it).
+TEST(NoAllocation, EveryCellInBfloat16AfterTheFirstPass) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  const CpuIsa saved = max_cpu_isa();
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
+    set_max_cpu_isa(isa);
+    SCOPED_TRACE(to_string(std::min(isa, detected_cpu_isa())));
+    const auto bf16 = [](auto cell) {
+      cell.set_precision(Precision::bfloat16);
+      return cell;
+    };
+    EXPECT_EQ(allocations_after_first_pass(bf16(LSTMCell<Scalar>(8, 32))), 0);
+    EXPECT_EQ(allocations_after_first_pass(bf16(RNNCell<Scalar>(8, 32, RNNActivation::tanh))), 0);
+    EXPECT_EQ(allocations_after_first_pass(bf16(GRUCell<Scalar>(8, 32, GRUVariant::reset_before))), 0);
+    EXPECT_EQ(allocations_after_first_pass(bf16(GRUCell<Scalar>(8, 32, GRUVariant::reset_after))), 0);
+    LSTMOptions options;
+    options.use_peepholes = true;
+    options.cell_clip = 1;
+    options.num_proj = 16;
+    options.proj_clip = 0.5;
+    EXPECT_EQ(allocations_after_first_pass(bf16(LSTMCell<Scalar>(8, 32, options))), 0);
+    StackedCell<LSTMCell<Scalar>> stack({LSTMCell<Scalar>(8, 32), LSTMCell<Scalar>(32, 16)}, 0.2);
+    stack.set_training(true);
+    stack.set_precision(Precision::bfloat16);
+    EXPECT_EQ(allocations_after_first_pass(stack), 0);
+  }
+  set_max_cpu_isa(saved);
+}
+
 // dynrnn's parallel loops allocate nothing once the pool's helpers exist (an OpenMP region,
 // which they used before, allocated a few blocks each under LLVM's libomp).
 TEST(NoAllocation, ParallelLoopsAfterTheFirst) {
@@ -403,9 +434,14 @@ TEST(NoAllocation, ThreadedTrainingAfterTheFirstStep) {
   for (std::size_t k = 0; k < batch.labels.size(); ++k) batch.labels[k] = int(k % 7);
   const auto step = [&] { model.train_step(batch); };
   step();
-  const long before = g_allocations;
+  long before = g_allocations;
   for (int k = 0; k < 3; ++k) step();
   EXPECT_EQ(g_allocations - before, 0);
+  model.set_precision(Precision::bfloat16);  // the time loop's threads share the workspaces' rows
+  step();
+  before = g_allocations;
+  for (int k = 0; k < 3; ++k) step();
+  EXPECT_EQ(g_allocations - before, 0) << "in bfloat16";
   set_num_threads(1);
 }
 

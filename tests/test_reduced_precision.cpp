@@ -13,6 +13,8 @@
 #include <dynrnn/precision/bfloat16_gemm.hpp>
 #include <dynrnn/precision/int8_gemm.hpp>
 
+#include "bfloat16_reference.hpp"
+
 #include <gtest/gtest.h>
 
 #include <array>
@@ -32,16 +34,7 @@ using dynrnn::Index;
 using dynrnn::Op;
 using Mat = dynrnn::Matrix<float>;
 
-// x rounded to the nearest bfloat16, ties to even (no NaN or infinity in these tests).
-float bf16(float x) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  bits &= 0xffff0000u;
-  float out;
-  std::memcpy(&out, &bits, sizeof out);
-  return out;
-}
+using dynrnn::test::bf16;
 
 // C = alpha · A · W (+ bias) + beta · C0 as the file comment defines it; W is (K, N).
 Mat reference(const Mat& A, const Mat& W, float alpha, float beta, const Mat& C0, const float* bias) {
@@ -180,6 +173,44 @@ TEST(Bf16Gemm, FastAndPortableKernelsGiveTheSameBits) {
     }
     EXPECT_TRUE(fast == portable) << "largest difference " << (fast - portable).cwiseAbs().maxCoeff();
   }
+}
+
+// transposed_left: C = alpha·Aᵀ·W + beta·C for A (K, m), the weight gradients' product. Its
+// left operand is read by columns (the AVX-512 kernel converts 16 columns at a time and
+// scatters them), so the shapes cover column counts that end inside a group of 16, odd
+// depths and a depth of 1; the bits must be the reference's for Aᵀ.
+void expect_transposed_left_reference_bits(CpuIsa isa) {
+  WithIsa limit(isa);
+  std::mt19937 rng(21);
+  for (const auto& [m, K, N] : {std::array<Index, 3>{1, 1, 1}, std::array<Index, 3>{17, 9, 70},
+                                std::array<Index, 3>{48, 101, 256}, std::array<Index, 3>{133, 640, 96},
+                                std::array<Index, 3>{5, 2, 13}}) {
+    SCOPED_TRACE("m=" + std::to_string(m) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
+    const Mat A = normal(K, m, rng), W = normal(K, N, rng, 0.1f), C0 = normal(m, N, rng);
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    ASSERT_EQ(gemm.isa(), isa);
+    for (const float beta : {0.0f, 1.0f}) {
+      Mat C = C0;
+      gemm.transposed_left(C, A, 1.0f, beta);
+      const Mat want = reference(A.transpose(), W, 1.0f, beta, C0, nullptr);
+      EXPECT_TRUE(C == want) << "beta " << beta << ": largest difference " << (C - want).cwiseAbs().maxCoeff();
+    }
+  }
+  dynrnn::Bf16PackedRightGemm gemm;
+  gemm.pack(Mat::Ones(4, 8), Op::N);
+  Mat C(3, 8);
+  EXPECT_THROW(gemm.transposed_left(C, Mat::Ones(5, 3)), std::invalid_argument);  // A needs 4 rows
+  EXPECT_THROW(gemm.transposed_left(C, Mat::Ones(4, 2)), std::invalid_argument);  // C needs 2 rows
+}
+
+TEST(Bf16Gemm, PortableTransposedLeftGivesTheReferenceBits) {
+  expect_transposed_left_reference_bits(CpuIsa::portable);
+}
+
+TEST(Bf16Gemm, Avx512Bf16TransposedLeftGivesTheReferenceBits) {
+  SKIP_WITHOUT_BF16();
+  expect_transposed_left_reference_bits(CpuIsa::avx512_core_bf16);
 }
 
 // Against the float32 product (in double): bfloat16 keeps 8 significant bits, so the

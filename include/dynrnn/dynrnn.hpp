@@ -27,6 +27,7 @@
 #include "core/version.hpp"
 
 #include "precision/bfloat16_gemm.hpp"
+#include "precision/mixed_gemm.hpp"
 #include "precision/cpu_isa.hpp"
 #include "precision/int8_gemm.hpp"
 

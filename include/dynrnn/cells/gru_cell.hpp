@@ -42,6 +42,7 @@
 #include "../core/random.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
+#include "../precision/mixed_gemm.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
 #include "hidden_state.hpp"
@@ -98,9 +99,9 @@ struct GRUCache {
   ReusableMatrix<Scalar> reset_h;  ///< (P, H)  reset_before: r ⊙ h_{t-1}, the candidate's recurrent input.
   ReusableMatrix<Scalar> hc;       ///< (P, H)  reset_after: h_{t-1} · W_h[c] + recurrent_bias[c].
   Matrix<Scalar> hh;       ///< (B, 3H) reset_after scratch: one step's h_{t-1} · W_h.
-  PackedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
-  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u] (reset_before) or W_h (reset_after).
-  PackedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c].
+  MixedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
+  MixedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u] (reset_before) or W_h (reset_after).
+  MixedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c].
 };
 
 /// \brief Scratch space of GRUCell::backward, kept between calls so that they allocate nothing.
@@ -110,10 +111,10 @@ struct GRUBackwardWorkspace {
   ReusableMatrix<Scalar> dgates;    ///< (P, 3H) dLoss/d gate pre-activations on the input side.
   ReusableMatrix<Scalar> dgates_h;  ///< (P, 3H) reset_after: dLoss/d(h_{t-1} · W_h + recurrent_bias).
   Matrix<Scalar> d_reset_h; ///< (B, H)  reset_before scratch: one step's dLoss/d(r ⊙ h_{t-1}).
-  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u]ᵀ (reset_before) or W_hᵀ (reset_after).
-  PackedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c]ᵀ.
-  Gemm<Scalar> weight_gemm;                ///< Weight gradients after the loop.
-  PackedRightGemm<Scalar> input_gemm;      ///< W_xᵀ, packed once per pass for dgates · W_xᵀ after the loop.
+  MixedRightGemm<Scalar> recurrent_gemm;  ///< W_h[r u]ᵀ (reset_before) or W_hᵀ (reset_after).
+  MixedRightGemm<Scalar> candidate_gemm;  ///< reset_before: W_h[c]ᵀ.
+  MixedWeightGemm<Scalar> weight_gemm;    ///< Weight gradients after the loop.
+  MixedRightGemm<Scalar> input_gemm;      ///< W_xᵀ, packed once per pass for dgates · W_xᵀ after the loop.
 };
 
 /// \brief Gated recurrent unit, in TensorFlow 1.x's (reset_before) or PyTorch's (reset_after) form.
@@ -125,13 +126,15 @@ struct GRUBackwardWorkspace {
 /// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);   // x: Tensor3<float> [T, B, 8]
 /// \endcode
 template <class Scalar_>
-class GRUCell {
+class GRUCell : public PrecisionSetting<Scalar_> {
  public:
   using Scalar = Scalar_;                                  ///< Element type.
   using State = HiddenState<Scalar>;                       ///< Recurrent state type.
   using Cache = GRUCache<Scalar>;                          ///< Forward cache type.
   using Gradients = GRUGradients<Scalar>;                  ///< Parameter gradient type.
   using BackwardWorkspace = GRUBackwardWorkspace<Scalar>;  ///< Scratch of backward().
+  using PrecisionSetting<Scalar_>::precision;      ///< \copydoc PrecisionSetting::precision()
+  using PrecisionSetting<Scalar_>::set_precision;  ///< \copydoc PrecisionSetting::set_precision()
 
   /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
   static constexpr std::uint64_t default_seed = 0x5eed;
@@ -236,18 +239,20 @@ class GRUCell {
     cache.hh.resize(after ? s.batch : 0, 3 * H);
 
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N);  // W_x
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision());  // W_x
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
-      cache.recurrent_gemm.pack(W_h, Op::N);
+      cache.recurrent_gemm.pack(W_h, Op::N, precision());
     } else {
-      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N);
-      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N);
+      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, precision());
+      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, precision());
+      cache.candidate_gemm.reserve(rows);
     }
+    cache.recurrent_gemm.reserve(rows);
     detail::seed_first_step(s, s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -255,7 +260,7 @@ class GRUCell {
       auto gates = cache.gates.middleRows(o + r0, n);
       if (after) {
         auto hh = cache.hh.middleRows(r0, n);
-        cache.recurrent_gemm.rows(hh, h_prev, Scalar(1), Scalar(0));
+        cache.recurrent_gemm.rows(hh, h_prev, Scalar(1), Scalar(0), r0);
         for (Index r = 0; r < n; ++r) {
           Scalar* g = gates.row(r).data();
           const Scalar* a = hh.row(r).data();
@@ -267,7 +272,7 @@ class GRUCell {
           c = (c + rg * hc).tanh();
         }
       } else {
-        cache.recurrent_gemm.rows(gates.leftCols(2 * H), h_prev, Scalar(1), Scalar(1));
+        cache.recurrent_gemm.rows(gates.leftCols(2 * H), h_prev, Scalar(1), Scalar(1), r0);
         auto reset_h = cache.reset_h.middleRows(o + r0, n);
         for (Index r = 0; r < n; ++r) {
           Scalar* g = gates.row(r).data();
@@ -276,7 +281,7 @@ class GRUCell {
           u = u.logistic();
           Array(reset_h.row(r).data(), H) = rg * ConstArray(h_prev.row(r).data(), H);
         }
-        cache.candidate_gemm.rows(gates.rightCols(H), reset_h, Scalar(1), Scalar(1));
+        cache.candidate_gemm.rows(gates.rightCols(H), reset_h, Scalar(1), Scalar(1), r0);
         gates.rightCols(H) = gates.rightCols(H).array().tanh().matrix();
       }
       // h_t = u ⊙ h_{t-1} + (1 - u) ⊙ c = c + u ⊙ (h_{t-1} - c)
@@ -318,11 +323,13 @@ class GRUCell {
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
-      ws.recurrent_gemm.pack(W_h, Op::T);
+      ws.recurrent_gemm.pack(W_h, Op::T, precision());
     } else {
-      ws.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::T);
-      ws.candidate_gemm.pack(W_h.rightCols(H), Op::T);
+      ws.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::T, precision());
+      ws.candidate_gemm.pack(W_h.rightCols(H), Op::T, precision());
+      ws.candidate_gemm.reserve(rows);
     }
+    ws.recurrent_gemm.reserve(rows);
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -348,13 +355,14 @@ class GRUCell {
       }
       if (after) {
         // dh flows into h_{t-1} through W_h.
-        ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates_h.middleRows(o + r0, n), Scalar(1), Scalar(1));
+        ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates_h.middleRows(o + r0, n), Scalar(1), Scalar(1),
+                               r0);
         return;
       }
       // reset_before: through the candidate's product into r ⊙ h_{t-1}, then through W_h[r u].
       auto dgates = ws.dgates.middleRows(o + r0, n);
       auto d_reset_h = ws.d_reset_h.middleRows(r0, n);
-      ws.candidate_gemm.rows(d_reset_h, dgates.rightCols(H), Scalar(1), Scalar(0));
+      ws.candidate_gemm.rows(d_reset_h, dgates.rightCols(H), Scalar(1), Scalar(0), r0);
       for (Index r = 0; r < n; ++r) {
         const auto rg = cache.gates.row(o + r0 + r).head(H).array();
         const auto h_prev = cache.h_prev.row(o + r0 + r).array();
@@ -362,24 +370,24 @@ class GRUCell {
         dgates.row(r).head(H).array() = drh * h_prev * rg * (Scalar(1) - rg);
         dh_next.row(r0 + r).array() += drh * rg;
       }
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), dgates.leftCols(2 * H), Scalar(1), Scalar(1));
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), dgates.leftCols(2 * H), Scalar(1), Scalar(1), r0);
     });
 
     // Weight gradients: one GEMM per block over all valid (row, step) pairs.
     auto& gemm = ws.weight_gemm;
-    gemm(grads.kernel.topRows(input_size_), cache.x, Op::T, ws.dgates, Op::N, Scalar(1), Scalar(1));
+    gemm(grads.kernel.topRows(input_size_), cache.x, ws.dgates, Scalar(1), Scalar(1), precision());
     auto dW_h = grads.kernel.bottomRows(H);
     if (after) {
-      gemm(dW_h, cache.h_prev, Op::T, ws.dgates_h, Op::N, Scalar(1), Scalar(1));
+      gemm(dW_h, cache.h_prev, ws.dgates_h, Scalar(1), Scalar(1), precision());
       detail::add_column_sums<Scalar>(ws.dgates_h, grads.recurrent_bias);
     } else {
-      gemm(dW_h.leftCols(2 * H), cache.h_prev, Op::T, ws.dgates.leftCols(2 * H), Op::N, Scalar(1), Scalar(1));
-      gemm(dW_h.rightCols(H), cache.reset_h, Op::T, ws.dgates.rightCols(H), Op::N, Scalar(1), Scalar(1));
+      gemm(dW_h.leftCols(2 * H), cache.h_prev, ws.dgates.leftCols(2 * H), Scalar(1), Scalar(1), precision());
+      gemm(dW_h.rightCols(H), cache.reset_h, ws.dgates.rightCols(H), Scalar(1), Scalar(1), precision());
     }
     detail::add_column_sums<Scalar>(ws.dgates, grads.bias);
     if (dx == nullptr) return;
     dx->resize(P, input_size_);
-    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
+    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T, precision());  // W_xᵀ
     ws.input_gemm(*dx, ws.dgates);
   }
 

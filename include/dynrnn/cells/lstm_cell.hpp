@@ -38,6 +38,7 @@
 #include "../core/random.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
+#include "../precision/mixed_gemm.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
 
@@ -148,9 +149,9 @@ struct LSTMCache {
   ReusableMatrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip.
   ReusableMatrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection.
   ReusableMatrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip.
-  PackedRightGemm<Scalar> input_gemm;       ///< W_x, packed once per pass for the input projection.
-  PackedRightGemm<Scalar> recurrent_gemm;   ///< W_h, packed once per pass for h_{t-1} · W_h.
-  PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: the projection, for m_t · projection.
+  MixedRightGemm<Scalar> input_gemm;       ///< W_x, packed once per pass for the input projection.
+  MixedRightGemm<Scalar> recurrent_gemm;   ///< W_h, packed once per pass for h_{t-1} · W_h.
+  MixedRightGemm<Scalar> projection_gemm;  ///< num_proj: the projection, for m_t · projection.
 };
 
 /// \brief Scratch space of LSTMCell::backward, kept between calls so that they allocate nothing.
@@ -160,10 +161,10 @@ struct LSTMBackwardWorkspace {
   ReusableMatrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
   ReusableMatrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
   Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
-  PackedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
-  PackedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
-  Gemm<Scalar> weight_gemm;                 ///< [x, h_prev]ᵀ · dgates (and mᵀ · d_proj) after the loop.
-  PackedRightGemm<Scalar> input_gemm;       ///< W_xᵀ, packed once per pass for dgates · W_xᵀ after the loop.
+  MixedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
+  MixedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
+  MixedWeightGemm<Scalar> weight_gemm;     ///< [x, h_prev]ᵀ · dgates (and mᵀ · d_proj) after the loop.
+  MixedRightGemm<Scalar> input_gemm;       ///< W_xᵀ, packed once per pass for dgates · W_xᵀ after the loop.
 };
 
 /// \brief Long short-term memory cell with TensorFlow 1.x LSTMCell semantics, including its
@@ -181,13 +182,15 @@ struct LSTMBackwardWorkspace {
 /// dynrnn::LSTMCell<float> projected(8, 32, options);
 /// \endcode
 template <class Scalar_>
-class LSTMCell {
+class LSTMCell : public PrecisionSetting<Scalar_> {
  public:
   using Scalar = Scalar_;                     ///< Element type.
   using State = LSTMState<Scalar>;            ///< Recurrent state type.
   using Cache = LSTMCache<Scalar>;            ///< Forward cache type.
   using Gradients = LSTMGradients<Scalar>;    ///< Parameter gradient type.
   using BackwardWorkspace = LSTMBackwardWorkspace<Scalar>;  ///< Scratch of backward().
+  using PrecisionSetting<Scalar_>::precision;      ///< \copydoc PrecisionSetting::precision()
+  using PrecisionSetting<Scalar_>::set_precision;  ///< \copydoc PrecisionSetting::set_precision()
 
   /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
   static constexpr std::uint64_t default_seed = 0x5eed;
@@ -349,20 +352,24 @@ class LSTMCell {
     cache.h_raw.resize(proj_clip > 0 ? P : 0, R);
 
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N);  // W_x
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision());  // W_x
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
-    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N);  // W_h, (R, 4H)
-    if (proj) cache.projection_gemm.pack(projection_, Op::N);  // (H, R)
+    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision());  // W_h, (R, 4H)
+    cache.recurrent_gemm.reserve(rows);
+    if (proj) {
+      cache.projection_gemm.pack(projection_, Op::N, precision());  // (H, R)
+      cache.projection_gemm.reserve(rows);
+    }
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
-                                Scalar(1), Scalar(1));
+                                Scalar(1), Scalar(1), r0);
       // c_{t-1} of the continuing rows: the first rows of the previous step's block.
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       for (Index r = r0; r < r1; ++r) {  // one pass over the four gates of each row
@@ -389,7 +396,7 @@ class LSTMCell {
       }
       if (proj) {
         auto h = cache.h.middleRows(o + r0, r1 - r0);
-        cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0));
+        cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0), r0);
         if (proj_clip > 0) {
           cache.h_raw.middleRows(o + r0, r1 - r0) = h;
           h = h.cwiseMin(proj_clip).cwiseMax(-proj_clip);
@@ -436,8 +443,12 @@ class LSTMCell {
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
-    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T);  // W_hᵀ, (4H, R)
-    if (proj) ws.projection_gemm.pack(projection_, Op::T);  // (R, H)
+    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, precision());  // W_hᵀ, (4H, R)
+    ws.recurrent_gemm.reserve(rows);
+    if (proj) {
+      ws.projection_gemm.pack(projection_, Op::T, precision());  // (R, H)
+      ws.projection_gemm.reserve(rows);
+    }
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -447,7 +458,7 @@ class LSTMCell {
         d_proj = dh_next.middleRows(r0, n) + dh.middleRows(o + r0, n);
         if (proj_clip > 0)
           d_proj = (cache.h_raw.middleRows(o + r0, n).array().abs() <= proj_clip).select(d_proj, Scalar(0));
-        ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0));
+        ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0), r0);
       }
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       for (Index r = r0; r < r1; ++r) {
@@ -476,18 +487,18 @@ class LSTMCell {
         if (peep) dc_t += di * ConstArray(w_i_diag_.data(), H) + df * ConstArray(w_f_diag_.data(), H);
       }
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0));
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), r0);
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
     // (the column sums) from the same packed slices.
     ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
-                                   cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data());
-    if (proj) ws.weight_gemm(grads.projection, cache.m, Op::T, ws.d_proj, Op::N, Scalar(1), Scalar(1));
+                                   cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data(), precision());
+    if (proj) ws.weight_gemm(grads.projection, cache.m, ws.d_proj, Scalar(1), Scalar(1), precision());
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
     if (dx == nullptr) return;
     dx->resize(P, input_size_);
-    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
+    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T, precision());  // W_xᵀ
     ws.input_gemm(*dx, ws.dgates);
   }
 

@@ -22,6 +22,7 @@
 #include "../core/random.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
+#include "../precision/mixed_gemm.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
 #include "hidden_state.hpp"
@@ -69,8 +70,8 @@ struct RNNCache {
   ReusableMatrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
   ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0).
   ReusableMatrix<Scalar> h;       ///< (P, H) h_t, the outputs.
-  PackedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
-  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
+  MixedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
+  MixedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
 };
 
 /// \brief Scratch space of RNNCell::backward, kept between calls so that they allocate nothing.
@@ -78,9 +79,9 @@ struct RNNCache {
 template <class Scalar>
 struct RNNBackwardWorkspace {
   ReusableMatrix<Scalar> d_pre;                    ///< (P, H) dLoss/d pre-activation.
-  PackedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass.
-  Gemm<Scalar> weight_gemm;                ///< [x, h_prev]ᵀ · d_pre after the loop.
-  PackedRightGemm<Scalar> input_gemm;      ///< W_xᵀ, packed once per pass for d_pre · W_xᵀ after the loop.
+  MixedRightGemm<Scalar> recurrent_gemm;  ///< W_hᵀ, packed once per pass.
+  MixedWeightGemm<Scalar> weight_gemm;    ///< [x, h_prev]ᵀ · d_pre after the loop.
+  MixedRightGemm<Scalar> input_gemm;      ///< W_xᵀ, packed once per pass for d_pre · W_xᵀ after the loop.
 };
 
 /// \brief Vanilla RNN cell, `h_t = act([x_t, h_{t-1}] · kernel + bias)`, as TensorFlow 1.x's
@@ -93,13 +94,15 @@ struct RNNBackwardWorkspace {
 /// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);   // x: Tensor3<float> [T, B, 8]
 /// \endcode
 template <class Scalar_>
-class RNNCell {
+class RNNCell : public PrecisionSetting<Scalar_> {
  public:
   using Scalar = Scalar_;                                   ///< Element type.
   using State = HiddenState<Scalar>;                        ///< Recurrent state type.
   using Cache = RNNCache<Scalar>;                           ///< Forward cache type.
   using Gradients = RNNGradients<Scalar>;                   ///< Parameter gradient type.
   using BackwardWorkspace = RNNBackwardWorkspace<Scalar>;   ///< Scratch of backward().
+  using PrecisionSetting<Scalar_>::precision;      ///< \copydoc PrecisionSetting::precision()
+  using PrecisionSetting<Scalar_>::set_precision;  ///< \copydoc PrecisionSetting::set_precision()
 
   /// \brief Seed used by the constructor's initialisation, so that a program is reproducible.
   static constexpr std::uint64_t default_seed = 0x5eed;
@@ -185,17 +188,18 @@ class RNNCell {
     cache.h.resize(P, H);
 
     // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N);  // W_x
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision());  // W_x
     cache.input_gemm(cache.h, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N);  // W_h, (H, H)
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision());  // W_h, (H, H)
+    cache.recurrent_gemm.reserve(rows);
     detail::seed_first_step(s, s0.h, cache.h_prev);
     const bool relu = activation_ == RNNActivation::relu;
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
-      cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1));
+      cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1), r0);
       if (relu)
         h = h.cwiseMax(Scalar(0));
       else
@@ -229,7 +233,8 @@ class RNNCell {
     auto& dh_next = dstate.h;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
-    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T);  // W_hᵀ, (H, H)
+    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, precision());  // W_hᵀ, (H, H)
+    ws.recurrent_gemm.reserve(rows);
     const bool relu = activation_ == RNNActivation::relu;
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
@@ -242,16 +247,16 @@ class RNNCell {
       else
         d_pre = (dh_t * (Scalar(1) - h.square())).matrix();
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), d_pre, Scalar(1), Scalar(0));
+      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), d_pre, Scalar(1), Scalar(0), r0);
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
     // (the column sums) from the same packed slices.
     ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(H),
-                                   cache.h_prev, ws.d_pre, Scalar(1), Scalar(1), grads.bias.data());
+                                   cache.h_prev, ws.d_pre, Scalar(1), Scalar(1), grads.bias.data(), precision());
     if (dx == nullptr) return;
     dx->resize(P, input_size_);
-    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T);  // W_xᵀ
+    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T, precision());  // W_xᵀ
     ws.input_gemm(*dx, ws.d_pre);
   }
 

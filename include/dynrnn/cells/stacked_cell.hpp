@@ -138,6 +138,15 @@ class StackedCell {
   /// \brief The generator of the dropout masks (to reseed it, or to save its state).
   Rng& rng() { return rng_; }
 
+  /// \brief The precision of the layers' matrix products (PrecisionSetting): the bottom
+  /// layer's, which set_precision() gives every layer.
+  Precision precision() const { return layers_.front().precision(); }
+  /// \brief Sets every layer's precision (PrecisionSetting::set_precision()).
+  /// \throws std::invalid_argument as the layers' set_precision() does.
+  void set_precision(Precision precision) {
+    for (Cell& layer : layers_) layer.set_precision(precision);
+  }
+
   Index input_size() const { return layers_.front().input_size(); }    ///< The bottom layer's input width.
   Index output_size() const { return layers_.back().output_size(); }   ///< The top layer's output width.
 

@@ -406,6 +406,13 @@ class SequenceModel {
   /// \brief The recurrent cell.
   Cell& cell() { return cell_; }
   const Cell& cell() const { return cell_; }  ///< \copydoc cell()
+  /// \brief The precision of the cell's matrix products (PrecisionSetting):
+  /// Precision::float32 (the default) or Precision::bfloat16, mixed-precision training and
+  /// inference with float32 weights, optimiser state and head.
+  Precision precision() const { return cell_.precision(); }
+  /// \brief Sets the cell's precision, from the next train_step, evaluate or predict on.
+  /// \throws std::invalid_argument as the cell's set_precision() does.
+  void set_precision(Precision precision) { cell_.set_precision(precision); }
   /// \brief The head, Dense(H, K).
   Dense<Scalar>& head() { return head_; }
   const Dense<Scalar>& head() const { return head_; }  ///< \copydoc head()

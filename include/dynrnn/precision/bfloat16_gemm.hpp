@@ -68,11 +68,81 @@ DYNRNN_BEGIN_AVX512_KERNELS
 /// The AVX-512 BF16 kernel; see the file comment and dot_panels.hpp. Sizes in bfloat16
 /// elements.
 struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
-  /// Packs op(W) (K, N), rounded, from w, row stride `stride` ((N, K) when `transposed`).
-  static void pack(std::uint16_t* dst, const float* w, Index stride, bool transposed, Index K, Index N) {
-    DotPanels::pack(dst, K, N, [&](Index k, Index j) {
-      return bfloat16_bits(transposed ? w[j * stride + k] : w[k * stride + j]);
-    });
+  /// pack() of the panels [first, last) of W as stored, (K, N) with row stride `stride`,
+  /// vectorised: each k-pair's two rows are rounded 16 columns at a time and interleaved into
+  /// 32-bit lanes (the even k in the low half). The weight gradients pack their right operand
+  /// at every product, so threads share the panels.
+  DYNRNN_TARGET_AVX512_BF16 static void pack_rows(std::uint16_t* dst, const float* w, Index stride, Index K,
+                                                  Index N, Index first, Index last) {
+    const Index Kp = depth(K);
+    for (Index j0 = first * kWidth; j0 < std::min(N, last * kWidth); j0 += kWidth) {
+      const int packets = packets_at(j0, N);
+      std::uint16_t* panel = dst + j0 * Kp;
+      for (Index q = 0; q < Kp / 2; ++q)
+        for (int v = 0; v < packets; ++v) {
+          const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, N - j);
+          const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+          const __m512 even = _mm512_maskz_loadu_ps(mask, w + 2 * q * stride + j);
+          const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, w + (2 * q + 1) * stride + j)
+                                           : _mm512_setzero_ps();
+          const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(even));
+          const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(odd));
+          _mm512_storeu_si512(panel + (q * packets + v) * 2 * kPacket, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        }
+    }
+  }
+
+  /// pack() of the panels [first, last) of op(W) = Wᵀ, W (N, K) with row stride `stride`,
+  /// vectorised: a k-pair of column j of op(W) is two neighbours in row j of W, so each row is
+  /// rounded 32 values at a time, which are 16 pairs, and the pairs are scattered to their
+  /// rows of the panel.
+  DYNRNN_TARGET_AVX512_BF16 static void pack_columns(std::uint16_t* dst, const float* w, Index stride, Index K,
+                                                     Index N, Index first, Index last) {
+    const Index Kp = depth(K);
+    for (Index j0 = first * kWidth; j0 < std::min(N, last * kWidth); j0 += kWidth) {
+      const Index width = Index(packets_at(j0, N)) * kPacket;
+      std::uint16_t* panel = dst + j0 * Kp;
+      // Pair q of column c lands at 32-bit word q·width + c of the panel.
+      const __m512i pairs = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                               _mm512_set1_epi32(int(width)));
+      for (Index c = 0; c < width; ++c) {
+        const Index j = j0 + c;
+        for (Index k = 0; k < Kp; k += 2 * kPacket) {
+          const Index left = std::min<Index>(2 * kPacket, K - k);  // >= 1: k < K
+          const Index lo = std::min<Index>(kPacket, left), hi = std::max<Index>(left - kPacket, 0);
+          const __mmask16 lo_mask = __mmask16(lo == kPacket ? 0xffffu : (1u << lo) - 1);
+          const __mmask16 hi_mask = __mmask16(hi == kPacket ? 0xffffu : (1u << hi) - 1);
+          const bool column = j < N;  // past N the panel holds zeros
+          const __m512 low = column ? _mm512_maskz_loadu_ps(lo_mask, w + j * stride + k) : _mm512_setzero_ps();
+          const __m512 high = column ? _mm512_maskz_loadu_ps(hi_mask, w + j * stride + k + kPacket) : _mm512_setzero_ps();
+          const Index words = std::min<Index>(kPacket, (Kp - k) / 2);
+          const __mmask16 store = __mmask16(words == kPacket ? 0xffffu : (1u << words) - 1);
+          _mm512_mask_i32scatter_epi32(panel + (k / 2 * width + c) * 2, store, pairs,
+                                       (__m512i)_mm512_cvtne2ps_pbh(high, low), 4);
+        }
+      }
+    }
+  }
+
+  /// Rounds columns [0, n) of A (K, n), row stride lda, to bfloat16 as the rows of Aᵀ at dst,
+  /// row stride depth(K), with a zero past an odd K: each k-pair of 16 columns becomes 16
+  /// 32-bit pairs, scattered to their rows.
+  DYNRNN_TARGET_AVX512_BF16 static void convert_transposed(std::uint16_t* dst, const float* a, Index lda, Index n,
+                                                           Index K) {
+    const Index Kp = depth(K);
+    const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(int(Kp / 2)));  // in 32-bit words
+    for (Index i = 0; i < n; i += kPacket) {
+      const Index lanes = std::min<Index>(kPacket, n - i);
+      const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+      for (Index q = 0; q < Kp / 2; ++q) {
+        const __m512 even = _mm512_maskz_loadu_ps(mask, a + 2 * q * lda + i);
+        const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, a + (2 * q + 1) * lda + i) : _mm512_setzero_ps();
+        const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(even));
+        const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(odd));
+        _mm512_mask_i32scatter_epi32(dst + i * Kp + 2 * q, mask, rows, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)), 4);
+      }
+    }
   }
 
   /// Rounds rows [0, n) of A (n, K), row stride lda, to bfloat16 at dst, row stride depth(K),
@@ -162,12 +232,13 @@ DYNRNN_END_AVX512_KERNELS
 /// AVX-512 BF16, the same bits through a portable kernel elsewhere. Like PackedRightGemm,
 /// op(W) is packed once and used for any number of products, and nothing is allocated once
 /// the object has seen its largest shapes. An object keeps workspaces: it runs one product
-/// at a time.
+/// at a time, except rows(), which threads may call at once on disjoint workspace rows.
 ///
 /// \code
 /// dynrnn::Bf16PackedRightGemm gemm;
 /// gemm.pack(w, dynrnn::Op::N);  // w (K, N), rounded to bfloat16 once
 /// gemm(c, a);                   // c (n, N) = a (n, K) · w
+/// gemm.transposed_left(d, b);   // d (m, N) = bᵀ · w, b (K, m): a weight gradient
 /// \endcode
 class Bf16PackedRightGemm {
  public:
@@ -182,25 +253,33 @@ class Bf16PackedRightGemm {
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
     Kp_ = (K_ + 1) / 2 * 2;
+    reserved_ = 0;  // the workspaces' rows were sized for the last depth
     isa_ = cpu_isa() >= CpuIsa::avx512_core_bf16 ? CpuIsa::avx512_core_bf16 : CpuIsa::portable;
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_bf16) {
       const Index size = Fast::packed_size(K_, N_);
       if (Index(packed_bf16_.size()) < size) packed_bf16_.resize(std::size_t(size));
-      Fast::pack(packed_bf16_.data(), W.data(), W.outerStride(), op == Op::T, K_, N_);
+      const Index panels = (N_ + Fast::kWidth - 1) / Fast::kWidth;
+      // Rounding and interleaving cost about as much as 8 multiply-adds per element.
+      detail::for_row_shares(panels, 8.0 * double(K_) * double(N_), 1, [&](Index first, Index last) {
+        if (op == Op::N)
+          Fast::pack_rows(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last);
+        else
+          Fast::pack_columns(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last);
+      });
       return;
     }
 #endif
     // The portable kernel's W: Kp rows, each pair swapped, rounded (see the file comment).
-    if (staged_.rows() != Kp_ || staged_.cols() != N_) staged_.resize(Kp_, N_);
+    if (staged_.size() < Kp_ * N_) staged_.resize(Kp_ * N_);
     for (Index k = 0; k < Kp_; ++k)
       for (Index j = 0; j < N_; ++j) {
         const Index from = k ^ 1;  // the other row of the pair
-        staged_(k, j) = from >= K_ ? 0.0f : detail::round_to_bfloat16(op == Op::N ? W(from, j) : W(j, from));
+        staged_[k * N_ + j] = from >= K_ ? 0.0f : detail::round_to_bfloat16(op == Op::N ? W(from, j) : W(j, from));
       }
     const Index size = Portable::packed_size(Kp_, N_);
     if (packed_float_.size() < size) packed_float_.resize(size);
-    Portable::pack_panels(packed_float_.data(), staged_.data(), staged_.outerStride(), false, Kp_, N_);
+    Portable::pack_panels(packed_float_.data(), staged_.data(), N_, false, Kp_, N_);
   }
 
   /// \brief `C = alpha·A·op(W) + beta·C`, plus `bias` on every row of C when it is not
@@ -211,20 +290,51 @@ class Bf16PackedRightGemm {
   void operator()(MatrixRef C, const ConstMatrixRef& A, float alpha = 1.0f, float beta = 0.0f,
                   const float* bias = nullptr) {
     detail::check_packed_product("Bf16PackedRightGemm", K_, N_, C, A);
-    const Index n = A.rows();
-    if (n == 0 || N_ == 0) return;
-    const bool fast = isa_ == CpuIsa::avx512_core_bf16;
-    if (fast && Index(a_bf16_.size()) < n * Kp_) a_bf16_.resize(std::size_t(n * Kp_));
-    if (!fast && (a_float_.rows() < n || a_float_.cols() != Kp_)) a_float_.resize(n, Kp_);
-    // Half the float32 work per multiply-add where the instructions take two at a time.
-    const double work = double(n) * double(N_) * double(K_) * (fast ? 0.5 : 1.0);
-    detail::for_row_shares(n, work, fast ? detail::kDotTileRows : Portable::kRows,
-                           [&](Index begin, Index end) { rows(C, A, alpha, beta, bias, begin, end); });
+    shared(C, A.data(), A.outerStride(), false, A.rows(), alpha, beta, bias);
+  }
+
+  /// \brief `C = alpha·Aᵀ·op(W) + beta·C` for A (K, m): a weight gradient, such as
+  /// `[x, h_{t-1}]ᵀ · dgates` with the gate gradients packed as W. Aᵀ is rounded to bfloat16
+  /// as operator() rounds A, and every element is summed in the same order.
+  /// \param C (m, N).  \param A (K, m).
+  /// \throws std::invalid_argument when the shapes disagree with each other or the packed W.
+  void transposed_left(MatrixRef C, const ConstMatrixRef& A, float alpha = 1.0f, float beta = 0.0f) {
+    constexpr const char* fn = "Bf16PackedRightGemm::transposed_left";
+    if (A.rows() != K_)
+      detail::throw_argument(fn, "A", "of " + std::to_string(K_) + " rows (as packed)",
+                             detail::shape_string({A.rows(), A.cols()}));
+    detail::check_shape(fn, "C", C, A.cols(), N_);
+    shared(C, A.data(), A.outerStride(), true, A.cols(), alpha, beta, nullptr);
+  }
+
+  /// \brief Makes room for `n` rows of A in the workspace, for rows().
+  void reserve(Index n) {
+    if (isa_ == CpuIsa::avx512_core_bf16) {
+      if (Index(a_bf16_.size()) < n * Kp_) a_bf16_.resize(std::size_t(n * Kp_));
+    } else if (a_float_.size() < n * Kp_) {
+      a_float_.resize(n * Kp_);
+    }
+    reserved_ = std::max(reserved_, n);
+  }
+
+  /// \brief operator() on the calling thread alone, converting A in workspace rows
+  /// [first, first + A.rows()), which reserve() must have made room for: threads may call
+  /// this at the same time on disjoint rows of C with disjoint workspace rows. Runs inside
+  /// parallel loops, where an exception cannot propagate, so its arguments are checked only
+  /// in debug builds (eigen_assert).
+  void rows(MatrixRef C, const ConstMatrixRef& A, float alpha, float beta, const float* bias, Index first) {
+    eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());
+    eigen_assert(first >= 0 && first + A.rows() <= reserved_);
+    run_rows(C.data(), C.outerStride(), A.data(), A.outerStride(), false, A.rows(), alpha, beta, bias, first);
   }
 
   /// \brief The kernels chosen at the last pack(): CpuIsa::avx512_core_bf16 or
   /// CpuIsa::portable.
   CpuIsa isa() const { return isa_; }
+
+  /// \brief Rows of C the kernels take at a time: sharing rows between threads on multiples
+  /// of this keeps every share but the last on whole tiles. Any split gives the same bits.
+  Index row_granule() const { return isa_ == CpuIsa::avx512_core_bf16 ? detail::kDotTileRows : Portable::kRows; }
 
  private:
   using Portable = detail::PanelKernel<float>;
@@ -232,35 +342,54 @@ class Bf16PackedRightGemm {
   using Fast = detail::Bf16Avx512Kernel;
 #endif
 
-  // Rows [begin, end) of the product, on the calling thread.
-  void rows(MatrixRef& C, const ConstMatrixRef& A, float alpha, float beta, const float* bias, Index begin,
-            Index end) {
-    const Index n = end - begin;
+  // All n rows of op(A) · op(W), shared between threads (row i of op(A): a + i·lda, or
+  // column i of a when `transposed`).
+  void shared(MatrixRef& C, const float* a, Index lda, bool transposed, Index n, float alpha, float beta,
+              const float* bias) {
+    if (n == 0 || N_ == 0) return;
+    reserve(n);
+    // Half the float32 work per multiply-add where the instructions take two at a time.
+    const double work = double(n) * double(N_) * double(K_) * (isa_ == CpuIsa::avx512_core_bf16 ? 0.5 : 1.0);
+    detail::for_row_shares(n, work, row_granule(), [&](Index begin, Index end) {
+      run_rows(C.data() + begin * C.outerStride(), C.outerStride(), transposed ? a + begin : a + begin * lda, lda,
+               transposed, end - begin, alpha, beta, bias, begin);
+    });
+  }
+
+  // n rows of the product on the calling thread, A converted in workspace rows [first,
+  // first + n).
+  void run_rows(float* c, Index ldc, const float* a, Index lda, bool transposed, Index n, float alpha, float beta,
+                const float* bias, Index first) {
+    if (n == 0 || N_ == 0) return;
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_bf16) {
-      std::uint16_t* a = a_bf16_.data() + begin * Kp_;
-      Fast::convert(a, A.data() + begin * A.outerStride(), A.outerStride(), n, K_);
-      Fast::run(Fast::Product{C.data() + begin * C.outerStride(), C.outerStride(), a, Kp_, packed_bf16_.data(), bias,
-                              n, Kp_, N_, alpha, beta});
+      std::uint16_t* converted = a_bf16_.data() + first * Kp_;
+      if (transposed)
+        Fast::convert_transposed(converted, a, lda, n, K_);
+      else
+        Fast::convert(converted, a, lda, n, K_);
+      Fast::run(Fast::Product{c, ldc, converted, Kp_, packed_bf16_.data(), bias, n, Kp_, N_, alpha, beta});
       return;
     }
 #endif
-    for (Index i = begin; i < end; ++i)
+    for (Index i = 0; i < n; ++i)
       for (Index k = 0; k < Kp_; ++k) {
         const Index from = k ^ 1;
-        a_float_(i, k) = from >= K_ ? 0.0f : detail::round_to_bfloat16(A(i, from));
+        a_float_[(first + i) * Kp_ + k] =
+            from >= K_ ? 0.0f : detail::round_to_bfloat16(transposed ? a[from * lda + i] : a[i * lda + from]);
       }
-    Portable::run_panels({C.data() + begin * C.outerStride(), C.outerStride(), a_float_.data() + begin * Kp_, Kp_,
-                          packed_float_.data(), bias, n, Kp_, N_, alpha, beta});
+    Portable::run_panels({c, ldc, a_float_.data() + first * Kp_, Kp_, packed_float_.data(), bias, n, Kp_, N_, alpha,
+                          beta});
   }
 
   CpuIsa isa_ = CpuIsa::portable;
   Index K_ = 0, N_ = 0, Kp_ = 0;
+  Index reserved_ = 0;                      // rows of A the workspace holds at this depth
   std::vector<std::uint16_t> packed_bf16_;  // op(W) for the AVX-512 BF16 kernel
   Vector<float> packed_float_;              // op(W) for the portable kernel, in its panels
-  Matrix<float> staged_;                    // the portable kernel's W before packing
+  Vector<float> staged_;                    // the portable kernel's W before packing, (Kp, N)
   std::vector<std::uint16_t> a_bf16_;       // A rounded, for the AVX-512 BF16 kernel
-  Matrix<float> a_float_;                   // A rounded and paired, for the portable kernel
+  Vector<float> a_float_;                   // A rounded and paired, for the portable kernel, (n, Kp)
 };
 
 }  // namespace dynrnn

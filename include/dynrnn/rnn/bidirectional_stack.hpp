@@ -156,6 +156,18 @@ class BidirectionalStack {
   /// \brief The generator of the dropout masks (to reseed it, or to save its state).
   Rng& rng() { return rng_; }
 
+  /// \brief The precision of the cells' matrix products (PrecisionSetting): layer 0's
+  /// forward cell's, which set_precision() gives every cell.
+  Precision precision() const { return fw_.front().precision(); }
+  /// \brief Sets every cell's precision, both directions (PrecisionSetting::set_precision()).
+  /// \throws std::invalid_argument as the cells' set_precision() does.
+  void set_precision(Precision precision) {
+    for (std::size_t k = 0; k < fw_.size(); ++k) {
+      fw_[k].set_precision(precision);
+      bw_[k].set_precision(precision);
+    }
+  }
+
   /// \brief Redraws every cell's weights from `rng`: layer 0 forward, layer 0 backward, layer 1 ...
   void reset_parameters(Rng& rng) {
     for (std::size_t k = 0; k < fw_.size(); ++k) {
