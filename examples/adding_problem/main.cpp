@@ -12,6 +12,7 @@
 //   adding_problem                          # T = 100, until the validation MSE is below 0.01
 //   adding_problem --max-time 200 --plot adding.png
 //   adding_problem --resume adding_problem.safetensors      # continue a run exactly
+//   adding_problem --precision bfloat16     # the LSTM's products in bfloat16 (mixed precision)
 //   adding_problem --help
 #include "../common/loss_plot.hpp"
 
@@ -67,6 +68,7 @@ int main(int argc, char** argv) {
   float learning_rate = 0.002f, clip_norm = 1.0f, stop_below = 0.01f;
   double require_mse = -1;
   std::string csv_path = "adding_problem_loss.csv", checkpoint_path = "adding_problem.safetensors", resume_path, plot;
+  std::string precision_name = "float32";
   int checkpoint_every = 500;
   app.add_option("--max-time,-T", max_time, "Longest sequence; lengths are drawn from [T/2, T]")
       ->check(CLI::Range(4, 100000))
@@ -93,6 +95,10 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--resume", resume_path, "Continue training from this checkpoint");
+  app.add_option("--precision", precision_name,
+                 "Arithmetic of the LSTM's matrix products: float32, or bfloat16 (operands rounded, float32 sums)")
+      ->check(CLI::IsMember({"float32", "bfloat16"}))
+      ->capture_default_str();
   app.add_option("--require-mse", require_mse, "Exit with status 1 when the test MSE is not below this value");
   CLI11_PARSE(app, argc, argv);
 
@@ -105,6 +111,8 @@ int main(int argc, char** argv) {
 
   Model model(dynrnn::Input::features(2), dynrnn::LSTMCell<Scalar>(2, hidden), dynrnn::Output::values(1),
               std::uint64_t(seed));
+  const dynrnn::Precision precision = dynrnn::precision_from_string(precision_name, "--precision");
+  model.set_precision(precision);
   model.set_optimizer(dynrnn::Adam<Scalar>(learning_rate)).set_clip_norm(clip_norm);
   dynrnn::Checkpoint<Scalar> checkpoint;
   model.add_to(checkpoint);
@@ -119,8 +127,10 @@ int main(int argc, char** argv) {
                 static_cast<long long>(model.progress().step), static_cast<long long>(model.progress().epoch + 1));
   }
 
-  std::printf("adding_problem: T = %d (lengths %d..%d), %d training sequences, LSTM H=%d, Adam lr %g, clip %g\n",
-              max_time, max_time / 2, max_time, train_size, hidden, double(learning_rate), double(clip_norm));
+  std::printf("adding_problem: T = %d (lengths %d..%d), %d training sequences, LSTM H=%d in %s, Adam lr %g, "
+              "clip %g\n",
+              max_time, max_time / 2, max_time, train_size, hidden, precision_name.c_str(), double(learning_rate),
+              double(clip_norm));
   std::printf("predicting 1 for every sequence gives a test MSE of %.4f\n", [&] {
     const auto all = test.all();
     return double((all.targets.array() - 1).square().mean());
@@ -152,6 +162,11 @@ int main(int argc, char** argv) {
               static_cast<long long>(result.steps), static_cast<long long>(result.epochs), seconds,
               checkpoint_path.c_str(), csv_path.c_str());
   std::printf("test MSE: %.5f over %lld sequences\n", m.loss, static_cast<long long>(m.count));
+  if (precision != dynrnn::Precision::float32) {  // the same trained weights, evaluated in float32 too
+    model.set_precision(dynrnn::Precision::float32);
+    std::printf("test MSE in float32: %.5f\n", model.evaluate(test).loss);
+    model.set_precision(precision);
+  }
   examples::plot_if_asked("adding_problem", plot, csv_path, "adding problem, T = " + std::to_string(max_time));
   if (result.interrupted) return 130;  // the shell's status for a run ended by SIGINT
   if (require_mse >= 0 && !(m.loss < require_mse)) {

@@ -9,6 +9,7 @@
 //   char_model                                  # defaults: /usr/share/dict/words, 4 epochs
 //   char_model --epochs 1 --hidden 128          # quicker
 //   char_model --resume char_model.safetensors  # continue a run exactly
+//   char_model --precision bfloat16             # the LSTMs' products in bfloat16 (mixed precision)
 //   char_model --help
 //   mpirun -np 2 char_model                     # data parallel: 2 processes share every batch
 //
@@ -155,7 +156,7 @@ int main(int argc, char** argv) {
   dynrnn::Communicator* comm = dist.comm();
   CLI::App app{"Train a 2-layer LSTM character model on a word list, report bits per character, sample words"};
   std::string words_path = "/usr/share/dict/words", checkpoint_path = "char_model.safetensors", resume_path;
-  std::string csv_path = "char_model_loss.csv", plot;
+  std::string csv_path = "char_model_loss.csv", plot, precision_name = "float32";
   int epochs = 4, batch_size = 64, embedding_dim = 32, hidden = 256, samples = 20, log_every = 200;
   int checkpoint_every = 500, max_steps = 0;
   double dropout = 0, temperature = 0.8, require_bpc = -1, lr_decay = 0.5;
@@ -187,6 +188,10 @@ int main(int argc, char** argv) {
   app.add_option("--resume", resume_path, "Continue training from this checkpoint");
   app.add_option("--csv", csv_path, "Where to write the losses")->capture_default_str();
   app.add_option("--plot", plot, "Draw the loss curves into this PNG file (needs gnuplot)");
+  app.add_option("--precision", precision_name,
+                 "Arithmetic of the LSTMs' matrix products: float32, or bfloat16 (operands rounded, float32 sums)")
+      ->check(CLI::IsMember({"float32", "bfloat16"}))
+      ->capture_default_str();
   app.add_option("--require-bpc", require_bpc, "Exit with status 1 when the final validation bits per character exceed this");
   CLI11_PARSE(app, argc, argv);
 
@@ -216,6 +221,8 @@ int main(int argc, char** argv) {
               Stack({dynrnn::LSTMCell<Scalar>(embedding_dim, hidden), dynrnn::LSTMCell<Scalar>(hidden, hidden)}, dropout,
                     seed * 3 + 1),
               dynrnn::Output::classes_per_step(corpus.vocab_size()), seed);
+  const dynrnn::Precision precision = dynrnn::precision_from_string(precision_name, "--precision");
+  model.set_precision(precision);
   const auto train = word_data(corpus, corpus.train), validation = word_data(corpus, corpus.validation);
   const long long steps_per_epoch = ((long long)(corpus.train.size()) + batch_size - 1) / batch_size;
   // The learning rate of epoch e is lr · lr_decay^e.
@@ -226,6 +233,7 @@ int main(int argc, char** argv) {
   std::ostringstream config;
   config << "words=" << words_path << " train=" << corpus.train.size() << " batch=" << batch_size
          << " dropout=" << dropout << " lr=" << learning_rate << " lr_decay=" << lr_decay << " seed=" << seed;
+  if (precision != dynrnn::Precision::float32) config << " precision=" << precision_name;
   if (!resume_path.empty()) {
     try {
       if (comm)
@@ -248,10 +256,10 @@ int main(int argc, char** argv) {
   }
   checkpoint.metadata()["char_model.config"] = config.str();
 
-  std::printf("char_model: Embedding(%d, %d) -> LSTM(%d) x 2, dropout %g -> Dense(%d, %d); RMSProp lr %g "
+  std::printf("char_model: Embedding(%d, %d) -> LSTM(%d) x 2 in %s, dropout %g -> Dense(%d, %d); RMSProp lr %g "
               "(x %g per epoch); %d epochs of %lld steps of %d words\n",
-              corpus.vocab_size(), embedding_dim, hidden, dropout, hidden, corpus.vocab_size(), double(learning_rate),
-              lr_decay, epochs, steps_per_epoch, batch_size);
+              corpus.vocab_size(), embedding_dim, hidden, precision_name.c_str(), dropout, hidden, corpus.vocab_size(),
+              double(learning_rate), lr_decay, epochs, steps_per_epoch, batch_size);
   dynrnn::FitOptions options;
   options.epochs = epochs;
   options.max_steps = max_steps;
@@ -283,6 +291,13 @@ int main(int argc, char** argv) {
       comm ? dynrnn::evaluate_over_ranks(model, validation, 256, *comm) : model.evaluate(validation);
   const double bpc = final_figures.loss / std::log(2.0);
   std::printf("validation: %.4f bits/char over %zu words\n", bpc, corpus.validation.size());
+  if (precision != dynrnn::Precision::float32) {  // the same trained weights, evaluated in float32 too
+    model.set_precision(dynrnn::Precision::float32);
+    const dynrnn::Metrics f32 =
+        comm ? dynrnn::evaluate_over_ranks(model, validation, 256, *comm) : model.evaluate(validation);
+    std::printf("validation in float32: %.4f bits/char\n", f32.loss / std::log(2.0));
+    model.set_precision(precision);
+  }
   if (saver) std::printf("checkpoint: %s\n", checkpoint_path.c_str());
   if (dist.root()) examples::plot_if_asked("char_model", plot, csv_path, "char_model, " + config.str());
   if (result.interrupted) return 130;  // the shell's status for a run ended by SIGINT

@@ -11,6 +11,7 @@
 //   count_ones --task seed          # ones then padding, target = length
 //   count_ones --steps 2000 --resume count_ones.safetensors   # continue a run
 //   count_ones --plot count_ones.png   # draw the loss curves (needs gnuplot)
+//   count_ones --precision bfloat16     # the LSTM's products in bfloat16 (mixed precision)
 //   count_ones --help
 //   mpirun -np 2 count_ones         # data parallel: 2 processes share every batch of 50
 //
@@ -120,7 +121,7 @@ int main(int argc, char** argv) {
   std::string csv_path = "count_ones_loss.csv", reduction_name = "mean";
   std::string checkpoint_path = "count_ones.safetensors", resume_path;
   int checkpoint_every = 200, validate_every = 100;
-  std::string plot;
+  std::string plot, precision_name = "float32";
   double require_accuracy = -1;
   app.add_option("--task", task_name, "random: random bits, target = number of ones; "
                                       "seed: the notebook's data, ones then padding, target = length")
@@ -163,6 +164,10 @@ int main(int argc, char** argv) {
                  "Evaluate a fixed validation batch of 500 sequences every N steps (CSV columns 4-5); 0: never")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--precision", precision_name,
+                 "Arithmetic of the LSTM's matrix products: float32, or bfloat16 (operands rounded, float32 sums)")
+      ->check(CLI::IsMember({"float32", "bfloat16"}))
+      ->capture_default_str();
   app.add_option("--plot", plot, "Draw the loss curves into this PNG file (needs gnuplot)");
   app.add_option("--require-accuracy", require_accuracy,
                  "Exit with status 1 when the held-out accuracy is below this value");
@@ -189,6 +194,8 @@ int main(int argc, char** argv) {
   output.reduction = reduction;
   // Embedding(2 -> 2) -> LSTM(H) -> last valid output -> Dense(H -> 15), weights from `seed`.
   Model model(dynrnn::Input::tokens(2, 2), dynrnn::LSTMCell<Scalar>(2, hidden), output, seed);
+  const dynrnn::Precision precision = dynrnn::precision_from_string(precision_name, "--precision");
+  model.set_precision(precision);
   set_optimizer(model, optimizer, learning_rate);
   model.set_clip_norm(clip_norm);
   dynrnn::Checkpoint<Scalar> checkpoint;
@@ -204,6 +211,7 @@ int main(int argc, char** argv) {
   std::ostringstream config;
   config << "task=" << task_name << " batch=" << batch_size << " optimizer=" << optimizer << " lr=" << lr
          << " clip_norm=" << clip_norm << " loss=" << reduction_name << " seed=" << seed;
+  if (precision != dynrnn::Precision::float32) config << " precision=" << precision_name;
   if (!resume_path.empty()) {
     try {
       if (comm)
@@ -245,8 +253,8 @@ int main(int argc, char** argv) {
     if (dist.root()) checkpoint.save(checkpoint_path, step);
   };
 
-  std::printf("count_ones: task %s, %d steps, batch %d, LSTM H=%d, %s lr %g%s, seed %llu\n", task_name.c_str(),
-              steps, batch_size, hidden, optimizer.c_str(), double(lr),
+  std::printf("count_ones: task %s, %d steps, batch %d, LSTM H=%d in %s, %s lr %g%s, seed %llu\n",
+              task_name.c_str(), steps, batch_size, hidden, precision_name.c_str(), optimizer.c_str(), double(lr),
               clip_norm > 0 ? (", clip norm " + std::to_string(clip_norm)).c_str() : "",
               static_cast<unsigned long long>(seed));
   if (comm) std::printf("count_ones: data parallel over %d processes, %d or %d sequences each\n", comm->size(),
@@ -297,6 +305,11 @@ int main(int argc, char** argv) {
   make_batch(task, eval_size, eval_rng, batch);
   const double acc = evaluate(model, batch, comm, share).accuracy;
   std::printf("held-out accuracy: %.4f\n", acc);
+  if (precision != dynrnn::Precision::float32) {  // the same trained weights, evaluated in float32 too
+    model.set_precision(dynrnn::Precision::float32);
+    std::printf("held-out accuracy in float32: %.4f\n", evaluate(model, batch, comm, share).accuracy);
+    model.set_precision(precision);
+  }
   if (require_accuracy >= 0 && acc < require_accuracy) {  // every rank sees the same accuracy
     std::fprintf(stderr, "count_ones: held-out accuracy %.4f is below the required %.4f\n", acc, require_accuracy);
     return 1;
