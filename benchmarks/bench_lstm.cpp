@@ -1,5 +1,7 @@
 // dynrnn benchmarks: LSTM forward inference and a full training step, in float, at 1 and
-// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L).
+// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L). The rows named
+// dynrnn-bf16... run the same steps with the cell's products in bfloat16
+// (cell.set_precision(dynrnn::Precision::bfloat16)), on the kernels cpu_isa() allows.
 //
 // Counters: GFLOP (a rate) counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
 // (row, step) for forward and 3× that for training with input gradients (forward,
@@ -27,6 +29,7 @@
 
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -47,9 +50,10 @@ void set_counters(benchmark::State& state, const Workload& w, double flops) {
 enum class Form { reusing, returning };
 
 template <class Scalar>
-void BM_Forward(benchmark::State& state, Workload w, Form form) {
+void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precision precision) {
   dynrnn::set_num_threads(int(state.range(0)));
-  const dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
+  dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
+  cell.set_precision(precision);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
   x.setRandom();
   const auto lengths = bench::lengths_of(w);
@@ -73,10 +77,12 @@ void BM_Forward(benchmark::State& state, Workload w, Form form) {
 // One training step of a many-to-one classifier: LSTM, last valid output, dense,
 // softmax cross-entropy, BPTT, RMSProp on every parameter.
 template <class Scalar>
-void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients input_gradients, Form form) {
+void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients input_gradients, Form form,
+                  dynrnn::Precision precision) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::Rng rng(2);
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
+  cell.set_precision(precision);
   dynrnn::Dense<Scalar> dense(w.hidden, kClasses);
   dynrnn::RMSProp<Scalar> opt(Scalar(0.001));
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
@@ -186,15 +192,21 @@ int main(int argc, char** argv) {
         ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   };
   using dynrnn::InputGradients;
-  for (const Workload& w : bench::kWorkloads) add(std::string("dynrnn/forward/") + w.name, BM_Forward<float>, w, Form::reusing);
+  using dynrnn::Precision;
+  for (const auto& [system, precision] : {std::pair<std::string, Precision>{"dynrnn", Precision::float32},
+                                          std::pair<std::string, Precision>{"dynrnn-bf16", Precision::bfloat16}}) {
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision);
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::reusing, precision);
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "-dx/train/" + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing, precision);
+  }
   for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn/train/") + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::reusing);
+    add(std::string("dynrnn-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning, Precision::float32);
   for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-dx/train/") + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing);
-  for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning);
-  for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-returning/train/") + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning);
+    add(std::string("dynrnn-returning/train/") + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning,
+        Precision::float32);
   for (const Workload& w : bench::kWorkloads) add(std::string("dynrnn-model/train/") + w.name, BM_ModelTrainStep<float>, w);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

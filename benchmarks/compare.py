@@ -8,7 +8,9 @@ JSON with aggregates) and pytorch.jsonl (benchmarks/peers/pytorch_lstm.py), plus
 workloads.jsonl. Prints a Markdown table: workload x kind x threads x system, with the
 median ms per step, GFLOP/s of the work done (valid steps only), time relative to dynrnn
 (above 1: dynrnn is faster) and the share of the machine's GEMM peak at the same thread
-count; then the GEMM kernels at 2048^3 by precision (float32, bfloat16, int8).
+count; then the LSTM at each precision, dynrnn against oneDNN (bfloat16: the cell's products
+in bfloat16, oneDNN's bf16 LSTM); then the GEMM kernels at 2048^3 by precision (float32,
+bfloat16, int8).
 
 A training step does 3x the forward GEMM work when it computes dLoss/dx, and
 (3 - I/(I+H))x when it skips it: dynrnn's train step and PyTorch's skip it (the LSTM reads
@@ -95,6 +97,7 @@ def main():
                         label += " (%s)" % settings[(system, kind, name, threads)]
                     print("| %s | %s | %d | %s | %.3g | %.1f | %s | %s |"
                           % (name, kind, threads, label, ms, gflops, ratio, share))
+    print_precisions(workloads, times)
     print()
     print("GEMM peak (best of Eigen, dynrnn's packed kernel, OpenBLAS and oneDNN's sgemm at 2048^3, median): "
           + ", ".join("%d thread(s) %.0f GFLOP/s" % (t, p) for t, p in sorted(peak.items())))
@@ -113,6 +116,36 @@ def main():
 
 
 PRECISIONS = ["float32", "bfloat16", "int8"]
+# (precision, kind) -> (dynrnn's system, oneDNN's): training like for like, dLoss/dx computed.
+SYSTEMS = {("float32", "forward"): ("dynrnn", "onednn"), ("float32", "train"): ("dynrnn-dx", "onednn"),
+           ("bfloat16", "forward"): ("dynrnn-bf16", "onednn-bf16"),
+           ("bfloat16", "train"): ("dynrnn-bf16-dx", "onednn-bf16")}
+
+
+def print_precisions(workloads, times):
+    """The LSTM at each precision: ms per step of dynrnn and oneDNN, each one's speed-up over
+    its own float32 step, and oneDNN's time over dynrnn's (above 1: dynrnn is faster)."""
+    if not any(system == "dynrnn-bf16" for (system, _, _, _) in times):
+        return
+    print()
+    print("LSTM by precision (median ms per step; training computes dLoss/dx in both systems).")
+    print()
+    print("| workload | kind | threads | precision | dynrnn ms | x dynrnn float32 | oneDNN ms | x oneDNN float32 "
+          "| oneDNN / dynrnn |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in workloads:
+        for kind in ("train", "forward"):
+            for threads in (1, 2):
+                base = [times.get((system, kind, name, threads)) for system in SYSTEMS[("float32", kind)]]
+                for precision in ("float32", "bfloat16"):
+                    ours, theirs = (times.get((system, kind, name, threads)) for system in SYSTEMS[(precision, kind)])
+                    if ours is None:
+                        continue
+                    cells = ["%.3g" % ours, "%.2f" % (base[0] / ours) if base[0] else "-",
+                             "%.3g" % theirs if theirs else "-",
+                             "%.2f" % (base[1] / theirs) if theirs and base[1] else "-",
+                             "%.2f" % (theirs / ours) if theirs else "-"]
+                    print("| %s | %s | %d | %s | %s |" % (name, kind, threads, precision, " | ".join(cells)))
 
 
 def precision_of(kernel):

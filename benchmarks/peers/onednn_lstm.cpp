@@ -7,6 +7,10 @@
 // Weights are reordered into the primitive's preferred layout once, outside the timing, and
 // one untimed step runs before the clock starts, as in dynrnn's benchmarks.
 //
+// The onednn-bf16 rows run oneDNN's mixed-precision LSTM: inputs, h, weights and outputs in
+// bfloat16; bias, c and every gradient in float32 (the combination oneDNN 2.6 accepts for
+// training).
+//
 //   onednn_lstm_benchmarks --benchmark_filter=M/ --benchmark_repetitions=5
 #include "../workloads.hpp"
 
@@ -19,6 +23,7 @@
 
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -27,13 +32,27 @@ using bench::Workload;
 using dnnl::memory;
 using tag = memory::format_tag;
 
-memory::desc md(const memory::dims& dims, tag t) { return memory::desc(dims, memory::data_type::f32, t); }
+memory::desc md(const memory::dims& dims, tag t, memory::data_type type = memory::data_type::f32) {
+  return memory::desc(dims, type, t);
+}
 
+// A tensor of the plain layout `d` (float32 or bfloat16) holding `value` everywhere: filled in
+// float32 and converted by a reorder.
 memory filled(const memory::desc& d, const dnnl::engine& eng, float value) {
-  memory m(d, eng);
+  const memory::desc f32 = d.data_type() == memory::data_type::f32
+                               ? d
+                               : memory::desc(d.dims(), memory::data_type::f32,
+                                              memory::dims(d.data.format_desc.blocking.strides,
+                                                           d.data.format_desc.blocking.strides + d.data.ndims));
+  memory m(f32, eng);
   auto* p = static_cast<float*>(m.get_data_handle());
-  for (std::size_t k = 0; k < d.get_size() / sizeof(float); ++k) p[k] = value;
-  return m;
+  for (std::size_t k = 0; k < f32.get_size() / sizeof(float); ++k) p[k] = value;
+  if (d.data_type() == memory::data_type::f32) return m;
+  memory out(d, eng);
+  dnnl::stream s(eng);
+  dnnl::reorder(m, out).execute(s, m, out);
+  s.wait();
+  return out;
 }
 
 // A user-layout tensor reordered into the layout `want` (once, outside the timing).
@@ -47,12 +66,14 @@ memory in_layout(const memory& user, const memory::desc& want, const dnnl::engin
 
 struct Lstm {
   const Workload& w;
+  memory::data_type type;  // of the inputs, h, weights and outputs (f32 or bf16)
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream s{eng};
   memory::dims src, iter, wl, wi, bias, dst;
 
-  explicit Lstm(const Workload& workload)
+  Lstm(const Workload& workload, memory::data_type data_type)
       : w(workload),
+        type(data_type),
         src{w.max_time, w.batch, w.input},
         iter{1, 1, w.batch, w.hidden},
         wl{1, 1, w.input, 4, w.hidden},
@@ -61,9 +82,10 @@ struct Lstm {
         dst{w.max_time, w.batch, w.hidden} {}
 
   dnnl::lstm_forward::primitive_desc forward_pd(dnnl::prop_kind kind) const {
-    dnnl::lstm_forward::desc d(kind, dnnl::rnn_direction::unidirectional_left2right, md(src, tag::tnc),
-                               md(iter, tag::ldnc), md(iter, tag::ldnc), md(wl, tag::any), md(wi, tag::any),
-                               md(bias, tag::ldgo), md(dst, tag::tnc), md(iter, tag::ldnc), md(iter, tag::ldnc));
+    dnnl::lstm_forward::desc d(kind, dnnl::rnn_direction::unidirectional_left2right, md(src, tag::tnc, type),
+                               md(iter, tag::ldnc, type), md(iter, tag::ldnc), md(wl, tag::any, type),
+                               md(wi, tag::any, type), md(bias, tag::ldgo), md(dst, tag::tnc, type),
+                               md(iter, tag::ldnc, type), md(iter, tag::ldnc));
     return {d, eng};
   }
 };
@@ -82,11 +104,12 @@ void counters(benchmark::State& state, const Workload& w, double flops) {
   state.SetItemsProcessed(state.iterations() * w.batch);
 }
 
-void BM_Forward(benchmark::State& state, const Workload& w) {
+void BM_Forward(benchmark::State& state, const Workload& w, memory::data_type type) {
   set_threads(state);
-  Lstm l(w);
+  Lstm l(w, type);
   const auto pd = l.forward_pd(dnnl::prop_kind::forward_inference);
-  auto user_wl = filled(md(l.wl, tag::ldigo), l.eng, 0.01f), user_wi = filled(md(l.wi, tag::ldigo), l.eng, 0.01f);
+  auto user_wl = filled(md(l.wl, tag::ldigo, type), l.eng, 0.01f);
+  auto user_wi = filled(md(l.wi, tag::ldigo, type), l.eng, 0.01f);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, filled(pd.src_layer_desc(), l.eng, 0.5f)},
       {DNNL_ARG_SRC_ITER, filled(pd.src_iter_desc(), l.eng, 0.0f)},
@@ -108,19 +131,20 @@ void BM_Forward(benchmark::State& state, const Workload& w) {
   counters(state, w, bench::forward_flops(w, bench::lengths_of(w)));
 }
 
-void BM_Train(benchmark::State& state, const Workload& w) {
+void BM_Train(benchmark::State& state, const Workload& w, memory::data_type type) {
   set_threads(state);
-  Lstm l(w);
+  Lstm l(w, type);
   const auto fpd = l.forward_pd(dnnl::prop_kind::forward_training);
   dnnl::lstm_backward::desc bd(
-      dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right, md(l.src, tag::tnc),
-      md(l.iter, tag::ldnc), md(l.iter, tag::ldnc), md(l.wl, tag::any), md(l.wi, tag::any), md(l.bias, tag::ldgo),
-      md(l.dst, tag::tnc), md(l.iter, tag::ldnc), md(l.iter, tag::ldnc), md(l.src, tag::tnc), md(l.iter, tag::ldnc),
-      md(l.iter, tag::ldnc), md(l.wl, tag::any), md(l.wi, tag::any), md(l.bias, tag::ldgo), md(l.dst, tag::tnc),
-      md(l.iter, tag::ldnc), md(l.iter, tag::ldnc));
+      dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right, md(l.src, tag::tnc, type),
+      md(l.iter, tag::ldnc, type), md(l.iter, tag::ldnc), md(l.wl, tag::any, type), md(l.wi, tag::any, type),
+      md(l.bias, tag::ldgo), md(l.dst, tag::tnc, type), md(l.iter, tag::ldnc, type), md(l.iter, tag::ldnc),
+      md(l.src, tag::tnc), md(l.iter, tag::ldnc), md(l.iter, tag::ldnc), md(l.wl, tag::any), md(l.wi, tag::any),
+      md(l.bias, tag::ldgo), md(l.dst, tag::tnc), md(l.iter, tag::ldnc), md(l.iter, tag::ldnc));
   const dnnl::lstm_backward::primitive_desc bpd(bd, l.eng, fpd);
 
-  auto user_wl = filled(md(l.wl, tag::ldigo), l.eng, 0.01f), user_wi = filled(md(l.wi, tag::ldigo), l.eng, 0.01f);
+  auto user_wl = filled(md(l.wl, tag::ldigo, type), l.eng, 0.01f);
+  auto user_wi = filled(md(l.wi, tag::ldigo, type), l.eng, 0.01f);
   memory src = filled(fpd.src_layer_desc(), l.eng, 0.5f), h0 = filled(fpd.src_iter_desc(), l.eng, 0.0f),
          c0 = filled(fpd.src_iter_c_desc(), l.eng, 0.0f), b = filled(fpd.bias_desc(), l.eng, 0.0f),
          dst = memory(fpd.dst_layer_desc(), l.eng), hT = memory(fpd.dst_iter_desc(), l.eng),
@@ -163,12 +187,15 @@ void BM_Train(benchmark::State& state, const Workload& w) {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  for (const Workload& w : bench::kWorkloads)
-    benchmark::RegisterBenchmark((std::string("onednn/forward/") + w.name).c_str(), BM_Forward, w)
-        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-  for (const Workload& w : bench::kWorkloads)
-    benchmark::RegisterBenchmark((std::string("onednn/train/") + w.name).c_str(), BM_Train, w)
-        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  using type = memory::data_type;
+  for (const auto& [system, data] : {std::pair<std::string, type>{"onednn", type::f32}, {"onednn-bf16", type::bf16}}) {
+    for (const Workload& w : bench::kWorkloads)
+      benchmark::RegisterBenchmark((system + "/forward/" + w.name).c_str(), BM_Forward, w, data)
+          ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+    for (const Workload& w : bench::kWorkloads)
+      benchmark::RegisterBenchmark((system + "/train/" + w.name).c_str(), BM_Train, w, data)
+          ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
