@@ -1,7 +1,8 @@
 // dynrnn benchmarks: LSTM forward inference and a full training step, in float, at 1 and
 // 2 threads, for the workloads of workloads.hpp (S, M, M-var, L). The rows named
 // dynrnn-bf16... run the same steps with the cell's products in bfloat16
-// (cell.set_precision(dynrnn::Precision::bfloat16)), on the kernels cpu_isa() allows.
+// (cell.set_precision(dynrnn::Precision::bfloat16), or the model's), on the kernels
+// cpu_isa() allows; in each form the float32 rows have.
 //
 // Counters: GFLOP (a rate) counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
 // (row, step) for forward and 3× that for training with input gradients (forward,
@@ -140,13 +141,14 @@ void BM_TrainStep(benchmark::State& state, Workload w, dynrnn::InputGradients in
 // The same training step as BM_TrainStep's reusing form, through SequenceModel::train_step:
 // what the model layer costs over the hand-written step.
 template <class Scalar>
-void BM_ModelTrainStep(benchmark::State& state, Workload w) {
+void BM_ModelTrainStep(benchmark::State& state, Workload w, dynrnn::Precision precision) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::Rng rng(2);
   dynrnn::SequenceModel<dynrnn::LSTMCell<Scalar>> model(dynrnn::Input::features(w.input),
                                                         dynrnn::LSTMCell<Scalar>(w.input, w.hidden),
                                                         dynrnn::Output::classes(kClasses));
   model.set_optimizer(dynrnn::RMSProp<Scalar>(Scalar(0.001)));
+  model.set_precision(precision);
   dynrnn::SequenceBatch<Scalar> batch;
   batch.features.resize(w.max_time, w.batch, w.input);
   batch.features.setRandom();
@@ -202,12 +204,18 @@ int main(int argc, char** argv) {
     for (const Workload& w : bench::kWorkloads)
       add(system + "-dx/train/" + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing, precision);
   }
+  for (const auto& [system, precision] :
+       {std::pair<std::string, Precision>{"dynrnn-returning", Precision::float32},
+        std::pair<std::string, Precision>{"dynrnn-bf16-returning", Precision::bfloat16}}) {
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision);
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning, precision);
+  }
   for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning, Precision::float32);
+    add(std::string("dynrnn-model/train/") + w.name, BM_ModelTrainStep<float>, w, Precision::float32);
   for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-returning/train/") + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning,
-        Precision::float32);
-  for (const Workload& w : bench::kWorkloads) add(std::string("dynrnn-model/train/") + w.name, BM_ModelTrainStep<float>, w);
+    add(std::string("dynrnn-bf16-model/train/") + w.name, BM_ModelTrainStep<float>, w, Precision::bfloat16);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
