@@ -21,7 +21,9 @@ mkdir -p "$out"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 targets=(dynrnn_benchmarks gemm_peak_benchmarks)
 # The oneDNN peer is built only when oneDNN is usable (cmake/dynrnnOptionalDependencies.cmake).
-if cmake --build "$build" --target help | grep -q onednn_lstm_benchmarks; then targets+=(onednn_lstm_benchmarks); fi
+if cmake --build "$build" --target help | grep -q onednn_lstm_benchmarks; then
+  targets+=(onednn_lstm_benchmarks onednn_accuracy)
+fi
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"
 
 gbench=(--benchmark_repetitions="$reps" --benchmark_report_aggregates_only=true --benchmark_out_format=json)
@@ -52,4 +54,10 @@ fi
   echo "dynrnn $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $(c++ --version | head -1), Eigen $(dpkg-query -W -f='${Version}' libeigen3-dev 2>/dev/null), oneDNN $(dpkg-query -W -f='${Version}' libdnnl-dev 2>/dev/null || echo '-'), PyTorch $(/usr/bin/python3 -c 'import torch; print(torch.__version__)' 2>/dev/null || echo '-')."
   echo
   python3 benchmarks/compare.py "$out"
+  if [ -x "$build/benchmarks/onednn_accuracy" ]; then
+    echo
+    echo "bfloat16 against float32 (relative Frobenius difference), each system on the same inputs:"
+    echo
+    "$build/benchmarks/onednn_accuracy" ${filter:+"$filter"}
+  fi
 } | tee "$out/table.md"

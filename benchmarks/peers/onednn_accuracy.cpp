@@ -1,0 +1,204 @@
+// How far each system's bfloat16 LSTM is from its own float32 LSTM, dynrnn and oneDNN on the
+// same inputs, weights and output gradients: the relative (Frobenius) difference of the
+// outputs and of the weight gradients, on the benchmark workloads M and L (workloads.hpp).
+//
+// The weights are one LSTMCell's, drawn as its constructor draws them, with forget_bias 0
+// and a zero bias, copied into oneDNN's layout (gates i, f, c, o against TensorFlow's i, j,
+// f, o); x and the output gradient are uniform in [-1, 1). Before comparing precisions the
+// program checks that the two systems' float32 results agree (to about 1e-6), which proves
+// that they ran the same LSTM. oneDNN's bf16 LSTM takes x, h, the weights and the outputs in
+// bfloat16 and the bias, c and every gradient in float32.
+//
+//   onednn_accuracy            # M and L
+//   onednn_accuracy M          # one workload
+#include "../workloads.hpp"
+
+#include <dynrnn/dynrnn.hpp>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using bench::Workload;
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// ||a - b|| / ||b|| over n floats.
+double relative(const float* a, const float* b, std::size_t n) {
+  double diff = 0, norm = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    diff += (double(a[k]) - double(b[k])) * (double(a[k]) - double(b[k]));
+    norm += double(b[k]) * double(b[k]);
+  }
+  return std::sqrt(diff / norm);
+}
+
+// Our gate block (TensorFlow's i, j, f, o) of oneDNN's gate g (i, f, c, o).
+constexpr int kOurBlock[4] = {0, 2, 1, 3};
+
+// Rows [row0, row0 + rows) of the kernel (rows, 4H) in oneDNN's ldigo order, or back.
+std::vector<float> to_ldigo(const dynrnn::Matrix<float>& kernel, dynrnn::Index row0, dynrnn::Index rows,
+                            dynrnn::Index H) {
+  std::vector<float> out(std::size_t(rows * 4 * H));
+  for (dynrnn::Index i = 0; i < rows; ++i)
+    for (int g = 0; g < 4; ++g)
+      for (dynrnn::Index o = 0; o < H; ++o)
+        out[std::size_t((i * 4 + g) * H + o)] = kernel(row0 + i, kOurBlock[g] * H + o);
+  return out;
+}
+
+void from_ldigo(const float* w, dynrnn::Index row0, dynrnn::Index rows, dynrnn::Index H,
+                dynrnn::Matrix<float>& kernel) {
+  for (dynrnn::Index i = 0; i < rows; ++i)
+    for (int g = 0; g < 4; ++g)
+      for (dynrnn::Index o = 0; o < H; ++o) kernel(row0 + i, kOurBlock[g] * H + o) = w[(i * 4 + g) * H + o];
+}
+
+struct Results {
+  std::vector<float> outputs;   // [T, B, H]
+  dynrnn::Matrix<float> dkernel;  // (I + H, 4H), our layout
+};
+
+Results run_dynrnn(const dynrnn::LSTMCell<float>& cell, const dynrnn::Tensor3<float>& x,
+                   const std::vector<int>& lengths, const dynrnn::Tensor3<float>& dy) {
+  const auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
+  const auto g = dynrnn::dynamic_rnn_backward(cell, fwd, dy);
+  return {std::vector<float>(fwd.outputs.data(), fwd.outputs.data() + fwd.outputs.size()), g.kernel};
+}
+
+// A user-layout float32 tensor in the layout and type `want`, through a reorder.
+memory converted(const std::vector<float>& data, const memory::dims& dims, tag t, const memory::desc& want,
+                 const dnnl::engine& eng, dnnl::stream& s) {
+  memory user({dims, dt::f32, t}, eng);
+  std::memcpy(user.get_data_handle(), data.data(), data.size() * sizeof(float));
+  memory out(want, eng);
+  dnnl::reorder(user, out).execute(s, user, out);
+  s.wait();
+  return out;
+}
+
+// `m` read back as float32 in the plain layout t.
+std::vector<float> read(const memory& m, const memory::dims& dims, tag t, const dnnl::engine& eng, dnnl::stream& s) {
+  memory user({dims, dt::f32, t}, eng);
+  dnnl::reorder(m, user).execute(s, const_cast<memory&>(m), user);
+  s.wait();
+  const auto* p = static_cast<const float*>(user.get_data_handle());
+  return std::vector<float>(p, p + user.get_desc().get_size() / sizeof(float));
+}
+
+Results run_onednn(const dynrnn::LSTMCell<float>& cell, const Workload& w, const dynrnn::Tensor3<float>& x,
+                   const dynrnn::Tensor3<float>& dy, dt type) {
+  const memory::dim T = w.max_time, B = w.batch, I = w.input, H = w.hidden;
+  const memory::dims src{T, B, I}, iter{1, 1, B, H}, wl{1, 1, I, 4, H}, wi{1, 1, H, 4, H}, bias{1, 1, 4, H},
+      dst{T, B, H};
+  const auto md = [](const memory::dims& d, tag t, dt ty) { return memory::desc(d, ty, t); };
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  const auto dir = dnnl::rnn_direction::unidirectional_left2right;
+  const dnnl::lstm_forward::desc fd(dnnl::prop_kind::forward_training, dir, md(src, tag::tnc, type),
+                                    md(iter, tag::ldnc, type), md(iter, tag::ldnc, dt::f32), md(wl, tag::any, type),
+                                    md(wi, tag::any, type), md(bias, tag::ldgo, dt::f32), md(dst, tag::tnc, type),
+                                    md(iter, tag::ldnc, type), md(iter, tag::ldnc, dt::f32));
+  const dnnl::lstm_forward::primitive_desc fpd(fd, eng);
+  const dnnl::lstm_backward::desc bd(
+      dnnl::prop_kind::backward, dir, md(src, tag::tnc, type), md(iter, tag::ldnc, type),
+      md(iter, tag::ldnc, dt::f32), md(wl, tag::any, type), md(wi, tag::any, type), md(bias, tag::ldgo, dt::f32),
+      md(dst, tag::tnc, type), md(iter, tag::ldnc, type), md(iter, tag::ldnc, dt::f32), md(src, tag::tnc, dt::f32),
+      md(iter, tag::ldnc, dt::f32), md(iter, tag::ldnc, dt::f32), md(wl, tag::any, dt::f32),
+      md(wi, tag::any, dt::f32), md(bias, tag::ldgo, dt::f32), md(dst, tag::tnc, dt::f32),
+      md(iter, tag::ldnc, dt::f32), md(iter, tag::ldnc, dt::f32));
+  const dnnl::lstm_backward::primitive_desc bpd(bd, eng, fpd);
+
+  const std::vector<float> x_data(x.data(), x.data() + x.size()), dy_data(dy.data(), dy.data() + dy.size());
+  const std::vector<float> zeros_iter(std::size_t(B * H), 0.0f), zeros_bias(std::size_t(4 * H), 0.0f);
+  memory x_m = converted(x_data, src, tag::tnc, fpd.src_layer_desc(), eng, s);
+  memory h0 = converted(zeros_iter, iter, tag::ldnc, fpd.src_iter_desc(), eng, s);
+  memory c0 = converted(zeros_iter, iter, tag::ldnc, fpd.src_iter_c_desc(), eng, s);
+  memory b = converted(zeros_bias, bias, tag::ldgo, fpd.bias_desc(), eng, s);
+  memory w_layer = converted(to_ldigo(cell.kernel(), 0, I, H), wl, tag::ldigo, fpd.weights_layer_desc(), eng, s);
+  memory w_iter = converted(to_ldigo(cell.kernel(), I, H, H), wi, tag::ldigo, fpd.weights_iter_desc(), eng, s);
+  memory y(fpd.dst_layer_desc(), eng), hT(fpd.dst_iter_desc(), eng), cT(fpd.dst_iter_c_desc(), eng),
+      ws(fpd.workspace_desc(), eng);
+  dnnl::lstm_forward(fpd).execute(s, {{DNNL_ARG_SRC_LAYER, x_m}, {DNNL_ARG_SRC_ITER, h0}, {DNNL_ARG_SRC_ITER_C, c0},
+                                      {DNNL_ARG_WEIGHTS_LAYER, w_layer}, {DNNL_ARG_WEIGHTS_ITER, w_iter},
+                                      {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST_LAYER, y}, {DNNL_ARG_DST_ITER, hT},
+                                      {DNNL_ARG_DST_ITER_C, cT}, {DNNL_ARG_WORKSPACE, ws}});
+  s.wait();
+
+  // The backward pass reads the weights in its own layout, and writes float32 gradients.
+  memory bw_layer = converted(to_ldigo(cell.kernel(), 0, I, H), wl, tag::ldigo, bpd.weights_layer_desc(), eng, s);
+  memory bw_iter = converted(to_ldigo(cell.kernel(), I, H, H), wi, tag::ldigo, bpd.weights_iter_desc(), eng, s);
+  memory dw_layer = converted(std::vector<float>(std::size_t(I * 4 * H), 0.0f), wl, tag::ldigo,
+                              bpd.diff_weights_layer_desc(), eng, s);
+  memory dw_iter = converted(std::vector<float>(std::size_t(H * 4 * H), 0.0f), wi, tag::ldigo,
+                             bpd.diff_weights_iter_desc(), eng, s);
+  memory d_bias = converted(zeros_bias, bias, tag::ldgo, bpd.diff_bias_desc(), eng, s);
+  memory dy_m = converted(dy_data, dst, tag::tnc, bpd.diff_dst_layer_desc(), eng, s);
+  memory dh_T = converted(zeros_iter, iter, tag::ldnc, bpd.diff_dst_iter_desc(), eng, s);
+  memory dc_T = converted(zeros_iter, iter, tag::ldnc, bpd.diff_dst_iter_c_desc(), eng, s);
+  memory dx(bpd.diff_src_layer_desc(), eng), dh0(bpd.diff_src_iter_desc(), eng), dc0(bpd.diff_src_iter_c_desc(), eng);
+  dnnl::lstm_backward(bpd).execute(
+      s, {{DNNL_ARG_SRC_LAYER, x_m}, {DNNL_ARG_SRC_ITER, h0}, {DNNL_ARG_SRC_ITER_C, c0},
+          {DNNL_ARG_WEIGHTS_LAYER, bw_layer}, {DNNL_ARG_WEIGHTS_ITER, bw_iter}, {DNNL_ARG_BIAS, b},
+          {DNNL_ARG_DST_LAYER, y}, {DNNL_ARG_DST_ITER, hT}, {DNNL_ARG_DST_ITER_C, cT}, {DNNL_ARG_WORKSPACE, ws},
+          {DNNL_ARG_DIFF_SRC_LAYER, dx}, {DNNL_ARG_DIFF_SRC_ITER, dh0}, {DNNL_ARG_DIFF_SRC_ITER_C, dc0},
+          {DNNL_ARG_DIFF_WEIGHTS_LAYER, dw_layer}, {DNNL_ARG_DIFF_WEIGHTS_ITER, dw_iter},
+          {DNNL_ARG_DIFF_BIAS, d_bias}, {DNNL_ARG_DIFF_DST_LAYER, dy_m}, {DNNL_ARG_DIFF_DST_ITER, dh_T},
+          {DNNL_ARG_DIFF_DST_ITER_C, dc_T}});
+  s.wait();
+
+  Results r{read(y, dst, tag::tnc, eng, s), dynrnn::Matrix<float>(I + H, 4 * H)};
+  from_ldigo(read(dw_layer, wl, tag::ldigo, eng, s).data(), 0, I, H, r.dkernel);
+  from_ldigo(read(dw_iter, wi, tag::ldigo, eng, s).data(), I, H, H, r.dkernel);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string only = argc > 1 ? argv[1] : "";
+  std::printf("| workload | system | outputs: bf16 against f32 | weight gradients: bf16 against f32 |\n");
+  std::printf("|---|---|---|---|\n");
+  for (const Workload& w : bench::kWorkloads) {
+    const std::string name = w.name;
+    if (only.empty() ? (name != "M" && name != "L") : name != only) continue;
+    dynrnn::LSTMCell<float> cell(w.input, w.hidden, 0.0f);  // forget_bias 0: oneDNN has none
+    dynrnn::Rng rng(7);
+    dynrnn::Tensor3<float> x(w.max_time, w.batch, w.input), dy(w.max_time, w.batch, w.hidden);
+    for (dynrnn::Index k = 0; k < x.size(); ++k) x.data()[k] = float(dynrnn::uniform(rng, -1, 1));
+    for (dynrnn::Index k = 0; k < dy.size(); ++k) dy.data()[k] = float(dynrnn::uniform(rng, -1, 1));
+    const std::vector<int> lengths(std::size_t(w.batch), int(w.max_time));  // oneDNN runs whole sequences
+
+    const Results ours32 = run_dynrnn(cell, x, lengths, dy);
+    cell.set_precision(dynrnn::Precision::bfloat16);
+    const Results ours16 = run_dynrnn(cell, x, lengths, dy);
+    const Results theirs32 = run_onednn(cell, w, x, dy, dt::f32);
+    const Results theirs16 = run_onednn(cell, w, x, dy, dt::bf16);
+
+    const std::size_t n_out = ours32.outputs.size(), n_dw = std::size_t(ours32.dkernel.size());
+    const double same_out = relative(theirs32.outputs.data(), ours32.outputs.data(), n_out);
+    const double same_dw = relative(theirs32.dkernel.data(), ours32.dkernel.data(), n_dw);
+    if (same_out > 1e-4 || same_dw > 1e-4) {
+      std::fprintf(stderr, "onednn_accuracy: %s: the float32 LSTMs disagree (outputs %.2e, weight gradients %.2e)\n",
+                   w.name, same_out, same_dw);
+      return 1;
+    }
+    std::printf("| %s | dynrnn | %.2e | %.2e |\n", w.name, relative(ours16.outputs.data(), ours32.outputs.data(), n_out),
+                relative(ours16.dkernel.data(), ours32.dkernel.data(), n_dw));
+    std::printf("| %s | oneDNN | %.2e | %.2e |\n", w.name,
+                relative(theirs16.outputs.data(), theirs32.outputs.data(), n_out),
+                relative(theirs16.dkernel.data(), theirs32.dkernel.data(), n_dw));
+    std::printf("(%s: dynrnn's and oneDNN's float32 results agree to %.1e (outputs), %.1e (weight gradients))\n",
+                w.name, same_out, same_dw);
+    std::fflush(stdout);
+  }
+  return 0;
+}
