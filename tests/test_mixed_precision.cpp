@@ -8,25 +8,13 @@
 // - every cell and topology against its own float32 result: within 1e-2, as the issue asks,
 //   and above 1e-5, which proves that the products were rounded.
 // The fast and the portable kernels must give the same bits for a whole training pass.
-#include "bfloat16_reference.hpp"
+#include "reduced_precision_support.hpp"
 #include "support.hpp"
 
 #include <cstdio>
 
 namespace dynrnn::test {
 namespace {
-
-// Runs a scope with the kernels limited to `isa` and restores the limit after.
-class WithIsa {
- public:
-  explicit WithIsa(CpuIsa isa) : saved_(max_cpu_isa()) { set_max_cpu_isa(isa); }
-  ~WithIsa() { set_max_cpu_isa(saved_); }
-  WithIsa(const WithIsa&) = delete;
-  WithIsa& operator=(const WithIsa&) = delete;
-
- private:
-  CpuIsa saved_;
-};
 
 const std::vector<int> kLengths = {9, 3, 0, 7, 9, 1};
 

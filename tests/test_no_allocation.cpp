@@ -6,6 +6,8 @@
 // Eigen uses). This file is its own test executable so the counters see only these tests.
 #include <dynrnn/dynrnn.hpp>
 
+#include "reduced_precision_support.hpp"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -240,9 +242,8 @@ TEST(NoAllocation, ReducedPrecisionProductsAfterTheFirst) {
 #endif
   const Matrix<float> w = Matrix<float>::Random(128, 512), a = Matrix<float>::Random(600, 128);
   Matrix<float> c(600, 512);
-  const CpuIsa saved = max_cpu_isa();
   for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
-    set_max_cpu_isa(isa);
+    const WithIsa limit(isa);
     Bf16PackedRightGemm bf16;
     Int8PackedRightGemm int8;
     bf16.pack(w, Op::N);
@@ -258,7 +259,6 @@ TEST(NoAllocation, ReducedPrecisionProductsAfterTheFirst) {
     }
     EXPECT_EQ(g_allocations - before, 0) << to_string(bf16.isa()) << ", " << to_string(int8.isa());
   }
-  set_max_cpu_isa(saved);
 }
 
 // A dense layer over every step of a character model's batch: products far above the size
@@ -377,9 +377,8 @@ TEST(NoAllocation, EveryCellAfterTheFirstPass) {
 // pass either (the products' workspaces are sized in it).
 TEST(NoAllocation, EveryCellInBfloat16AfterTheFirstPass) {
   DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
-  const CpuIsa saved = max_cpu_isa();
   for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
-    set_max_cpu_isa(isa);
+    const WithIsa limit(isa);
     SCOPED_TRACE(to_string(std::min(isa, detected_cpu_isa())));
     const auto bf16 = [](auto cell) {
       cell.set_precision(Precision::bfloat16);
@@ -400,7 +399,6 @@ TEST(NoAllocation, EveryCellInBfloat16AfterTheFirstPass) {
     stack.set_precision(Precision::bfloat16);
     EXPECT_EQ(allocations_after_first_pass(stack), 0);
   }
-  set_max_cpu_isa(saved);
 }
 
 // dynrnn's parallel loops allocate nothing once the pool's helpers exist (an OpenMP region,

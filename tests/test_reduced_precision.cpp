@@ -13,7 +13,7 @@
 #include <dynrnn/precision/bfloat16_gemm.hpp>
 #include <dynrnn/precision/int8_gemm.hpp>
 
-#include "bfloat16_reference.hpp"
+#include "reduced_precision_support.hpp"
 
 #include <gtest/gtest.h>
 
@@ -35,6 +35,7 @@ using dynrnn::Op;
 using Mat = dynrnn::Matrix<float>;
 
 using dynrnn::test::bf16;
+using dynrnn::test::WithIsa;
 
 // C = alpha · A · W (+ bias) + beta · C0 as the file comment defines it; W is (K, N).
 Mat reference(const Mat& A, const Mat& W, float alpha, float beta, const Mat& C0, const float* bias) {
@@ -61,18 +62,6 @@ Mat normal(Index rows, Index cols, std::mt19937& rng, float scale = 1.0f) {
   for (Index k = 0; k < m.size(); ++k) m.data()[k] = d(rng);
   return m;
 }
-
-// Runs the whole test with the kernels limited to `isa`, and restores the limit after.
-class WithIsa {
- public:
-  explicit WithIsa(CpuIsa isa) : saved_(dynrnn::max_cpu_isa()) { dynrnn::set_max_cpu_isa(isa); }
-  ~WithIsa() { dynrnn::set_max_cpu_isa(saved_); }
-  WithIsa(const WithIsa&) = delete;
-  WithIsa& operator=(const WithIsa&) = delete;
-
- private:
-  CpuIsa saved_;
-};
 
 bool have_bf16() { return dynrnn::detected_cpu_isa() >= CpuIsa::avx512_core_bf16; }
 bool have_vnni() { return dynrnn::detected_cpu_isa() >= CpuIsa::avx512_core_vnni; }

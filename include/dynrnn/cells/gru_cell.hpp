@@ -246,13 +246,11 @@ class GRUCell : public PrecisionSetting<Scalar_> {
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
-      cache.recurrent_gemm.pack(W_h, Op::N, precision());
+      cache.recurrent_gemm.pack(W_h, Op::N, precision(), rows);
     } else {
-      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, precision());
-      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, precision());
-      cache.candidate_gemm.reserve(rows);
+      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, precision(), rows);
+      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, precision(), rows);
     }
-    cache.recurrent_gemm.reserve(rows);
     detail::seed_first_step(s, s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -323,13 +321,11 @@ class GRUCell : public PrecisionSetting<Scalar_> {
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
     if (after) {
-      ws.recurrent_gemm.pack(W_h, Op::T, precision());
+      ws.recurrent_gemm.pack(W_h, Op::T, precision(), rows);
     } else {
-      ws.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::T, precision());
-      ws.candidate_gemm.pack(W_h.rightCols(H), Op::T, precision());
-      ws.candidate_gemm.reserve(rows);
+      ws.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::T, precision(), rows);
+      ws.candidate_gemm.pack(W_h.rightCols(H), Op::T, precision(), rows);
     }
-    ws.recurrent_gemm.reserve(rows);
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;

@@ -358,12 +358,8 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
-    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision());  // W_h, (R, 4H)
-    cache.recurrent_gemm.reserve(rows);
-    if (proj) {
-      cache.projection_gemm.pack(projection_, Op::N, precision());  // (H, R)
-      cache.projection_gemm.reserve(rows);
-    }
+    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision(), rows);  // W_h, (R, 4H)
+    if (proj) cache.projection_gemm.pack(projection_, Op::N, precision(), rows);  // (H, R)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
@@ -443,12 +439,8 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
-    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, precision());  // W_hᵀ, (4H, R)
-    ws.recurrent_gemm.reserve(rows);
-    if (proj) {
-      ws.projection_gemm.pack(projection_, Op::T, precision());  // (R, H)
-      ws.projection_gemm.reserve(rows);
-    }
+    ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, precision(), rows);  // W_hᵀ, (4H, R)
+    if (proj) ws.projection_gemm.pack(projection_, Op::T, precision(), rows);  // (R, H)
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -491,7 +483,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
-    // (the column sums) from the same packed slices.
+    // (the column sums), from the same packed slices in float32 (MixedWeightGemm::transposed_pair).
     ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
                                    cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data(), precision());
     if (proj) ws.weight_gemm(grads.projection, cache.m, ws.d_proj, Scalar(1), Scalar(1), precision());

@@ -193,8 +193,7 @@ class RNNCell : public PrecisionSetting<Scalar_> {
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision());  // W_h, (H, H)
-    cache.recurrent_gemm.reserve(rows);
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision(), rows);  // W_h, (H, H)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     const bool relu = activation_ == RNNActivation::relu;
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
@@ -233,8 +232,7 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     auto& dh_next = dstate.h;
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
-    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, precision());  // W_hᵀ, (H, H)
-    ws.recurrent_gemm.reserve(rows);
+    ws.recurrent_gemm.pack(kernel_.bottomRows(H), Op::T, precision(), rows);  // W_hᵀ, (H, H)
     const bool relu = activation_ == RNNActivation::relu;
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index, Index o, Index r0, Index r1) {
@@ -251,7 +249,7 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
-    // (the column sums) from the same packed slices.
+    // (the column sums), from the same packed slices in float32 (MixedWeightGemm::transposed_pair).
     ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(H),
                                    cache.h_prev, ws.d_pre, Scalar(1), Scalar(1), grads.bias.data(), precision());
     if (dx == nullptr) return;

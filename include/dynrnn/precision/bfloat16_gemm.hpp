@@ -68,6 +68,14 @@ DYNRNN_BEGIN_AVX512_KERNELS
 /// The AVX-512 BF16 kernel; see the file comment and dot_panels.hpp. Sizes in bfloat16
 /// elements.
 struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
+  /// The 16 k-pairs (even[l], odd[l]) rounded to bfloat16, each one 32-bit lane with the
+  /// even k in its low half, as vdpbf16ps reads a pair.
+  DYNRNN_TARGET_AVX512_BF16 static __m512i pairs_of(__m512 even, __m512 odd) {
+    const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(even));
+    const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(odd));
+    return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+  }
+
   /// pack() of the panels [first, last) of W as stored, (K, N) with row stride `stride`,
   /// vectorised: each k-pair's two rows are rounded 16 columns at a time and interleaved into
   /// 32-bit lanes (the even k in the low half). The weight gradients pack their right operand
@@ -85,9 +93,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
           const __m512 even = _mm512_maskz_loadu_ps(mask, w + 2 * q * stride + j);
           const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, w + (2 * q + 1) * stride + j)
                                            : _mm512_setzero_ps();
-          const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(even));
-          const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(odd));
-          _mm512_storeu_si512(panel + (q * packets + v) * 2 * kPacket, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+          _mm512_storeu_si512(panel + (q * packets + v) * 2 * kPacket, pairs_of(even, odd));
         }
     }
   }
@@ -114,7 +120,8 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
           const __mmask16 hi_mask = __mmask16(hi == kPacket ? 0xffffu : (1u << hi) - 1);
           const bool column = j < N;  // past N the panel holds zeros
           const __m512 low = column ? _mm512_maskz_loadu_ps(lo_mask, w + j * stride + k) : _mm512_setzero_ps();
-          const __m512 high = column ? _mm512_maskz_loadu_ps(hi_mask, w + j * stride + k + kPacket) : _mm512_setzero_ps();
+          const __m512 high =
+              column ? _mm512_maskz_loadu_ps(hi_mask, w + j * stride + k + kPacket) : _mm512_setzero_ps();
           const Index words = std::min<Index>(kPacket, (Kp - k) / 2);
           const __mmask16 store = __mmask16(words == kPacket ? 0xffffu : (1u << words) - 1);
           _mm512_mask_i32scatter_epi32(panel + (k / 2 * width + c) * 2, store, pairs,
@@ -138,9 +145,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
       for (Index q = 0; q < Kp / 2; ++q) {
         const __m512 even = _mm512_maskz_loadu_ps(mask, a + 2 * q * lda + i);
         const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, a + (2 * q + 1) * lda + i) : _mm512_setzero_ps();
-        const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(even));
-        const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(odd));
-        _mm512_mask_i32scatter_epi32(dst + i * Kp + 2 * q, mask, rows, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)), 4);
+        _mm512_mask_i32scatter_epi32(dst + i * Kp + 2 * q, mask, rows, pairs_of(even, odd), 4);
       }
     }
   }

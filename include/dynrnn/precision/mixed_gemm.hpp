@@ -63,6 +63,10 @@ void check_precision(const char* function, Precision precision) {
 
 struct NoBf16Gemm {};  // in place of Bf16PackedRightGemm for scalars other than float
 
+// The bfloat16 product of a cell of Scalar: Bf16PackedRightGemm for float, none otherwise.
+template <class Scalar>
+using Bf16GemmFor = std::conditional_t<std::is_same_v<Scalar, float>, Bf16PackedRightGemm, NoBf16Gemm>;
+
 }  // namespace detail
 
 /// \brief The precision setting every cell has (LSTMCell, GRUCell, RNNCell derive from it):
@@ -100,14 +104,20 @@ class MixedRightGemm {
   using MatrixRef = Eigen::Ref<Matrix<Scalar>>;             ///< Writable row-major block.
   using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;  ///< Read-only row-major block.
 
-  /// \brief Packs op(W), (K, N), for products in `precision` until the next pack().
+  /// \brief Packs op(W), (K, N), for products in `precision` until the next pack(), with
+  /// room for `loop_rows` rows in the workspace of rows() (0 when only operator() runs).
   /// \throws std::invalid_argument when the precision is not one a cell of Scalar can use.
-  void pack(const ConstMatrixRef& W, Op op, Precision precision) {
+  void pack(const ConstMatrixRef& W, Op op, Precision precision, Index loop_rows = 0) {
     detail::check_precision<Scalar>("MixedRightGemm::pack", precision);
     bf16_ = precision == Precision::bfloat16;
     if constexpr (std::is_same_v<Scalar, float>) {
-      if (bf16_) return reduced_.pack(W, op);
+      if (bf16_) {
+        reduced_.pack(W, op);
+        reduced_.reserve(loop_rows);
+        return;
+      }
     }
+    (void)loop_rows;
     float32_.pack(W, op);
   }
 
@@ -122,19 +132,10 @@ class MixedRightGemm {
     float32_(C, A, alpha, beta, bias);
   }
 
-  /// \brief Makes room for `n` rows in the workspace of rows(); call it after pack() and
-  /// before a loop whose threads call rows().
-  void reserve(Index n) {
-    if constexpr (std::is_same_v<Scalar, float>) {
-      if (bf16_) reduced_.reserve(n);
-    }
-    (void)n;
-  }
-
   /// \brief operator() on the calling thread alone, without a bias; threads may call it at
   /// once on disjoint rows of C, each passing as `first` the first of its rows among the
-  /// `n` given to reserve() (the bfloat16 product converts A there). Arguments are checked in
-  /// debug builds only.
+  /// `loop_rows` given to pack() (the bfloat16 product converts A there). Arguments are
+  /// checked in debug builds only.
   void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, Index first) {
     if constexpr (std::is_same_v<Scalar, float>) {
       if (bf16_) return reduced_.rows(C, A, alpha, beta, nullptr, first);
@@ -148,7 +149,7 @@ class MixedRightGemm {
 
  private:
   PackedRightGemm<Scalar> float32_;
-  std::conditional_t<std::is_same_v<Scalar, float>, Bf16PackedRightGemm, detail::NoBf16Gemm> reduced_;
+  detail::Bf16GemmFor<Scalar> reduced_;
   bool bf16_ = false;
 };
 
@@ -171,8 +172,7 @@ class MixedWeightGemm {
     detail::check_precision<Scalar>("MixedWeightGemm", precision);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (precision == Precision::bfloat16) {
-        detail::check_shape("MixedWeightGemm", "A", A, B.rows(), C.rows());
-        reduced_.pack(B, Op::N);
+        reduced_.pack(B, Op::N);  // transposed_left checks A and C against it
         return reduced_.transposed_left(C, A, alpha, beta);
       }
     }
@@ -191,6 +191,7 @@ class MixedWeightGemm {
     detail::check_precision<Scalar>(fn, precision);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (precision == Precision::bfloat16) {
+        // Both checked before either product writes.
         detail::check_shape(fn, "A1", A1, B.rows(), C1.rows());
         detail::check_shape(fn, "A2", A2, B.rows(), C2.rows());
         reduced_.pack(B, Op::N);
@@ -205,7 +206,7 @@ class MixedWeightGemm {
 
  private:
   Gemm<Scalar> float32_;
-  std::conditional_t<std::is_same_v<Scalar, float>, Bf16PackedRightGemm, detail::NoBf16Gemm> reduced_;
+  detail::Bf16GemmFor<Scalar> reduced_;
 };
 
 }  // namespace dynrnn
