@@ -195,6 +195,7 @@ int main(int argc, char** argv) {
   };
   using dynrnn::InputGradients;
   using dynrnn::Precision;
+  // Every form at each precision: dynrnn... in float32, dynrnn-bf16... in bfloat16.
   for (const auto& [system, precision] : {std::pair<std::string, Precision>{"dynrnn", Precision::float32},
                                           std::pair<std::string, Precision>{"dynrnn-bf16", Precision::bfloat16}}) {
     for (const Workload& w : bench::kWorkloads)
@@ -203,19 +204,14 @@ int main(int argc, char** argv) {
       add(system + "/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::reusing, precision);
     for (const Workload& w : bench::kWorkloads)
       add(system + "-dx/train/" + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing, precision);
-  }
-  for (const auto& [system, precision] :
-       {std::pair<std::string, Precision>{"dynrnn-returning", Precision::float32},
-        std::pair<std::string, Precision>{"dynrnn-bf16-returning", Precision::bfloat16}}) {
     for (const Workload& w : bench::kWorkloads)
-      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision);
+      add(system + "-returning/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision);
     for (const Workload& w : bench::kWorkloads)
-      add(system + "/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning, precision);
+      add(system + "-returning/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning,
+          precision);
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "-model/train/" + w.name, BM_ModelTrainStep<float>, w, precision);
   }
-  for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-model/train/") + w.name, BM_ModelTrainStep<float>, w, Precision::float32);
-  for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-bf16-model/train/") + w.name, BM_ModelTrainStep<float>, w, Precision::bfloat16);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -6,12 +6,12 @@
 // and a zero bias, copied into oneDNN's layout (gates i, f, c, o against TensorFlow's i, j,
 // f, o); x and the output gradient are uniform in [-1, 1). Before comparing precisions the
 // program checks that the two systems' float32 results agree (to about 1e-6), which proves
-// that they ran the same LSTM. oneDNN's bf16 LSTM takes x, h, the weights and the outputs in
-// bfloat16 and the bias, c and every gradient in float32.
+// that they ran the same LSTM. oneDNN's bf16 LSTM is the benchmark's (onednn_lstm_desc.hpp).
 //
 //   onednn_accuracy            # M and L
 //   onednn_accuracy M          # one workload
 #include "../workloads.hpp"
+#include "onednn_lstm_desc.hpp"
 
 #include <dynrnn/dynrnn.hpp>
 
@@ -96,26 +96,13 @@ std::vector<float> read(const memory& m, const memory::dims& dims, tag t, const 
 
 Results run_onednn(const dynrnn::LSTMCell<float>& cell, const Workload& w, const dynrnn::Tensor3<float>& x,
                    const dynrnn::Tensor3<float>& dy, dt type) {
-  const memory::dim T = w.max_time, B = w.batch, I = w.input, H = w.hidden;
-  const memory::dims src{T, B, I}, iter{1, 1, B, H}, wl{1, 1, I, 4, H}, wi{1, 1, H, 4, H}, bias{1, 1, 4, H},
-      dst{T, B, H};
-  const auto md = [](const memory::dims& d, tag t, dt ty) { return memory::desc(d, ty, t); };
+  const memory::dim B = w.batch, I = w.input, H = w.hidden;
+  const bench::OneDnnLstm l(w, type);
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   dnnl::stream s(eng);
-  const auto dir = dnnl::rnn_direction::unidirectional_left2right;
-  const dnnl::lstm_forward::desc fd(dnnl::prop_kind::forward_training, dir, md(src, tag::tnc, type),
-                                    md(iter, tag::ldnc, type), md(iter, tag::ldnc, dt::f32), md(wl, tag::any, type),
-                                    md(wi, tag::any, type), md(bias, tag::ldgo, dt::f32), md(dst, tag::tnc, type),
-                                    md(iter, tag::ldnc, type), md(iter, tag::ldnc, dt::f32));
-  const dnnl::lstm_forward::primitive_desc fpd(fd, eng);
-  const dnnl::lstm_backward::desc bd(
-      dnnl::prop_kind::backward, dir, md(src, tag::tnc, type), md(iter, tag::ldnc, type),
-      md(iter, tag::ldnc, dt::f32), md(wl, tag::any, type), md(wi, tag::any, type), md(bias, tag::ldgo, dt::f32),
-      md(dst, tag::tnc, type), md(iter, tag::ldnc, type), md(iter, tag::ldnc, dt::f32), md(src, tag::tnc, dt::f32),
-      md(iter, tag::ldnc, dt::f32), md(iter, tag::ldnc, dt::f32), md(wl, tag::any, dt::f32),
-      md(wi, tag::any, dt::f32), md(bias, tag::ldgo, dt::f32), md(dst, tag::tnc, dt::f32),
-      md(iter, tag::ldnc, dt::f32), md(iter, tag::ldnc, dt::f32));
-  const dnnl::lstm_backward::primitive_desc bpd(bd, eng, fpd);
+  const dnnl::lstm_forward::primitive_desc fpd(l.forward(dnnl::prop_kind::forward_training), eng);
+  const dnnl::lstm_backward::primitive_desc bpd(l.backward(), eng, fpd);
+  const memory::dims &src = l.src, &iter = l.iter, &wl = l.wl, &wi = l.wi, &bias = l.bias, &dst = l.dst;
 
   const std::vector<float> x_data(x.data(), x.data() + x.size()), dy_data(dy.data(), dy.data() + dy.size());
   const std::vector<float> zeros_iter(std::size_t(B * H), 0.0f), zeros_bias(std::size_t(4 * H), 0.0f);
@@ -191,7 +178,8 @@ int main(int argc, char** argv) {
                    w.name, same_out, same_dw);
       return 1;
     }
-    std::printf("| %s | dynrnn | %.2e | %.2e |\n", w.name, relative(ours16.outputs.data(), ours32.outputs.data(), n_out),
+    std::printf("| %s | dynrnn | %.2e | %.2e |\n", w.name,
+                relative(ours16.outputs.data(), ours32.outputs.data(), n_out),
                 relative(ours16.dkernel.data(), ours32.dkernel.data(), n_dw));
     std::printf("| %s | oneDNN | %.2e | %.2e |\n", w.name,
                 relative(theirs16.outputs.data(), theirs32.outputs.data(), n_out),

@@ -7,12 +7,11 @@
 // Weights are reordered into the primitive's preferred layout once, outside the timing, and
 // one untimed step runs before the clock starts, as in dynrnn's benchmarks.
 //
-// The onednn-bf16 rows run oneDNN's mixed-precision LSTM: inputs, h, weights and outputs in
-// bfloat16; bias, c and every gradient in float32 (the combination oneDNN 2.6 accepts for
-// training).
+// The onednn-bf16 rows run oneDNN's mixed-precision LSTM (onednn_lstm_desc.hpp).
 //
 //   onednn_lstm_benchmarks --benchmark_filter=M/ --benchmark_repetitions=5
 #include "../workloads.hpp"
+#include "onednn_lstm_desc.hpp"
 
 #include <benchmark/benchmark.h>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -31,10 +30,6 @@ namespace {
 using bench::Workload;
 using dnnl::memory;
 using tag = memory::format_tag;
-
-memory::desc md(const memory::dims& dims, tag t, memory::data_type type = memory::data_type::f32) {
-  return memory::desc(dims, type, t);
-}
 
 // A tensor of the plain layout `d` (float32 or bfloat16) holding `value` everywhere: filled in
 // float32 and converted by a reorder.
@@ -64,30 +59,14 @@ memory in_layout(const memory& user, const memory::desc& want, const dnnl::engin
   return m;
 }
 
-struct Lstm {
-  const Workload& w;
-  memory::data_type type;  // of the inputs, h, weights and outputs (f32 or bf16)
+// The workload's descriptors (onednn_lstm_desc.hpp) with an engine and a stream.
+struct Lstm : bench::OneDnnLstm {
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream s{eng};
-  memory::dims src, iter, wl, wi, bias, dst;
 
-  Lstm(const Workload& workload, memory::data_type data_type)
-      : w(workload),
-        type(data_type),
-        src{w.max_time, w.batch, w.input},
-        iter{1, 1, w.batch, w.hidden},
-        wl{1, 1, w.input, 4, w.hidden},
-        wi{1, 1, w.hidden, 4, w.hidden},
-        bias{1, 1, 4, w.hidden},
-        dst{w.max_time, w.batch, w.hidden} {}
+  Lstm(const Workload& w, memory::data_type type) : OneDnnLstm(w, type) {}
 
-  dnnl::lstm_forward::primitive_desc forward_pd(dnnl::prop_kind kind) const {
-    dnnl::lstm_forward::desc d(kind, dnnl::rnn_direction::unidirectional_left2right, md(src, tag::tnc, type),
-                               md(iter, tag::ldnc, type), md(iter, tag::ldnc), md(wl, tag::any, type),
-                               md(wi, tag::any, type), md(bias, tag::ldgo), md(dst, tag::tnc, type),
-                               md(iter, tag::ldnc, type), md(iter, tag::ldnc));
-    return {d, eng};
-  }
+  dnnl::lstm_forward::primitive_desc forward_pd(dnnl::prop_kind kind) const { return {forward(kind), eng}; }
 };
 
 void set_threads(benchmark::State& state) {
@@ -108,8 +87,8 @@ void BM_Forward(benchmark::State& state, const Workload& w, memory::data_type ty
   set_threads(state);
   Lstm l(w, type);
   const auto pd = l.forward_pd(dnnl::prop_kind::forward_inference);
-  auto user_wl = filled(md(l.wl, tag::ldigo, type), l.eng, 0.01f);
-  auto user_wi = filled(md(l.wi, tag::ldigo, type), l.eng, 0.01f);
+  auto user_wl = filled(Lstm::md(l.wl, tag::ldigo, type), l.eng, 0.01f);
+  auto user_wi = filled(Lstm::md(l.wi, tag::ldigo, type), l.eng, 0.01f);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, filled(pd.src_layer_desc(), l.eng, 0.5f)},
       {DNNL_ARG_SRC_ITER, filled(pd.src_iter_desc(), l.eng, 0.0f)},
@@ -135,16 +114,10 @@ void BM_Train(benchmark::State& state, const Workload& w, memory::data_type type
   set_threads(state);
   Lstm l(w, type);
   const auto fpd = l.forward_pd(dnnl::prop_kind::forward_training);
-  dnnl::lstm_backward::desc bd(
-      dnnl::prop_kind::backward, dnnl::rnn_direction::unidirectional_left2right, md(l.src, tag::tnc, type),
-      md(l.iter, tag::ldnc, type), md(l.iter, tag::ldnc), md(l.wl, tag::any, type), md(l.wi, tag::any, type),
-      md(l.bias, tag::ldgo), md(l.dst, tag::tnc, type), md(l.iter, tag::ldnc, type), md(l.iter, tag::ldnc),
-      md(l.src, tag::tnc), md(l.iter, tag::ldnc), md(l.iter, tag::ldnc), md(l.wl, tag::any), md(l.wi, tag::any),
-      md(l.bias, tag::ldgo), md(l.dst, tag::tnc), md(l.iter, tag::ldnc), md(l.iter, tag::ldnc));
-  const dnnl::lstm_backward::primitive_desc bpd(bd, l.eng, fpd);
+  const dnnl::lstm_backward::primitive_desc bpd(l.backward(), l.eng, fpd);
 
-  auto user_wl = filled(md(l.wl, tag::ldigo, type), l.eng, 0.01f);
-  auto user_wi = filled(md(l.wi, tag::ldigo, type), l.eng, 0.01f);
+  auto user_wl = filled(Lstm::md(l.wl, tag::ldigo, type), l.eng, 0.01f);
+  auto user_wi = filled(Lstm::md(l.wi, tag::ldigo, type), l.eng, 0.01f);
   memory src = filled(fpd.src_layer_desc(), l.eng, 0.5f), h0 = filled(fpd.src_iter_desc(), l.eng, 0.0f),
          c0 = filled(fpd.src_iter_c_desc(), l.eng, 0.0f), b = filled(fpd.bias_desc(), l.eng, 0.0f),
          dst = memory(fpd.dst_layer_desc(), l.eng), hT = memory(fpd.dst_iter_desc(), l.eng),
