@@ -35,6 +35,7 @@
 #include "../core/gemm.hpp"
 #include "../core/panel_kernel.hpp"
 #include "../core/parallel.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 
 #include <Eigen/Core>
@@ -43,7 +44,6 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <vector>
 
 namespace dynrnn {
 namespace detail {
@@ -263,7 +263,7 @@ class Bf16PackedRightGemm {
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_bf16) {
       const Index size = Fast::packed_size(K_, N_);
-      if (Index(packed_bf16_.size()) < size) packed_bf16_.resize(std::size_t(size));
+      grow(packed_bf16_, size);
       const Index panels = (N_ + Fast::kWidth - 1) / Fast::kWidth;
       // Rounding and interleaving cost about as much as 8 multiply-adds per element.
       detail::for_row_shares(panels, 8.0 * double(K_) * double(N_), 1, [&](Index first, Index last) {
@@ -276,14 +276,14 @@ class Bf16PackedRightGemm {
     }
 #endif
     // The portable kernel's W: Kp rows, each pair swapped, rounded (see the file comment).
-    if (staged_.size() < Kp_ * N_) staged_.resize(Kp_ * N_);
+    grow(staged_, Kp_ * N_);
     for (Index k = 0; k < Kp_; ++k)
       for (Index j = 0; j < N_; ++j) {
         const Index from = k ^ 1;  // the other row of the pair
-        staged_[k * N_ + j] = from >= K_ ? 0.0f : detail::round_to_bfloat16(op == Op::N ? W(from, j) : W(j, from));
+        staged_.data()[k * N_ + j] = from >= K_ ? 0.0f : detail::round_to_bfloat16(op == Op::N ? W(from, j) : W(j, from));
       }
     const Index size = Portable::packed_size(Kp_, N_);
-    if (packed_float_.size() < size) packed_float_.resize(size);
+    grow(packed_float_, size);
     Portable::pack_panels(packed_float_.data(), staged_.data(), N_, false, Kp_, N_);
   }
 
@@ -315,9 +315,9 @@ class Bf16PackedRightGemm {
   /// \brief Makes room for `n` rows of A in the workspace, for rows().
   void reserve(Index n) {
     if (isa_ == CpuIsa::avx512_core_bf16) {
-      if (Index(a_bf16_.size()) < n * Kp_) a_bf16_.resize(std::size_t(n * Kp_));
-    } else if (a_float_.size() < n * Kp_) {
-      a_float_.resize(n * Kp_);
+      grow(a_bf16_, n * Kp_);
+    } else {
+      grow(a_float_, n * Kp_);
     }
     reserved_ = std::max(reserved_, n);
   }
@@ -346,6 +346,12 @@ class Bf16PackedRightGemm {
 #ifdef DYNRNN_X86_KERNELS
   using Fast = detail::Bf16Avx512Kernel;
 #endif
+
+  // Makes `m` hold at least `size` elements (a column), keeping its storage when it does.
+  template <class T>
+  static void grow(ReusableMatrix<T>& m, Index size) {
+    if (m.size() < size) m.resize(size, 1);
+  }
 
   // All n rows of op(A) · op(W), shared between threads (row i of op(A): a + i·lda, or
   // column i of a when `transposed`).
@@ -380,7 +386,7 @@ class Bf16PackedRightGemm {
     for (Index i = 0; i < n; ++i)
       for (Index k = 0; k < Kp_; ++k) {
         const Index from = k ^ 1;
-        a_float_[(first + i) * Kp_ + k] =
+        a_float_.data()[(first + i) * Kp_ + k] =
             from >= K_ ? 0.0f : detail::round_to_bfloat16(transposed ? a[from * lda + i] : a[i * lda + from]);
       }
     Portable::run_panels({c, ldc, a_float_.data() + first * Kp_, Kp_, packed_float_.data(), bias, n, Kp_, N_, alpha,
@@ -390,11 +396,15 @@ class Bf16PackedRightGemm {
   CpuIsa isa_ = CpuIsa::portable;
   Index K_ = 0, N_ = 0, Kp_ = 0;
   Index reserved_ = 0;                      // rows of A the workspace holds at this depth
-  std::vector<std::uint16_t> packed_bf16_;  // op(W) for the AVX-512 BF16 kernel
-  Vector<float> packed_float_;              // op(W) for the portable kernel, in its panels
-  Vector<float> staged_;                    // the portable kernel's W before packing, (Kp, N)
-  std::vector<std::uint16_t> a_bf16_;       // A rounded, for the AVX-512 BF16 kernel
-  Vector<float> a_float_;                   // A rounded and paired, for the portable kernel, (n, Kp)
+  // Flat buffers from dynrnn's buffer cache (ReusableMatrix), as a result's matrices are: a
+  // workspace made and dropped with every call of the returning forms (the weight gradients'
+  // packed gate gradients and the input gradient's converted ones, several MB each) then
+  // reuses memory instead of faulting in fresh pages, and growing writes no zeros.
+  ReusableMatrix<std::uint16_t> packed_bf16_;  // op(W) for the AVX-512 BF16 kernel
+  ReusableMatrix<float> packed_float_;         // op(W) for the portable kernel, in its panels
+  ReusableMatrix<float> staged_;               // the portable kernel's W before packing, (Kp, N)
+  ReusableMatrix<std::uint16_t> a_bf16_;       // A rounded, for the AVX-512 BF16 kernel
+  ReusableMatrix<float> a_float_;              // A rounded and paired, for the portable kernel, (n, Kp)
 };
 
 }  // namespace dynrnn
