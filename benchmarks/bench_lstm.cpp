@@ -2,7 +2,9 @@
 // 2 threads, for the workloads of workloads.hpp (S, M, M-var, L). The rows named
 // dynrnn-bf16... run the same steps with the cell's products in bfloat16
 // (cell.set_precision(dynrnn::Precision::bfloat16), or the model's), on the kernels
-// cpu_isa() allows; in each form the float32 rows have.
+// cpu_isa() allows; in each form the float32 rows have. The rows named dynrnn-int8 run
+// inference with the products in int8 (Precision::int8), calibrated on the benchmark's
+// input first, in the reusing and the returning forms.
 //
 // Counters: GFLOP (a rate) counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
 // (row, step) for forward and 3× that for training with input gradients (forward,
@@ -54,11 +56,16 @@ template <class Scalar>
 void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precision precision) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
-  cell.set_precision(precision);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
   x.setRandom();
   const auto lengths = bench::lengths_of(w);
   const auto s0 = cell.zero_state(w.batch);
+  if (precision == dynrnn::Precision::int8) {  // the input's bound from a float32 pass over it
+    cell.begin_int8_calibration();
+    dynrnn::dynamic_rnn(cell, x, lengths, s0);
+    cell.end_int8_calibration();
+  }
+  cell.set_precision(precision);
   dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // reused: no allocation per step
   const auto step = [&] {
     if (form == Form::reusing) {
@@ -212,6 +219,10 @@ int main(int argc, char** argv) {
     for (const Workload& w : bench::kWorkloads)
       add(system + "-model/train/" + w.name, BM_ModelTrainStep<float>, w, precision);
   }
+  for (const Workload& w : bench::kWorkloads)
+    add(std::string("dynrnn-int8/forward/") + w.name, BM_Forward<float>, w, Form::reusing, Precision::int8);
+  for (const Workload& w : bench::kWorkloads)
+    add(std::string("dynrnn-int8-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning, Precision::int8);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

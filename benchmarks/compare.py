@@ -9,7 +9,8 @@ workloads.jsonl. Prints a Markdown table: workload x kind x threads x system, wi
 median ms per step, GFLOP/s of the work done (valid steps only), time relative to dynrnn
 (above 1: dynrnn is faster) and the share of the machine's GEMM peak at the same thread
 count; then the LSTM at each precision, dynrnn against oneDNN (bfloat16: the cell's products
-in bfloat16, oneDNN's bf16 LSTM); then the GEMM kernels at 2048^3 by precision (float32,
+in bfloat16, oneDNN's bf16 LSTM; int8 inference: dynrnn's calibrated int8 products,
+oneDNN's int8 LSTM); then the GEMM kernels at 2048^3 by precision (float32,
 bfloat16, int8).
 
 A training step does 3x the forward GEMM work when it computes dLoss/dx, and
@@ -119,7 +120,8 @@ PRECISIONS = ["float32", "bfloat16", "int8"]
 # (precision, kind) -> (dynrnn's system, oneDNN's): training like for like, dLoss/dx computed.
 SYSTEMS = {("float32", "forward"): ("dynrnn", "onednn"), ("float32", "train"): ("dynrnn-dx", "onednn"),
            ("bfloat16", "forward"): ("dynrnn-bf16", "onednn-bf16"),
-           ("bfloat16", "train"): ("dynrnn-bf16-dx", "onednn-bf16")}
+           ("bfloat16", "train"): ("dynrnn-bf16-dx", "onednn-bf16"),
+           ("int8", "forward"): ("dynrnn-int8", "onednn-int8")}
 
 
 def print_precisions(workloads, times):
@@ -137,7 +139,9 @@ def print_precisions(workloads, times):
         for kind in ("train", "forward"):
             for threads in (1, 2):
                 base = [times.get((system, kind, name, threads)) for system in SYSTEMS[("float32", kind)]]
-                for precision in ("float32", "bfloat16"):
+                for precision in PRECISIONS:
+                    if (precision, kind) not in SYSTEMS:
+                        continue  # int8 is for inference
                     ours, theirs = (times.get((system, kind, name, threads)) for system in SYSTEMS[(precision, kind)])
                     if ours is None:
                         continue

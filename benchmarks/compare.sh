@@ -56,7 +56,7 @@ fi
   python3 benchmarks/compare.py "$out"
   if [ -x "$build/benchmarks/onednn_accuracy" ]; then
     echo
-    echo "bfloat16 against float32 (relative Frobenius difference), each system on the same inputs:"
+    echo "bfloat16 and int8 against float32 (relative Frobenius difference), each system on the same inputs:"
     echo
     "$build/benchmarks/onednn_accuracy" ${filter:+"$filter"}
   fi

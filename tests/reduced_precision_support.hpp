@@ -1,12 +1,15 @@
-// What the reduced-precision tests share: their own bfloat16 rounding, written from the
+// What the reduced-precision tests share: their own bfloat16 rounding, a relative error, an
+// LSTM reference whose products the test supplies, written from the
 // format's definition independently of the library (which rounds through Eigen::bfloat16 and
 // vcvtneps2bf16), and a scope that limits the kernels' instruction-set level.
 #pragma once
 
-#include <dynrnn/precision/cpu_isa.hpp>
+#include <dynrnn/dynrnn.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace dynrnn::test {
 
@@ -19,6 +22,67 @@ inline float bf16(float x) {
   float out;
   std::memcpy(&out, &bits, sizeof out);
   return out;
+}
+
+/// Frobenius norm of a - b over that of b, in double, element by element in storage order
+/// (both of the same layout).
+template <class A, class B>
+double relative_difference(const A& a, const B& b) {
+  double diff = 0, norm = 0;
+  for (Index k = 0; k < Index(b.size()); ++k) {
+    const double d = double(a.data()[k]) - double(b.data()[k]);
+    diff += d * d;
+    norm += double(b.data()[k]) * double(b.data()[k]);
+  }
+  return std::sqrt(diff / norm);
+}
+
+/// An LSTMCell(20, 24) drawn from rng, with a bias uniform in [-0.5, 0.5).
+inline LSTMCell<float> reference_test_lstm(Rng& rng) {
+  LSTMCell<float> cell(20, 24);
+  cell.reset_parameters(rng);
+  for (Index k = 0; k < cell.bias().size(); ++k) cell.bias()(k) = float(uniform(rng, -0.5, 0.5));
+  return cell;
+}
+
+/// TensorFlow's LSTMCell (forget_bias 1) in double, the gate pre-activations of each step
+/// (4H, gates i, j, f, o, bias included) from `preactivations(t, b, h_{t-1})`: outputs
+/// [T, B, H], zero past each length.
+template <class Preactivations>
+Tensor3<double> reference_lstm(Index T, Index B, Index H, const std::vector<int>& lengths,
+                               Preactivations&& preactivations) {
+  const auto sigmoid = [](double v) { return 1 / (1 + std::exp(-v)); };
+  Tensor3<double> out(T, B, H);
+  out.setZero();
+  for (Index b = 0; b < B; ++b) {
+    Eigen::VectorXd h = Eigen::VectorXd::Zero(H), c = Eigen::VectorXd::Zero(H);
+    for (Index t = 0; t < lengths[std::size_t(b)]; ++t) {
+      const Eigen::VectorXd z = preactivations(t, b, h);
+      for (Index u = 0; u < H; ++u) {
+        c(u) = sigmoid(z(2 * H + u) + 1) * c(u) + sigmoid(z(u)) * std::tanh(z(H + u));
+        h(u) = sigmoid(z(3 * H + u)) * std::tanh(c(u));
+        out(t, b, u) = h(u);
+      }
+    }
+  }
+  return out;
+}
+
+/// Calls check(name, cell) with one float cell of each kind, input 10 and 32 units: LSTM,
+/// LSTM with every option, GRU in both variants, RNN with tanh and with relu.
+template <class Check>
+void for_each_test_cell(Check&& check) {
+  check("LSTMCell", LSTMCell<float>(10, 32));
+  LSTMOptions options;
+  options.use_peepholes = true;
+  options.cell_clip = 1;
+  options.num_proj = 16;
+  options.proj_clip = 0.5;
+  check("LSTMCell, all options", LSTMCell<float>(10, 32, options));
+  check("GRUCell, reset_before", GRUCell<float>(10, 32, GRUVariant::reset_before));
+  check("GRUCell, reset_after", GRUCell<float>(10, 32, GRUVariant::reset_after));
+  check("RNNCell, tanh", RNNCell<float>(10, 32, RNNActivation::tanh));
+  check("RNNCell, relu", RNNCell<float>(10, 32, RNNActivation::relu));
 }
 
 /// Limits the kernels to `isa` for its lifetime (set_max_cpu_isa), then restores the limit.

@@ -18,19 +18,6 @@ namespace {
 
 const std::vector<int> kLengths = {9, 3, 0, 7, 9, 1};
 
-// Frobenius norm of a - b over that of b, in double, element by element in storage order
-// (both of the same layout).
-template <class A, class B>
-double relative_difference(const A& a, const B& b) {
-  double diff = 0, norm = 0;
-  for (Index k = 0; k < Index(b.size()); ++k) {
-    const double d = double(a.data()[k]) - double(b.data()[k]);
-    diff += d * d;
-    norm += double(b.data()[k]) * double(b.data()[k]);
-  }
-  return std::sqrt(diff / norm);
-}
-
 Eigen::MatrixXd rounded(const Eigen::Ref<const Matrix<float>>& m) {
   Eigen::MatrixXd out(m.rows(), m.cols());
   for (Index i = 0; i < m.rows(); ++i)
@@ -38,38 +25,25 @@ Eigen::MatrixXd rounded(const Eigen::Ref<const Matrix<float>>& m) {
   return out;
 }
 
-double sigmoid(double x) { return 1 / (1 + std::exp(-x)); }
-
 // TensorFlow's LSTMCell (forget_bias 1) in double, each product on bfloat16-rounded
 // operands: outputs [T, B, H], zero past each length.
-Tensor3<double> reference_lstm(const LSTMCell<float>& cell, const Tensor3<float>& x, const std::vector<int>& lengths) {
-  const Index T = x.dimension(0), B = x.dimension(1), I = x.dimension(2), H = cell.hidden_size();
+Tensor3<double> reference_bf16_lstm(const LSTMCell<float>& cell, const Tensor3<float>& x,
+                                    const std::vector<int>& lengths) {
+  const Index I = x.dimension(2), H = cell.hidden_size();
   const Eigen::MatrixXd W = rounded(cell.kernel());
-  Tensor3<double> out(T, B, H);
-  out.setZero();
-  for (Index b = 0; b < B; ++b) {
-    Eigen::VectorXd h = Eigen::VectorXd::Zero(H), c = Eigen::VectorXd::Zero(H);
-    for (Index t = 0; t < lengths[std::size_t(b)]; ++t) {
-      Eigen::VectorXd z = cell.bias().cast<double>();
-      for (Index k = 0; k < I; ++k) z += double(bf16(x(t, b, k))) * W.row(k).transpose();
-      for (Index k = 0; k < H; ++k) z += double(bf16(float(h(k)))) * W.row(I + k).transpose();
-      for (Index u = 0; u < H; ++u) {
-        c(u) = sigmoid(z(2 * H + u) + 1) * c(u) + sigmoid(z(u)) * std::tanh(z(H + u));
-        h(u) = sigmoid(z(3 * H + u)) * std::tanh(c(u));
-        out(t, b, u) = h(u);
-      }
-    }
-  }
-  return out;
+  return reference_lstm(x.dimension(0), x.dimension(1), H, lengths, [&](Index t, Index b, const Eigen::VectorXd& h) {
+    Eigen::VectorXd z = cell.bias().cast<double>();
+    for (Index k = 0; k < I; ++k) z += double(bf16(x(t, b, k))) * W.row(k).transpose();
+    for (Index k = 0; k < H; ++k) z += double(bf16(float(h(k)))) * W.row(I + k).transpose();
+    return z;
+  });
 }
 
 TEST(MixedPrecision, LSTMForwardMatchesAReferenceWithRoundedOperands) {
   Rng rng(1);
-  LSTMCell<float> cell(20, 24);
-  cell.reset_parameters(rng);
-  for (Index k = 0; k < cell.bias().size(); ++k) cell.bias()(k) = float(uniform(rng, -0.5, 0.5));
+  LSTMCell<float> cell = reference_test_lstm(rng);
   const Tensor3<float> x = random_tensor<float>(9, 6, 20, rng);
-  const Tensor3<double> want = reference_lstm(cell, x, kLengths);
+  const Tensor3<double> want = reference_bf16_lstm(cell, x, kLengths);
   const auto f32 = dynamic_rnn(cell, x, kLengths);
   for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
     WithIsa limit(isa);
@@ -115,7 +89,7 @@ TEST(MixedPrecision, LSTMGradientsAreProductsOfRoundedOperands) {
 // One cell or topology in float32 and in bfloat16: outputs and gradients within 1e-2 of each
 // other, and apart by more than 1e-5. Both kernels give the bfloat16 pass the same bits.
 template <class Cell, class Pass>
-void expect_bf16_agrees(const char* name, Cell cell, Pass&& pass) {
+void expect_bf16_agrees(const char* name, Cell cell, Pass&& pass, double gradient_tolerance = 1e-2) {
   SCOPED_TRACE(name);
   Rng rng(3);
   const Tensor3<float> x = random_tensor<float>(9, 6, cell.input_size(), rng);
@@ -127,7 +101,7 @@ void expect_bf16_agrees(const char* name, Cell cell, Pass&& pass) {
   const double out_error = relative_difference(out16, out32), grad_error = relative_difference(grad16, grad32);
   std::printf("%-34s bfloat16 against float32: outputs %.2e, gradients %.2e\n", name, out_error, grad_error);
   EXPECT_LT(out_error, 1e-2);
-  EXPECT_LT(grad_error, 1e-2);
+  EXPECT_LT(grad_error, gradient_tolerance);
   EXPECT_GT(out_error, 1e-5);
   EXPECT_GT(grad_error, 1e-5);
   if (detected_cpu_isa() < CpuIsa::avx512_core_bf16) return;  // the portable kernel ran both
@@ -154,16 +128,12 @@ TEST(MixedPrecision, EveryCellAgreesWithFloat32) {
   const auto pass = [](const auto& cell, const Tensor3<float>& x, const Tensor3<float>& dy) {
     return cell_pass(cell, x, dy);
   };
-  expect_bf16_agrees("LSTMCell", LSTMCell<float>(10, 32), pass);
-  LSTMOptions options;
-  options.use_peepholes = true;
-  options.cell_clip = 1;
-  options.num_proj = 16;
-  options.proj_clip = 0.5;
-  expect_bf16_agrees("LSTMCell, all options", LSTMCell<float>(10, 32, options), pass);
-  expect_bf16_agrees("GRUCell, reset_before", GRUCell<float>(10, 32, GRUVariant::reset_before), pass);
-  expect_bf16_agrees("GRUCell, reset_after", GRUCell<float>(10, 32, GRUVariant::reset_after), pass);
-  expect_bf16_agrees("RNNCell, tanh", RNNCell<float>(10, 32, RNNActivation::tanh), pass);
+  for_each_test_cell([&](const char* name, const auto& cell) {
+    // relu's derivative jumps at 0: a pre-activation that rounding moves across 0 switches
+    // its gradient on or off, which nine steps of this small random RNN amplify to ~1.2e-2.
+    const bool relu = std::string(name).find("relu") != std::string::npos;
+    expect_bf16_agrees(name, cell, pass, relu ? 2e-2 : 1e-2);
+  });
 }
 
 TEST(MixedPrecision, StackedAndBidirectionalAgreeWithFloat32) {
@@ -217,7 +187,7 @@ TEST(MixedPrecision, TheSettingIsCheckedAndReachesEveryLayer) {
     FAIL() << "no exception";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("--precision"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("float32 or bfloat16"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("float32, bfloat16 or int8"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("fp16"), std::string::npos) << e.what();
   }
 }

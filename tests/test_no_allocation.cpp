@@ -295,7 +295,8 @@ TEST(NoAllocation, DenseLayerWithLargeProducts) {
 // lengths again. With InputGradients::skip the passes leave the input gradients out, as a
 // first layer's training does.
 template <class Cell>
-long allocations_after_first_pass(const Cell& cell, InputGradients input_gradients = InputGradients::compute) {
+long allocations_after_first_pass(const Cell& cell, InputGradients input_gradients = InputGradients::compute,
+                                  bool backward = true) {
   const Index T = 10, B = 5;
   Tensor3<Scalar> x(T, B, cell.input_size()), d_out(T, B, cell.output_size());
   x.setConstant(0.25f);
@@ -306,7 +307,7 @@ long allocations_after_first_pass(const Cell& cell, InputGradients input_gradien
   DynamicRNNGradients<Cell> grads(cell);
   const auto pass = [&](const std::vector<int>& lengths) {
     dynamic_rnn(cell, x, lengths, s0, fwd);
-    dynamic_rnn_backward(cell, fwd, d_out, s0, grads, input_gradients);
+    if (backward) dynamic_rnn_backward(cell, fwd, d_out, s0, grads, input_gradients);
   };
   pass(longest);
   const long before = g_allocations;
@@ -398,6 +399,31 @@ TEST(NoAllocation, EveryCellInBfloat16AfterTheFirstPass) {
     stack.set_training(true);
     stack.set_precision(Precision::bfloat16);
     EXPECT_EQ(allocations_after_first_pass(stack), 0);
+  }
+}
+
+// Every cell's inference in int8, on each kernel: nothing allocated after the first pass.
+TEST(NoAllocation, EveryCellInInt8AfterTheFirstPass) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni}) {
+    const WithIsa limit(isa);
+    SCOPED_TRACE(to_string(std::min(isa, detected_cpu_isa())));
+    const auto int8 = [](auto cell) {
+      cell.set_int8_bounds(1.0f, 2.0f);
+      cell.set_precision(Precision::int8);
+      return cell;
+    };
+    const auto forward_only = [](const auto& cell) {
+      return allocations_after_first_pass(cell, InputGradients::skip, /*backward=*/false);
+    };
+    EXPECT_EQ(forward_only(int8(LSTMCell<Scalar>(8, 32))), 0);
+    EXPECT_EQ(forward_only(int8(RNNCell<Scalar>(8, 32, RNNActivation::relu))), 0);
+    EXPECT_EQ(forward_only(int8(GRUCell<Scalar>(8, 32, GRUVariant::reset_before))), 0);
+    EXPECT_EQ(forward_only(int8(GRUCell<Scalar>(8, 32, GRUVariant::reset_after))), 0);
+    LSTMOptions options;
+    options.use_peepholes = true;
+    options.num_proj = 16;
+    EXPECT_EQ(forward_only(int8(LSTMCell<Scalar>(8, 32, options))), 0);
   }
 }
 

@@ -1,12 +1,18 @@
 // How far each system's bfloat16 LSTM is from its own float32 LSTM, dynrnn and oneDNN on the
 // same inputs, weights and output gradients: the relative (Frobenius) difference of the
-// outputs and of the weight gradients, on the benchmark workloads M and L (workloads.hpp).
+// outputs and of the weight gradients, on the benchmark workloads M and L (workloads.hpp);
+// and how far each one's int8 inference is from its float32 outputs.
 //
 // The weights are one LSTMCell's, drawn as its constructor draws them, with forget_bias 0
 // and a zero bias, copied into oneDNN's layout (gates i, f, c, o against TensorFlow's i, j,
 // f, o); x and the output gradient are uniform in [-1, 1). Before comparing precisions the
 // program checks that the two systems' float32 results agree (to about 1e-6), which proves
 // that they ran the same LSTM. oneDNN's bf16 LSTM is the benchmark's (onednn_lstm_desc.hpp).
+//
+// int8: dynrnn calibrated on x (Precision::int8: x's scale from its largest magnitude, h's
+// from [-1, 1], a scale per weight column); oneDNN's int8 LSTM with its common data scale
+// for x and h over [-max(|x|max, 1), max(|x|max, 1)], and a scale per weight column from
+// the largest magnitude over both weight matrices, the scheme of its int8 example.
 //
 //   onednn_accuracy            # M and L
 //   onednn_accuracy M          # one workload
@@ -17,6 +23,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -148,12 +155,57 @@ Results run_onednn(const dynrnn::LSTMCell<float>& cell, const Workload& w, const
   return r;
 }
 
+// oneDNN's int8 inference of the cell on x: its outputs [T, B, H].
+std::vector<float> run_onednn_int8(const dynrnn::LSTMCell<float>& cell, const Workload& w,
+                                   const dynrnn::Tensor3<float>& x) {
+  const memory::dim B = w.batch, I = w.input, H = w.hidden;
+  const bench::OneDnnLstm l(w, dt::f32);
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  const std::vector<float> x_data(x.data(), x.data() + x.size());
+  float x_bound = 1.0f;
+  for (float v : x_data) x_bound = std::max(x_bound, std::abs(v));
+  const std::vector<float> w_layer = to_ldigo(cell.kernel(), 0, I, H), w_iter = to_ldigo(cell.kernel(), I, H, H);
+  std::vector<float> scales(std::size_t(4 * H), 0.0f);  // per (g, o), over both matrices
+  for (const std::vector<float>* m : {&w_layer, &w_iter})
+    for (std::size_t k = 0; k < m->size(); ++k)
+      scales[k % scales.size()] = std::max(scales[k % scales.size()], std::abs((*m)[k]));
+  for (float& v : scales) v = v > 0 ? 127.0f / v : 1.0f;
+  const dnnl::primitive_attr attr = bench::OneDnnLstm::int8_attr(x_bound, scales);
+  const dnnl::lstm_forward::primitive_desc pd(l.int8_forward(), attr, eng);
+  // Quantising reorders: x with the data parameters, the weights with their scales.
+  const auto quantised = [&](const std::vector<float>& data, const memory::dims& dims, tag t,
+                             const memory::desc& want) {
+    memory user({dims, dt::f32, t}, eng);
+    std::memcpy(user.get_data_handle(), data.data(), data.size() * sizeof(float));
+    memory out(want, eng);
+    dnnl::reorder(dnnl::reorder::primitive_desc(user, out, attr)).execute(s, user, out);
+    s.wait();
+    return out;
+  };
+  const std::vector<float> zeros_iter(std::size_t(B * H), 0.0f), zeros_bias(std::size_t(4 * H), 0.0f);
+  memory x_m = quantised(x_data, l.src, tag::tnc, pd.src_layer_desc());
+  memory wl_m = quantised(w_layer, l.wl, tag::ldigo, pd.weights_layer_desc());
+  memory wi_m = quantised(w_iter, l.wi, tag::ldigo, pd.weights_iter_desc());
+  memory h0 = converted(zeros_iter, l.iter, tag::ldnc, pd.src_iter_desc(), eng, s);
+  memory c0 = converted(zeros_iter, l.iter, tag::ldnc, pd.src_iter_c_desc(), eng, s);
+  memory b = converted(zeros_bias, l.bias, tag::ldgo, pd.bias_desc(), eng, s);
+  memory y(pd.dst_layer_desc(), eng), hT(pd.dst_iter_desc(), eng), cT(pd.dst_iter_c_desc(), eng);
+  dnnl::lstm_forward(pd).execute(s, {{DNNL_ARG_SRC_LAYER, x_m}, {DNNL_ARG_SRC_ITER, h0}, {DNNL_ARG_SRC_ITER_C, c0},
+                                     {DNNL_ARG_WEIGHTS_LAYER, wl_m}, {DNNL_ARG_WEIGHTS_ITER, wi_m},
+                                     {DNNL_ARG_BIAS, b}, {DNNL_ARG_DST_LAYER, y}, {DNNL_ARG_DST_ITER, hT},
+                                     {DNNL_ARG_DST_ITER_C, cT}});
+  s.wait();
+  return read(y, l.dst, tag::tnc, eng, s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
-  std::printf("| workload | system | outputs: bf16 against f32 | weight gradients: bf16 against f32 |\n");
-  std::printf("|---|---|---|---|\n");
+  std::printf("| workload | system | outputs: bf16 against f32 | weight gradients: bf16 against f32 "
+              "| outputs: int8 against f32 |\n");
+  std::printf("|---|---|---|---|---|\n");
   for (const Workload& w : bench::kWorkloads) {
     const std::string name = w.name;
     if (only.empty() ? (name != "M" && name != "L") : name != only) continue;
@@ -167,6 +219,14 @@ int main(int argc, char** argv) {
     const Results ours32 = run_dynrnn(cell, x, lengths, dy);
     cell.set_precision(dynrnn::Precision::bfloat16);
     const Results ours16 = run_dynrnn(cell, x, lengths, dy);
+    cell.set_precision(dynrnn::Precision::float32);
+    cell.begin_int8_calibration();
+    dynrnn::dynamic_rnn(cell, x, lengths);
+    cell.end_int8_calibration();
+    cell.set_precision(dynrnn::Precision::int8);
+    const auto ours8 = dynrnn::dynamic_rnn(cell, x, lengths).outputs;
+    cell.set_precision(dynrnn::Precision::float32);
+    const std::vector<float> theirs8 = run_onednn_int8(cell, w, x);
     const Results theirs32 = run_onednn(cell, w, x, dy, dt::f32);
     const Results theirs16 = run_onednn(cell, w, x, dy, dt::bf16);
 
@@ -178,12 +238,14 @@ int main(int argc, char** argv) {
                    w.name, same_out, same_dw);
       return 1;
     }
-    std::printf("| %s | dynrnn | %.2e | %.2e |\n", w.name,
+    std::printf("| %s | dynrnn | %.2e | %.2e | %.2e |\n", w.name,
                 relative(ours16.outputs.data(), ours32.outputs.data(), n_out),
-                relative(ours16.dkernel.data(), ours32.dkernel.data(), n_dw));
-    std::printf("| %s | oneDNN | %.2e | %.2e |\n", w.name,
+                relative(ours16.dkernel.data(), ours32.dkernel.data(), n_dw),
+                relative(ours8.data(), ours32.outputs.data(), n_out));
+    std::printf("| %s | oneDNN | %.2e | %.2e | %.2e |\n", w.name,
                 relative(theirs16.outputs.data(), theirs32.outputs.data(), n_out),
-                relative(theirs16.dkernel.data(), theirs32.dkernel.data(), n_dw));
+                relative(theirs16.dkernel.data(), theirs32.dkernel.data(), n_dw),
+                relative(theirs8.data(), theirs32.outputs.data(), n_out));
     std::printf("(%s: dynrnn's and oneDNN's float32 results agree to %.1e (outputs), %.1e (weight gradients))\n",
                 w.name, same_out, same_dw);
     std::fflush(stdout);

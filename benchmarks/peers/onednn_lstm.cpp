@@ -7,7 +7,9 @@
 // Weights are reordered into the primitive's preferred layout once, outside the timing, and
 // one untimed step runs before the clock starts, as in dynrnn's benchmarks.
 //
-// The onednn-bf16 rows run oneDNN's mixed-precision LSTM (onednn_lstm_desc.hpp).
+// The onednn-bf16 rows run oneDNN's mixed-precision LSTM, and the onednn-int8 rows its int8
+// inference (onednn_lstm_desc.hpp): x is given already quantised to u8, as it is given in
+// bf16 to the bf16 rows, while dynrnn's steps include converting x.
 //
 //   onednn_lstm_benchmarks --benchmark_filter=M/ --benchmark_repetitions=5
 #include "../workloads.hpp"
@@ -85,10 +87,17 @@ void counters(benchmark::State& state, const Workload& w, double flops) {
 
 void BM_Forward(benchmark::State& state, const Workload& w, memory::data_type type) {
   set_threads(state);
-  Lstm l(w, type);
-  const auto pd = l.forward_pd(dnnl::prop_kind::forward_inference);
-  auto user_wl = filled(Lstm::md(l.wl, tag::ldigo, type), l.eng, 0.01f);
-  auto user_wi = filled(Lstm::md(l.wi, tag::ldigo, type), l.eng, 0.01f);
+  const bool int8 = type == memory::data_type::s8;
+  Lstm l(w, int8 ? memory::data_type::f32 : type);
+  const auto pd = int8 ? dnnl::lstm_forward::primitive_desc(
+                             l.int8_forward(),
+                             Lstm::int8_attr(1.0f, std::vector<float>(std::size_t(4 * w.hidden), 127.0f / 0.01f)), l.eng)
+                       : l.forward_pd(dnnl::prop_kind::forward_inference);
+  // Weights: float32 or bf16 at 0.01 each, or, in int8, their s8 (a plain reorder of the
+  // float32 values, which the timing does not depend on).
+  const memory::data_type user_type = int8 ? memory::data_type::f32 : type;
+  auto user_wl = filled(Lstm::md(l.wl, tag::ldigo, user_type), l.eng, 0.01f);
+  auto user_wi = filled(Lstm::md(l.wi, tag::ldigo, user_type), l.eng, 0.01f);
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, filled(pd.src_layer_desc(), l.eng, 0.5f)},
       {DNNL_ARG_SRC_ITER, filled(pd.src_iter_desc(), l.eng, 0.0f)},
@@ -161,6 +170,9 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   using type = memory::data_type;
+  for (const Workload& w : bench::kWorkloads)  // s8 stands for the int8 configuration
+    benchmark::RegisterBenchmark(("onednn-int8/forward/" + std::string(w.name)).c_str(), BM_Forward, w, type::s8)
+        ->ArgName("threads")->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
   for (const auto& [system, data] : {std::pair<std::string, type>{"onednn", type::f32}, {"onednn-bf16", type::bf16}}) {
     for (const Workload& w : bench::kWorkloads)
       benchmark::RegisterBenchmark((system + "/forward/" + w.name).c_str(), BM_Forward, w, data)

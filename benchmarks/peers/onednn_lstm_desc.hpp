@@ -5,11 +5,19 @@
 // and every gradient float32: the combination oneDNN 2.6 accepts for a bf16 LSTM's backward
 // pass (every other one fails to create a primitive descriptor). Weights take the layout the
 // primitive prefers (tag::any); the rest are plain: tnc, ldnc, ldgo.
+//
+// int8 inference (int8_forward() with int8_attr()): x u8, the weights s8, and h, c, the bias
+// and the outputs float32, one of the combinations oneDNN 2.6 accepts (h in and out must both
+// be u8 or both f32; the outputs u8 or f32). oneDNN quantises x and h with one common scale
+// and shift (its data parameters) and the weights with a scale per gate column, shared by
+// both weight matrices.
 #pragma once
 
 #include "../workloads.hpp"
 
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include <vector>
 
 namespace bench {
 
@@ -39,6 +47,25 @@ struct OneDnnLstm {
             md(src, tag::tnc, data), md(iter, tag::ldnc, data), md(iter, tag::ldnc),
             md(wl, tag::any, data),  md(wi, tag::any, data),    md(bias, tag::ldgo),
             md(dst, tag::tnc, data), md(iter, tag::ldnc, data), md(iter, tag::ldnc)};
+  }
+
+  /// int8 inference: x u8, weights s8, the rest float32 (see the file comment).
+  dnnl::lstm_forward::desc int8_forward() const {
+    return {dnnl::prop_kind::forward_inference,
+            dnnl::rnn_direction::unidirectional_left2right,
+            md(src, tag::tnc, type::u8), md(iter, tag::ldnc), md(iter, tag::ldnc),
+            md(wl, tag::any, type::s8),  md(wi, tag::any, type::s8), md(bias, tag::ldgo),
+            md(dst, tag::tnc),           md(iter, tag::ldnc),        md(iter, tag::ldnc)};
+  }
+
+  /// The quantisation of int8_forward(), for the primitive and for the reorders that quantise
+  /// its x and weights: x and h in [-data_bound, data_bound] to u8 = 127/data_bound · v + 128,
+  /// and weight column (g, o) times weight_scales[g·H + o] (127 over its largest magnitude).
+  static dnnl::primitive_attr int8_attr(float data_bound, const std::vector<float>& weight_scales) {
+    dnnl::primitive_attr attr;
+    attr.set_rnn_data_qparams(127.0f / data_bound, 128.0f);
+    attr.set_rnn_weights_qparams((1 << 3) | (1 << 4), weight_scales);  // per gate (3) and output (4)
+    return attr;
   }
 
   /// The backward pass, its gradients float32.

@@ -10,6 +10,7 @@
 //   char_model --epochs 1 --hidden 128          # quicker
 //   char_model --resume char_model.safetensors  # continue a run exactly
 //   char_model --precision bfloat16             # the LSTMs' products in bfloat16 (mixed precision)
+//   char_model --int8                           # also evaluate the trained model in int8
 //   char_model --help
 //   mpirun -np 2 char_model                     # data parallel: 2 processes share every batch
 //
@@ -193,6 +194,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"float32", "bfloat16"}))
       ->capture_default_str();
   app.add_option("--require-bpc", require_bpc, "Exit with status 1 when the final validation bits per character exceed this");
+  bool int8 = false;
+  double require_int8_gap = -1;
+  app.add_flag("--int8", int8,
+               "Also evaluate the trained model with the LSTMs' products in int8, calibrated on 256 training words");
+  app.add_option("--require-int8-gap", require_int8_gap,
+                 "With --int8: exit with status 1 when int8 adds more than this many bits/char");
   CLI11_PARSE(app, argc, argv);
 
   Corpus corpus;
@@ -298,6 +305,23 @@ int main(int argc, char** argv) {
     std::printf("validation in float32: %.4f bits/char\n", f32.loss / std::log(2.0));
     model.set_precision(precision);
   }
+  double int8_gap = 0;
+  if (int8) {  // the same trained weights, the LSTMs' products in int8
+    std::vector<std::size_t> first(std::min<std::size_t>(256, train.size()));
+    for (std::size_t k = 0; k < first.size(); ++k) first[k] = k;
+    dynrnn::SequenceBatch<Scalar> calibration;
+    train.make_batch(first, calibration);
+    const dynrnn::Precision trained = model.precision();
+    model.set_precision(dynrnn::Precision::float32);
+    model.calibrate_int8(calibration);
+    model.set_precision(dynrnn::Precision::int8);
+    const dynrnn::Metrics q =
+        comm ? dynrnn::evaluate_over_ranks(model, validation, 256, *comm) : model.evaluate(validation);
+    const double bpc8 = q.loss / std::log(2.0);
+    int8_gap = bpc8 - bpc;
+    std::printf("validation in int8: %.4f bits/char (%+.4f)\n", bpc8, int8_gap);
+    model.set_precision(trained);
+  }
   if (saver) std::printf("checkpoint: %s\n", checkpoint_path.c_str());
   if (dist.root()) examples::plot_if_asked("char_model", plot, csv_path, "char_model, " + config.str());
   if (result.interrupted) return 130;  // the shell's status for a run ended by SIGINT
@@ -310,6 +334,11 @@ int main(int argc, char** argv) {
   }
   if (require_bpc >= 0 && bpc > require_bpc) {
     std::fprintf(stderr, "char_model: validation %.4f bits/char is above the required %.4f\n", bpc, require_bpc);
+    return 1;
+  }
+  if (int8 && require_int8_gap >= 0 && int8_gap > require_int8_gap) {
+    std::fprintf(stderr, "char_model: int8 adds %.4f bits/char, more than the allowed %.4f\n", int8_gap,
+                 require_int8_gap);
     return 1;
   }
   return 0;

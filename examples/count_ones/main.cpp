@@ -12,6 +12,7 @@
 //   count_ones --steps 2000 --resume count_ones.safetensors   # continue a run
 //   count_ones --plot count_ones.png   # draw the loss curves (needs gnuplot)
 //   count_ones --precision bfloat16     # the LSTM's products in bfloat16 (mixed precision)
+//   count_ones --int8                   # also evaluate the trained model with int8 products
 //   count_ones --help
 //   mpirun -np 2 count_ones         # data parallel: 2 processes share every batch of 50
 //
@@ -168,6 +169,10 @@ int main(int argc, char** argv) {
                  "Arithmetic of the LSTM's matrix products: float32, or bfloat16 (operands rounded, float32 sums)")
       ->check(CLI::IsMember({"float32", "bfloat16"}))
       ->capture_default_str();
+  bool int8 = false;
+  app.add_flag("--int8", int8,
+               "Also evaluate the trained model with its products in int8, calibrated on 256 training sequences "
+               "(--require-accuracy then applies to both)");
   app.add_option("--plot", plot, "Draw the loss curves into this PNG file (needs gnuplot)");
   app.add_option("--require-accuracy", require_accuracy,
                  "Exit with status 1 when the held-out accuracy is below this value");
@@ -313,6 +318,23 @@ int main(int argc, char** argv) {
   if (require_accuracy >= 0 && acc < require_accuracy) {  // every rank sees the same accuracy
     std::fprintf(stderr, "count_ones: held-out accuracy %.4f is below the required %.4f\n", acc, require_accuracy);
     return 1;
+  }
+  if (int8) {  // the same trained weights, the LSTM's products in int8
+    dynrnn::Rng calibration_rng(seed * 2 + 4);
+    dynrnn::SequenceBatch<Scalar> calibration;
+    make_batch(task, 256, calibration_rng, calibration);
+    const dynrnn::Precision trained = model.precision();
+    model.set_precision(dynrnn::Precision::float32);
+    model.calibrate_int8(calibration);
+    model.set_precision(dynrnn::Precision::int8);
+    const double acc8 = evaluate(model, batch, comm, share).accuracy;
+    std::printf("held-out accuracy in int8: %.4f (input bound %.3g)\n", acc8, double(model.cell().int8_input_bound()));
+    model.set_precision(trained);
+    if (require_accuracy >= 0 && acc8 < require_accuracy) {
+      std::fprintf(stderr, "count_ones: held-out accuracy in int8 %.4f is below the required %.4f\n", acc8,
+                   require_accuracy);
+      return 1;
+    }
   }
   return 0;
 }

@@ -239,9 +239,11 @@ class GRUCell : public PrecisionSetting<Scalar_> {
     cache.hh.resize(after ? s.batch : 0, 3 * H);
 
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision());  // W_x
+    this->observe_int8(cache.x);
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
+    // In int8, h_{t-1} and r ⊙ h_{t-1} are taken to lie in [-1, 1] (MixedRightGemm::pack's default).
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
     const auto W_h = kernel_.bottomRows(H);  // (H, 3H)

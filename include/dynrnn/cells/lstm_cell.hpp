@@ -352,13 +352,16 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     cache.h_raw.resize(proj_clip > 0 ? P : 0, R);
 
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision());  // W_x
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
-    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision(), rows);  // W_h, (R, 4H)
+    // int8 bounds of the products' left operands: h_{t-1} (m_t in [-1, 1], or a projected
+    // state with its calibrated bound) and m_t.
+    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision(), rows,
+                              proj ? this->state_bound_ : 1.0f);                  // W_h, (R, 4H)
     if (proj) cache.projection_gemm.pack(projection_, Op::N, precision(), rows);  // (H, R)
     detail::seed_first_step(s, s0.h, cache.h_prev);
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
@@ -401,6 +404,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
       detail::feed_next_step(s, t, r0, r1, cache.h, cache.h_prev);
     });
 
+    this->observe_int8(cache.x, proj ? &cache.h : nullptr);
     // A row's final state is its state at its last valid step; rows of length 0 keep s0.
     detail::gather_final(s, cache.c, s0.c, final.c);
     detail::gather_final(s, cache.h, s0.h, final.h);

@@ -188,14 +188,16 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     cache.h.resize(P, H);
 
     // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision());  // W_x
+    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
     cache.input_gemm(cache.h, cache.x, Scalar(1), Scalar(0), bias_.data());
 
     const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision(), rows);  // W_h, (H, H)
-    detail::seed_first_step(s, s0.h, cache.h_prev);
     const bool relu = activation_ == RNNActivation::relu;
+    // In int8, h_{t-1} lies in [-1, 1] under tanh; under relu its bound is calibrated.
+    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision(), rows,
+                              relu ? this->state_bound_ : 1.0f);  // W_h, (H, H)
+    detail::seed_first_step(s, s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
       cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1), r0);
@@ -205,6 +207,7 @@ class RNNCell : public PrecisionSetting<Scalar_> {
         h = h.array().tanh().matrix();
       detail::feed_next_step(s, t, r0, r1, cache.h, cache.h_prev);
     });
+    this->observe_int8(cache.x, relu ? &cache.h : nullptr);
     detail::gather_final(s, cache.h, s0.h, final.h);
   }
 

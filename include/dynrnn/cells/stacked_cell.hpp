@@ -141,10 +141,18 @@ class StackedCell {
   /// \brief The precision of the layers' matrix products (PrecisionSetting): the bottom
   /// layer's, which set_precision() gives every layer.
   Precision precision() const { return layers_.front().precision(); }
-  /// \brief Sets every layer's precision (PrecisionSetting::set_precision()).
-  /// \throws std::invalid_argument as the layers' set_precision() does.
-  void set_precision(Precision precision) {
-    for (Cell& layer : layers_) layer.set_precision(precision);
+  /// \brief Sets every layer's precision (PrecisionSetting::set_precision()), or none.
+  /// \throws std::invalid_argument as a layer's set_precision() does; nothing changes then.
+  void set_precision(Precision precision) { detail::set_every_precision(precision, layers_); }
+  /// \brief Starts recording the int8 bounds of every layer, each from its own input
+  /// (PrecisionSetting::begin_int8_calibration()).
+  void begin_int8_calibration() {
+    for (Cell& layer : layers_) layer.begin_int8_calibration();
+  }
+  /// \brief Makes every layer's records its int8 bounds (PrecisionSetting::end_int8_calibration()).
+  /// \throws std::logic_error when no forward pass ran since begin_int8_calibration().
+  void end_int8_calibration() {
+    for (Cell& layer : layers_) layer.end_int8_calibration();
   }
 
   Index input_size() const { return layers_.front().input_size(); }    ///< The bottom layer's input width.

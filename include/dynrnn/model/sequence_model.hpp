@@ -407,12 +407,33 @@ class SequenceModel {
   Cell& cell() { return cell_; }
   const Cell& cell() const { return cell_; }  ///< \copydoc cell()
   /// \brief The precision of the cell's matrix products (PrecisionSetting):
-  /// Precision::float32 (the default) or Precision::bfloat16, mixed-precision training and
-  /// inference with float32 weights, optimiser state and head.
+  /// Precision::float32 (the default), Precision::bfloat16 (mixed-precision training and
+  /// inference with float32 weights, optimiser state and head) or Precision::int8 (inference,
+  /// after calibrate_int8()).
   Precision precision() const { return cell_.precision(); }
-  /// \brief Sets the cell's precision, from the next train_step, evaluate or predict on.
+  /// \brief Sets the cell's precision, from the next train_step, evaluate or predict on. In
+  /// Precision::int8, train_step throws.
   /// \throws std::invalid_argument as the cell's set_precision() does.
   void set_precision(Precision precision) { cell_.set_precision(precision); }
+  /// \brief Finds the int8 bounds of every cell from the inputs each sees over a forward pass
+  /// of each batch, run in the current precision (PrecisionSetting::begin_int8_calibration());
+  /// a few hundred representative sequences are enough. Then set_precision(Precision::int8).
+  /// Targets in the batches are not needed. Runs in inference mode.
+  /// \throws std::invalid_argument when `batches` is empty or a batch does not fit the model.
+  void calibrate_int8(const std::vector<const SequenceBatch<Scalar>*>& batches) {
+    constexpr const char* fn = "SequenceModel::calibrate_int8";
+    if (batches.empty()) detail::throw_argument(fn, "batches", "at least one batch", "none");
+    for (const SequenceBatch<Scalar>* batch : batches) {  // all checked before the bounds change
+      if (!batch) detail::throw_argument(fn, "batches", "pointers to batches", "a null pointer");
+      check_batch(*batch, fn, false);
+    }
+    set_training(false);
+    cell_.begin_int8_calibration();
+    for (const SequenceBatch<Scalar>* batch : batches) run_forward(*batch, fn);
+    cell_.end_int8_calibration();
+  }
+  /// \brief calibrate_int8() over one batch.
+  void calibrate_int8(const SequenceBatch<Scalar>& batch) { calibrate_int8({&batch}); }
   /// \brief The head, Dense(H, K).
   Dense<Scalar>& head() { return head_; }
   const Dense<Scalar>& head() const { return head_; }  ///< \copydoc head()

@@ -33,6 +33,7 @@
 #include "../core/check.hpp"
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
+#include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 
 #include <Eigen/Core>
@@ -41,7 +42,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
-#include <vector>
+#include <algorithm>
 
 namespace dynrnn {
 
@@ -80,6 +81,46 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
   /// Packs Wq (K, N).
   static void pack(std::int8_t* dst, const Matrix<std::int32_t>& wq) {
     DotPanels::pack(dst, wq.rows(), wq.cols(), [&](Index k, Index j) { return std::int8_t(wq(k, j)); });
+  }
+
+  /// Quantises W (K, N) as stored (row stride ldw), column j with inverse[j], and packs the
+  /// panels [first, last) of kWidth columns at dst, with zeros past K and N; writes the
+  /// column sums of Wq for those panels' columns to sums. Four rows of sixteen columns at a
+  /// time: rounded as quantize() rounds, then interleaved so that each column's four k sit
+  /// side by side.
+  DYNRNN_TARGET_AVX512_VNNI static void pack_rows(std::int8_t* dst, std::int32_t* sums, const float* w, Index ldw,
+                                                  Index K, Index N, const float* inverse, Index first, Index last) {
+    const Index Kp = depth(K);
+    const __m512 low = _mm512_set1_ps(-127.0f), high = _mm512_set1_ps(127.0f);
+    for (Index panel = first; panel < last; ++panel) {
+      const Index j0 = panel * kWidth;
+      const int packets = packets_at(j0, N);
+      const Index width = Index(packets) * kPacket;
+      std::int8_t* out = dst + j0 * Kp;  // every panel before this one is kWidth wide
+      for (int v = 0; v < packets; ++v) {
+        const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, N - j);
+        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        const __m512 scale = _mm512_maskz_loadu_ps(mask, inverse + j);
+        __m512i sum = _mm512_setzero_si512();
+        for (Index k = 0; k < Kp; k += 4) {
+          __m128i q[4];
+          for (int r = 0; r < 4; ++r) {
+            const __m512 x = k + r < K ? _mm512_maskz_loadu_ps(mask, w + (k + r) * ldw + j) : _mm512_setzero_ps();
+            const __m512i qi = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(x, scale), low), high));
+            sum = _mm512_add_epi32(sum, qi);
+            q[r] = _mm512_cvtepi32_epi8(qi);
+          }
+          const __m128i lo01 = _mm_unpacklo_epi8(q[0], q[1]), hi01 = _mm_unpackhi_epi8(q[0], q[1]);
+          const __m128i lo23 = _mm_unpacklo_epi8(q[2], q[3]), hi23 = _mm_unpackhi_epi8(q[2], q[3]);
+          __m128i* to = reinterpret_cast<__m128i*>(out + k * width + 4 * v * kPacket);
+          _mm_storeu_si128(to, _mm_unpacklo_epi16(lo01, lo23));      // columns 0-3, k..k+3 each
+          _mm_storeu_si128(to + 1, _mm_unpackhi_epi16(lo01, lo23));  // 4-7
+          _mm_storeu_si128(to + 2, _mm_unpacklo_epi16(hi01, hi23));  // 8-11
+          _mm_storeu_si128(to + 3, _mm_unpackhi_epi16(hi01, hi23));  // 12-15
+        }
+        _mm512_mask_storeu_epi32(sums + j, mask, sum);
+      }
+    }
   }
 
   /// Quantises rows [0, n) of A (row stride lda) to Aq + 128 at dst (row stride depth(K)),
@@ -178,7 +219,8 @@ DYNRNN_END_AVX512_KERNELS
 /// products summed exactly in int32 (see the file comment): about four times the float32
 /// rate on CPUs with AVX-512 VNNI, the same bits through a portable kernel elsewhere. For
 /// inference. op(W) is quantised and packed once; nothing is allocated once the object has
-/// seen its largest shapes. An object keeps workspaces: it runs one product at a time.
+/// seen its largest shapes. An object keeps workspaces: it runs one product at a time,
+/// except rows(), which threads may call at once on disjoint workspace rows.
 ///
 /// \code
 /// dynrnn::Int8PackedRightGemm gemm;
@@ -195,36 +237,68 @@ class Int8PackedRightGemm {
 
   /// \brief Quantises op(W), (K, N), to int8 with a scale per column and packs it for the
   /// AVX-512 VNNI kernel when cpu_isa() allows it, else for the portable one; this object
-  /// then uses those kernels until the next pack(). Allocates only when sizes grow.
-  /// \throws std::invalid_argument when K exceeds kMaxDepth or W holds a value that is not
-  /// finite.
+  /// then uses those kernels until the next pack(). Allocates only when sizes grow; W is not
+  /// referenced afterwards.
+  /// \throws std::invalid_argument when K exceeds kMaxDepth (the last pack stays) or W holds
+  /// a value that is not finite (nothing stays packed).
   void pack(const ConstMatrixRef& W, Op op) {
     constexpr const char* fn = "Int8PackedRightGemm::pack";
     const Index K = op == Op::N ? W.rows() : W.cols(), N = op == Op::N ? W.cols() : W.rows();
     if (K > kMaxDepth)
       detail::throw_argument(fn, "W", "at most " + std::to_string(kMaxDepth) + " rows of op(W)", std::to_string(K));
-    if (!W.allFinite()) detail::throw_argument(fn, "W", "finite values", "a NaN or infinity");
     K_ = K;
     N_ = N;
+    reserved_ = 0;  // the workspaces' rows were sized for the last depth
     isa_ = cpu_isa() >= CpuIsa::avx512_core_vnni ? CpuIsa::avx512_core_vnni : CpuIsa::portable;
-    const auto w = [&](Index k, Index j) { return op == Op::N ? W(k, j) : W(j, k); };
+    // scale_w[j] = int8_scale(max_k |op(W)(k, j)|), from the largest magnitude of each column.
     weight_scales_.resize(N);
-    quantized_.resize(K, N);
-    column_sums_.resize(N);
-    for (Index j = 0; j < N; ++j) {
-      float bound = 0.0f;
-      for (Index k = 0; k < K; ++k) bound = std::max(bound, std::abs(w(k, j)));
-      weight_scales_[j] = int8_scale(bound);
-      const float inverse = 1.0f / weight_scales_[j];
-      std::int32_t sum = 0;
-      for (Index k = 0; k < K; ++k) sum += quantized_(k, j) = detail::quantize_int8(w(k, j), inverse);
-      column_sums_[j] = sum;
+    inverse_scales_.resize(N);
+    bool finite = true;
+    if (K == 0) {
+      weight_scales_.setZero();
+    } else if (op == Op::N) {  // row by row: contiguous, where a column of a row-major W is strided
+      inverse_scales_.setZero();  // here 0 · W summed: NaN where W holds a NaN or an infinity
+      weight_scales_.setZero();
+      for (Index k = 0; k < K; ++k) {
+        weight_scales_ = weight_scales_.cwiseMax(W.row(k).cwiseAbs().transpose());
+        inverse_scales_ += 0.0f * W.row(k).transpose();
+      }
+      finite = inverse_scales_.allFinite();
+    } else {
+      finite = W.allFinite();
+      if (finite) weight_scales_ = W.cwiseAbs().rowwise().maxCoeff();
     }
+    if (!finite) {
+      K_ = N_ = 0;  // nothing packed
+      detail::throw_argument(fn, "W", "finite values", "a NaN or infinity");
+    }
+    for (Index j = 0; j < N; ++j) {
+      weight_scales_[j] = int8_scale(weight_scales_[j]);
+      inverse_scales_[j] = 1.0f / weight_scales_[j];
+    }
+    column_sums_.resize(N);
     scales_.resize(N);
+    loop_scales_.resize(N);
+#ifdef DYNRNN_X86_KERNELS
+    if (isa_ == CpuIsa::avx512_core_vnni && op == Op::N) {  // W as stored: the vector packing
+      grow(packed_, Fast::packed_size(K, N));
+      const Index panels = (N + Fast::kWidth - 1) / Fast::kWidth;
+      // Quantising and interleaving cost about as much as 8 multiply-adds per element.
+      detail::for_row_shares(panels, 8.0 * double(K) * double(N), 1, [&](Index first, Index last) {
+        Fast::pack_rows(packed_.data(), column_sums_.data(), W.data(), W.outerStride(), K, N, inverse_scales_.data(),
+                        first, last);
+      });
+      return;
+    }
+#endif
+    const auto w = [&](Index k, Index j) { return op == Op::N ? W(k, j) : W(j, k); };
+    quantized_.resize(K, N);
+    for (Index k = 0; k < K; ++k)
+      for (Index j = 0; j < N; ++j) quantized_(k, j) = detail::quantize_int8(w(k, j), inverse_scales_[j]);
+    column_sums_ = quantized_.colwise().sum().transpose();
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_vnni) {
-      const Index size = Fast::packed_size(K, N);
-      if (Index(packed_.size()) < size) packed_.resize(std::size_t(size));
+      grow(packed_, Fast::packed_size(K, N));
       Fast::pack(packed_.data(), quantized_);
       return;
     }
@@ -249,29 +323,53 @@ class Int8PackedRightGemm {
                   const float* bias = nullptr) {
     constexpr const char* fn = "Int8PackedRightGemm";
     detail::check_packed_product(fn, K_, N_, C, A);
-    if (!(a_scale > 0.0f) || !std::isfinite(a_scale))
-      detail::throw_argument(fn, "a_scale", "> 0 and finite", detail::number_string(a_scale));
+    check_scale(fn, a_scale);
     const Index n = A.rows();
     if (n == 0 || N_ == 0) return;
     for (Index j = 0; j < N_; ++j) scales_[j] = alpha * a_scale * weight_scales_[j];
-    const bool fast = isa_ == CpuIsa::avx512_core_vnni;
-    const Index Kq = (K_ + 3) / 4 * 4;
-    if (fast && Index(a_u8_.size()) < n * Kq) a_u8_.resize(std::size_t(n * Kq));
-    if (!fast && float_sums()) portable_float_.reserve(n, K_, N_);
-    if (!fast && !float_sums()) portable_int_.reserve(n, K_, N_);
-    const Index granule =
-        fast ? detail::kDotTileRows
-             : float_sums() ? detail::PanelKernel<float>::kRows : detail::PanelKernel<std::int32_t>::kRows;
+    reserve_rows(n);
     // A quarter of the float32 work per multiply-add where the instructions take four at a time.
-    const double work = double(n) * double(N_) * double(K_) * (fast ? 0.25 : 1.0);
+    const double work = double(n) * double(N_) * double(K_) * (isa_ == CpuIsa::avx512_core_vnni ? 0.25 : 1.0);
     const float inverse = 1.0f / a_scale;
-    detail::for_row_shares(n, work, granule,
-                           [&](Index begin, Index end) { rows(C, A, inverse, beta, bias, begin, end); });
+    detail::for_row_shares(n, work, row_granule(), [&](Index begin, Index end) {
+      run_rows(C.data() + begin * C.outerStride(), C.outerStride(), A.data() + begin * A.outerStride(),
+               A.outerStride(), end - begin, scales_.data(), inverse, beta, bias, begin);
+    });
+  }
+
+  /// \brief Prepares rows(): makes room for `n` rows of A in the workspace and sets the
+  /// scale rows() quantises A with (alpha 1).
+  /// \throws std::invalid_argument when a_scale is not positive and finite.
+  void reserve(Index n, float a_scale) {
+    check_scale("Int8PackedRightGemm::reserve", a_scale);
+    for (Index j = 0; j < N_; ++j) loop_scales_[j] = a_scale * weight_scales_[j];
+    loop_inverse_ = 1.0f / a_scale;
+    reserve_rows(n);
+  }
+
+  /// \brief `C = A·op(W) + beta·C` on the calling thread alone, A quantised with the scale
+  /// given to reserve() in workspace rows [first, first + A.rows()), which reserve() must
+  /// have made room for: threads may call this at the same time on disjoint rows of C with
+  /// disjoint workspace rows. Runs inside parallel loops, where an exception cannot
+  /// propagate, so its arguments are checked only in debug builds (eigen_assert).
+  void rows(MatrixRef C, const ConstMatrixRef& A, float beta, Index first) {
+    eigen_assert(A.cols() == K_ && C.cols() == N_ && C.rows() == A.rows());
+    eigen_assert(first >= 0 && first + A.rows() <= reserved_);
+    run_rows(C.data(), C.outerStride(), A.data(), A.outerStride(), A.rows(), loop_scales_.data(), loop_inverse_,
+             beta, nullptr, first);
   }
 
   /// \brief The kernels chosen at the last pack(): CpuIsa::avx512_core_vnni or
   /// CpuIsa::portable.
   CpuIsa isa() const { return isa_; }
+
+  /// \brief Rows of C the kernels take at a time: sharing rows between threads on multiples
+  /// of this keeps every share but the last on whole tiles. Any split gives the same bits.
+  Index row_granule() const {
+    return isa_ == CpuIsa::avx512_core_vnni ? detail::kDotTileRows
+           : float_sums()                   ? detail::PanelKernel<float>::kRows
+                                            : detail::PanelKernel<std::int32_t>::kRows;
+  }
 
   /// \brief scale_w, one per column of op(W), from the last pack().
   const Vector<float>& weight_scales() const { return weight_scales_; }
@@ -281,52 +379,77 @@ class Int8PackedRightGemm {
   using Fast = detail::Int8Avx512Kernel;
 #endif
 
-  // Rows [begin, end) of the product, on the calling thread.
-  void rows(MatrixRef& C, const ConstMatrixRef& A, float inverse, float beta, const float* bias, Index begin,
-            Index end) {
-    const Index n = end - begin;
+  static void check_scale(const char* fn, float a_scale) {
+    if (!(a_scale > 0.0f) || !std::isfinite(a_scale))
+      detail::throw_argument(fn, "a_scale", "> 0 and finite", detail::number_string(a_scale));
+  }
+
+  // Makes `m` hold at least `size` elements (a column), keeping its storage when it does.
+  template <class T>
+  static void grow(ReusableMatrix<T>& m, Index size) {
+    if (m.size() < size) m.resize(size, 1);
+  }
+
+  // Room for n rows of the quantised A (and the portable kernel's sums).
+  void reserve_rows(Index n) {
+    if (isa_ == CpuIsa::avx512_core_vnni) {
+      grow(a_u8_, n * ((K_ + 3) / 4 * 4));  // rows of depth(K) bytes
+    } else if (float_sums()) {
+      portable_float_.reserve(n, K_, N_);
+    } else {
+      portable_int_.reserve(n, K_, N_);
+    }
+    reserved_ = std::max(reserved_, n);
+  }
+
+  // n rows of the product on the calling thread (rows of A at a, stride lda; of C at c,
+  // stride ldc), A quantised in workspace rows [first, first + n).
+  void run_rows(float* c, Index ldc, const float* a, Index lda, Index n, const float* scales, float inverse,
+                float beta, const float* bias, Index first) {
+    if (n == 0 || N_ == 0) return;
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_vnni) {
       const Index Kq = Fast::depth(K_);
-      std::uint8_t* a = a_u8_.data() + begin * Kq;
-      Fast::quantize(a, A.data() + begin * A.outerStride(), A.outerStride(), n, K_, inverse);
-      Fast::run(Fast::Product{C.data() + begin * C.outerStride(), C.outerStride(), a, Kq, packed_.data(),
-                              column_sums_.data(), scales_.data(), bias, n, Kq, N_, beta});
+      std::uint8_t* q = a_u8_.data() + first * Kq;
+      Fast::quantize(q, a, lda, n, K_, inverse);
+      Fast::run(Fast::Product{c, ldc, q, Kq, packed_.data(), column_sums_.data(), scales, bias, n, Kq, N_, beta});
       return;
     }
 #endif
     if (float_sums())
-      portable_rows(portable_float_, C, A, inverse, beta, bias, begin, end);
+      portable_rows(portable_float_, c, ldc, a, lda, n, scales, inverse, beta, bias, first);
     else
-      portable_rows(portable_int_, C, A, inverse, beta, bias, begin, end);
+      portable_rows(portable_int_, c, ldc, a, lda, n, scales, inverse, beta, bias, first);
   }
 
-  // The portable kernel's operands, with sums in T (float or int32).
+  // The portable kernel's operands, with sums in T (float or int32), as flat buffers of
+  // rows of K (Aq) and N (Aq · Wq).
   template <class T>
   struct Portable {
     PackedRightGemm<T> gemm;  // Wq
-    Matrix<T> a;              // Aq
-    Matrix<T> sums;           // Aq · Wq
+    ReusableMatrix<T> a;      // Aq
+    ReusableMatrix<T> sums;   // Aq · Wq
     void reserve(Index n, Index K, Index N) {
-      if (a.rows() < n || a.cols() != K) a.resize(n, K);
-      if (sums.rows() < n || sums.cols() != N) sums.resize(n, N);
+      grow(a, n * K);
+      grow(sums, n * N);
     }
   };
 
   template <class T>
-  void portable_rows(Portable<T>& portable, MatrixRef& C, const ConstMatrixRef& A, float inverse, float beta,
-                     const float* bias, Index begin, Index end) {
-    const Index n = end - begin;
-    for (Index i = begin; i < end; ++i)
-      for (Index k = 0; k < K_; ++k) portable.a(i, k) = T(detail::quantize_int8(A(i, k), inverse));
-    auto sums = portable.sums.middleRows(begin, n);
-    portable.gemm.rows(sums, portable.a.middleRows(begin, n), T(1), T(0));
+  void portable_rows(Portable<T>& portable, float* c, Index ldc, const float* a, Index lda, Index n,
+                     const float* scales, float inverse, float beta, const float* bias, Index first) {
+    using Rows = Eigen::Map<Matrix<T>>;
+    Rows q(portable.a.data() + first * K_, n, K_), sums(portable.sums.data() + first * N_, n, N_);
+    for (Index i = 0; i < n; ++i)
+      for (Index k = 0; k < K_; ++k) q(i, k) = T(detail::quantize_int8(a[i * lda + k], inverse));
+    portable.gemm.rows(sums, q, T(1), T(0));
     // The fast kernel's epilogue, fused multiply-adds as there.
-    for (Index i = begin; i < end; ++i)
+    for (Index i = 0; i < n; ++i)
       for (Index j = 0; j < N_; ++j) {
-        float out = std::fma(float(portable.sums(i, j)), scales_[j], bias ? bias[j] : 0.0f);
-        if (beta != 0.0f) out = std::fma(beta, C(i, j), out);
-        C(i, j) = out;
+        float& out = c[i * ldc + j];
+        float value = std::fma(float(sums(i, j)), scales[j], bias ? bias[j] : 0.0f);
+        if (beta != 0.0f) value = std::fma(beta, out, value);
+        out = value;
       }
   }
 
@@ -338,13 +461,19 @@ class Int8PackedRightGemm {
 
   CpuIsa isa_ = CpuIsa::portable;
   Index K_ = 0, N_ = 0;
+  Index reserved_ = 0;                          // rows of A the workspace holds at this depth
   Vector<float> weight_scales_;                 // scale_w
-  Matrix<std::int32_t> quantized_;              // Wq (K, N)
+  Vector<float> inverse_scales_;                // 1 / scale_w
+  Matrix<std::int32_t> quantized_;              // Wq (K, N), but for the vector packing
   Matrix<float> quantized_float_;               // Wq as float32 for the portable kernel
   Vector<std::int32_t> column_sums_;            // sums over k of Wq
-  Vector<float> scales_;                        // alpha · scale_a · scale_w, per call
-  std::vector<std::int8_t> packed_;             // Wq for the AVX-512 VNNI kernel
-  std::vector<std::uint8_t> a_u8_;              // Aq + 128 for the AVX-512 VNNI kernel
+  Vector<float> scales_;                        // alpha · scale_a · scale_w, per call of operator()
+  Vector<float> loop_scales_;                   // scale_a · scale_w for rows(), set by reserve()
+  float loop_inverse_ = 1.0f;                   // 1 / scale_a for rows()
+  // Flat buffers from dynrnn's buffer cache, as in Bf16PackedRightGemm: a workspace made
+  // and dropped with every call of the returning forms reuses memory.
+  ReusableMatrix<std::int8_t> packed_;          // Wq for the AVX-512 VNNI kernel
+  ReusableMatrix<std::uint8_t> a_u8_;           // Aq + 128 for the AVX-512 VNNI kernel
   Portable<float> portable_float_;              // the portable kernel while K <= kFloatExactDepth
   Portable<std::int32_t> portable_int_;         // and beyond
 };

@@ -12,18 +12,39 @@
 //                        bfloat16 and sums in float32 (bfloat16_gemm.hpp); the weights, the
 //                        optimizer's state, the gradients and all elementwise work stay
 //                        float32. Cells of float only.
+//   Precision::int8      inference: each forward product quantises its operands to int8 and
+//                        sums in int32 (int8_gemm.hpp), W with a scale per output column,
+//                        the left operand with one scale per product, from its bound:
+//                          the input x      the bound a calibration pass found (below);
+//                          h, and an LSTM's m before its projection
+//                                           1, as they lie in [-1, 1] (tanh, and sigmoid
+//                                           times tanh) given an initial state there;
+//                          a projected h, or a relu RNN's h
+//                                           the calibrated bound.
+//                        Everything else stays float32, as in bfloat16. A backward pass in
+//                        int8 is refused. Cells of float only.
+//
+// Calibration: begin_int8_calibration() on a cell (or a stack, a model) starts recording the
+// largest magnitude of each cell's input over the valid steps of its forward passes (padding
+// is never seen), and of the outputs of cells whose state is not bounded (an LSTM with
+// num_proj, a relu RNN); end_int8_calibration() makes them the
+// bounds. Run a few representative batches between the two in float32 (or bfloat16), then
+// set_precision(Precision::int8). Values beyond a bound are clamped to it.
 //
 // MixedRightGemm and MixedWeightGemm run a cell's products in the precision it is given at
 // each pack or product; the cells keep them in their caches and workspaces.
 #pragma once
 
 #include "bfloat16_gemm.hpp"
+#include "int8_gemm.hpp"
 
 #include "../core/check.hpp"
 #include "../core/column_sums.hpp"
 #include "../core/gemm.hpp"
 #include "../core/types.hpp"
 
+#include <algorithm>
+#include <stdexcept>
 #include <string>
 #include <type_traits>
 
@@ -33,19 +54,22 @@ namespace dynrnn {
 enum class Precision {
   float32 = 0,   ///< The cell's own scalar type throughout (the default).
   bfloat16 = 1,  ///< Operands rounded to bfloat16, sums and everything else float32 (float cells only).
+  int8 = 2,      ///< Inference: operands quantised to int8, sums in int32 (float cells only, calibrated).
 };
 
-/// \brief The precision's name: "float32" or "bfloat16", as the examples' --precision takes it.
+/// \brief The precision's name: "float32", "bfloat16" or "int8", as the examples' --precision
+/// takes it.
 inline const char* to_string(Precision precision) {
-  return precision == Precision::bfloat16 ? "bfloat16" : "float32";
+  return precision == Precision::bfloat16 ? "bfloat16" : precision == Precision::int8 ? "int8" : "float32";
 }
 
-/// \brief The precision named `name` ("float32" or "bfloat16").
+/// \brief The precision named `name` ("float32", "bfloat16" or "int8").
 /// \throws std::invalid_argument naming `argument` for any other name.
 inline Precision precision_from_string(const std::string& name, const char* argument = "precision") {
   if (name == "float32") return Precision::float32;
   if (name == "bfloat16") return Precision::bfloat16;
-  detail::throw_argument("precision_from_string", argument, "float32 or bfloat16", "\"" + name + "\"");
+  if (name == "int8") return Precision::int8;
+  detail::throw_argument("precision_from_string", argument, "float32, bfloat16 or int8", "\"" + name + "\"");
 }
 
 namespace detail {
@@ -53,12 +77,21 @@ namespace detail {
 /// Throws std::invalid_argument unless a cell of Scalar can run in `precision`.
 template <class Scalar>
 void check_precision(const char* function, Precision precision) {
-  if (precision != Precision::float32 && precision != Precision::bfloat16)
-    throw_argument(function, "precision", "Precision::float32 or Precision::bfloat16",
+  if (precision != Precision::float32 && precision != Precision::bfloat16 && precision != Precision::int8)
+    throw_argument(function, "precision", "Precision::float32, Precision::bfloat16 or Precision::int8",
                    std::to_string(int(precision)));
-  if (!std::is_same_v<Scalar, float> && precision == Precision::bfloat16)
-    throw_argument(function, "precision", "Precision::float32 for a cell of double (bfloat16 needs float)",
-                   "Precision::bfloat16");
+  if (!std::is_same_v<Scalar, float> && precision != Precision::float32)
+    throw_argument(function, "precision",
+                   std::string("Precision::float32 for a cell of double (") + to_string(precision) + " needs float)",
+                   std::string("Precision::") + to_string(precision));
+}
+
+/// Throws std::invalid_argument when a backward pass would run in `precision` (int8).
+inline void check_trainable(const char* function, Precision precision) {
+  if (precision == Precision::int8)
+    throw_argument(function, "precision",
+                   "Precision::float32 or Precision::bfloat16 (int8 is for inference: set_precision before training)",
+                   "Precision::int8");
 }
 
 struct NoBf16Gemm {};  // in place of Bf16PackedRightGemm for scalars other than float
@@ -67,37 +100,123 @@ struct NoBf16Gemm {};  // in place of Bf16PackedRightGemm for scalars other than
 template <class Scalar>
 using Bf16GemmFor = std::conditional_t<std::is_same_v<Scalar, float>, Bf16PackedRightGemm, NoBf16Gemm>;
 
+struct NoInt8Gemm {};  // in place of Int8PackedRightGemm for scalars other than float
+
+// The int8 product of a cell of Scalar: Int8PackedRightGemm for float, none otherwise.
+template <class Scalar>
+using Int8GemmFor = std::conditional_t<std::is_same_v<Scalar, float>, Int8PackedRightGemm, NoInt8Gemm>;
+
+/// Sets `precision` on every cell of the ranges, or on none when one refuses it.
+template <class... Cells>
+void set_every_precision(Precision precision, Cells&... cells) {
+  (..., [&] { for (const auto& cell : cells) cell.check_precision(precision); }());
+  (..., [&] { for (auto& cell : cells) cell.set_precision(precision); }());
+}
+
 }  // namespace detail
 
 /// \brief The precision setting every cell has (LSTMCell, GRUCell, RNNCell derive from it):
 /// the arithmetic of the cell's matrix products, used from its next forward or backward
-/// pass on. Precision::bfloat16 rounds the operands of the input projection, the recurrent
-/// product (and an LSTM's projection), the input gradient and the weight gradients to
-/// bfloat16 and sums them in float32; the weights, the gradients and the gate arithmetic stay
-/// in Scalar.
-/// \tparam Scalar the cell's element type; bfloat16 needs float.
+/// pass on, and the int8 bounds (see the file comment). Precision::bfloat16 rounds the
+/// operands of the input projection, the recurrent product (and an LSTM's projection), the
+/// input gradient and the weight gradients to bfloat16 and sums them in float32;
+/// Precision::int8 quantises the forward products' operands to int8. The weights, the
+/// gradients and the gate arithmetic stay in Scalar.
+/// \tparam Scalar the cell's element type; bfloat16 and int8 need float.
+///
+/// \code
+/// cell.begin_int8_calibration();
+/// for (const auto& batch : samples) dynamic_rnn(cell, batch.x, batch.lengths);  // float32
+/// cell.end_int8_calibration();
+/// cell.set_precision(dynrnn::Precision::int8);
+/// \endcode
 template <class Scalar>
 class PrecisionSetting {
  public:
-  /// \brief The precision of the cell's products: Precision::float32 (the default) or
-  /// Precision::bfloat16.
+  /// \brief The precision of the cell's products: Precision::float32 (the default),
+  /// Precision::bfloat16 or Precision::int8.
   Precision precision() const { return precision_; }
   /// \brief Sets precision().
-  /// \throws std::invalid_argument for an invalid value, or for Precision::bfloat16 in a
-  /// cell of double.
+  /// \throws std::invalid_argument as check_precision() does; nothing changes then.
   void set_precision(Precision precision) {
-    detail::check_precision<Scalar>("set_precision", precision);
+    check_precision(precision);
     precision_ = precision;
   }
+  /// \brief Throws what set_precision(precision) would throw, changing nothing.
+  /// \throws std::invalid_argument for an invalid value, for Precision::bfloat16 or
+  /// Precision::int8 in a cell of double, or for Precision::int8 before the input's bound is
+  /// known (end_int8_calibration() or set_int8_bounds()).
+  void check_precision(Precision precision) const {
+    detail::check_precision<Scalar>("set_precision", precision);
+    if (precision == Precision::int8 && input_bound_ < 0.0f)
+      detail::throw_argument("set_precision", "precision",
+                             "Precision::int8 after calibration (end_int8_calibration or set_int8_bounds)",
+                             "Precision::int8 with no int8 bounds");
+  }
+
+  /// \brief Starts recording the largest magnitudes the cell's forward passes see (its input
+  /// on valid steps; the output of a projecting LSTM or a relu RNN), forgetting earlier records. Passes that
+  /// run while recording must not run at the same time on this cell.
+  void begin_int8_calibration() {
+    calibrating_ = true;
+    seen_ = false;
+    seen_input_ = seen_state_ = 0.0f;
+  }
+  /// \brief Stops recording and makes the records the int8 bounds.
+  /// \throws std::logic_error when no forward pass ran since begin_int8_calibration(), or it
+  /// was not called.
+  void end_int8_calibration() {
+    if (!calibrating_ || !seen_)
+      throw std::logic_error(std::string("end_int8_calibration: ") +
+                             (calibrating_ ? "no forward pass ran since begin_int8_calibration()"
+                                           : "begin_int8_calibration() was not called"));
+    calibrating_ = false;
+    input_bound_ = seen_input_;
+    state_bound_ = std::max(seen_state_, 0.0f);
+  }
+  /// \brief Whether forward passes are being recorded.
+  bool int8_calibrating() const { return calibrating_; }
+  /// \brief Sets the int8 bounds directly (from an earlier calibration, say): `input` for the
+  /// cell's input, `state` for the output of a projecting LSTM or a relu RNN (other cells'
+  /// states lie in [-1, 1] and ignore it).
+  /// \throws std::invalid_argument when a bound is negative or not finite.
+  void set_int8_bounds(float input, float state = 1.0f) {
+    int8_scale(input);  // checks the bounds
+    int8_scale(state);
+    input_bound_ = input;
+    state_bound_ = state;
+  }
+  /// \brief The bound of the cell's input in int8: negative until calibrated.
+  float int8_input_bound() const { return input_bound_; }
+  /// \brief The bound of a projecting LSTM's or a relu RNN's output in int8 (1 until calibrated).
+  float int8_state_bound() const { return state_bound_; }
 
  protected:
+  /// Records a forward pass's input (P, I) and, when not null, its output (P, R), while
+  /// calibrating.
+  template <class Input, class Output = Input>
+  void observe_int8(const Input& x, const Output* output = nullptr) const {
+    if (!calibrating_) return;
+    seen_ = true;
+    if (x.size() > 0) seen_input_ = std::max(seen_input_, float(x.cwiseAbs().maxCoeff()));
+    if (output && output->size() > 0) seen_state_ = std::max(seen_state_, float(output->cwiseAbs().maxCoeff()));
+  }
+
   Precision precision_ = Precision::float32;  ///< The setting, read by the cell's passes.
+  float input_bound_ = -1.0f;                 ///< int8: the input's bound, negative until known.
+  float state_bound_ = 1.0f;                  ///< int8: a projecting LSTM's or relu RNN's output's bound.
+
+ private:
+  bool calibrating_ = false;
+  // Records of the passes since begin_int8_calibration(); forward() is const.
+  mutable bool seen_ = false;
+  mutable float seen_input_ = 0.0f, seen_state_ = 0.0f;
 };
 
 /// \brief PackedRightGemm in a chosen precision: `C = alpha·A·op(W) + beta·C (+ bias)` with
-/// op(W) packed once, in float32 (PackedRightGemm<Scalar>) or bfloat16
-/// (Bf16PackedRightGemm). A cell's forward and backward products.
-/// \tparam Scalar element type; bfloat16 needs float.
+/// op(W) packed once, in float32 (PackedRightGemm<Scalar>), bfloat16 (Bf16PackedRightGemm)
+/// or int8 (Int8PackedRightGemm). A cell's forward and backward products.
+/// \tparam Scalar element type; bfloat16 and int8 need float.
 template <class Scalar>
 class MixedRightGemm {
  public:
@@ -105,19 +224,28 @@ class MixedRightGemm {
   using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;  ///< Read-only row-major block.
 
   /// \brief Packs op(W), (K, N), for products in `precision` until the next pack(), with
-  /// room for `loop_rows` rows in the workspace of rows() (0 when only operator() runs).
-  /// \throws std::invalid_argument when the precision is not one a cell of Scalar can use.
-  void pack(const ConstMatrixRef& W, Op op, Precision precision, Index loop_rows = 0) {
+  /// room for `loop_rows` rows in the workspace of rows() (0 when only operator() runs); in
+  /// int8, A's values are taken to lie in [-a_bound, a_bound].
+  /// \throws std::invalid_argument when the precision is not one a cell of Scalar can use,
+  /// or a_bound is negative or not finite.
+  void pack(const ConstMatrixRef& W, Op op, Precision precision, Index loop_rows = 0, float a_bound = 1.0f) {
     detail::check_precision<Scalar>("MixedRightGemm::pack", precision);
-    bf16_ = precision == Precision::bfloat16;
+    precision_ = precision;
     if constexpr (std::is_same_v<Scalar, float>) {
-      if (bf16_) {
+      if (precision == Precision::bfloat16) {
         reduced_.pack(W, op);
         reduced_.reserve(loop_rows);
         return;
       }
+      if (precision == Precision::int8) {
+        a_scale_ = int8_scale(a_bound);
+        int8_.pack(W, op);
+        int8_.reserve(loop_rows, a_scale_);
+        return;
+      }
     }
     (void)loop_rows;
+    (void)a_bound;
     float32_.pack(W, op);
   }
 
@@ -127,30 +255,37 @@ class MixedRightGemm {
   void operator()(MatrixRef C, const ConstMatrixRef& A, Scalar alpha = Scalar(1), Scalar beta = Scalar(0),
                   const Scalar* bias = nullptr) {
     if constexpr (std::is_same_v<Scalar, float>) {
-      if (bf16_) return reduced_(C, A, alpha, beta, bias);
+      if (precision_ == Precision::bfloat16) return reduced_(C, A, alpha, beta, bias);
+      if (precision_ == Precision::int8) return int8_(C, A, a_scale_, alpha, beta, bias);
     }
     float32_(C, A, alpha, beta, bias);
   }
 
   /// \brief operator() on the calling thread alone, without a bias; threads may call it at
   /// once on disjoint rows of C, each passing as `first` the first of its rows among the
-  /// `loop_rows` given to pack() (the bfloat16 product converts A there). Arguments are
-  /// checked in debug builds only.
+  /// `loop_rows` given to pack() (the bfloat16 and int8 products convert A there).
+  /// Arguments are checked in debug builds only; alpha must be 1 in int8.
   void rows(MatrixRef C, const ConstMatrixRef& A, Scalar alpha, Scalar beta, Index first) {
     if constexpr (std::is_same_v<Scalar, float>) {
-      if (bf16_) return reduced_.rows(C, A, alpha, beta, nullptr, first);
+      if (precision_ == Precision::bfloat16) return reduced_.rows(C, A, alpha, beta, nullptr, first);
+      if (precision_ == Precision::int8) {
+        eigen_assert(alpha == 1.0f);
+        return int8_.rows(C, A, beta, first);
+      }
     }
     (void)first;
     float32_.rows(C, A, alpha, beta);
   }
 
   /// \brief The precision of the last pack().
-  Precision precision() const { return bf16_ ? Precision::bfloat16 : Precision::float32; }
+  Precision precision() const { return precision_; }
 
  private:
   PackedRightGemm<Scalar> float32_;
   detail::Bf16GemmFor<Scalar> reduced_;
-  bool bf16_ = false;
+  detail::Int8GemmFor<Scalar> int8_;
+  float a_scale_ = 1.0f;  // int8: A's scale
+  Precision precision_ = Precision::float32;
 };
 
 /// \brief A cell's weight-gradient products `C = alpha·Aᵀ·B + beta·C` in a chosen
@@ -170,6 +305,7 @@ class MixedWeightGemm {
   void operator()(MatrixRef C, const ConstMatrixRef& A, const ConstMatrixRef& B, Scalar alpha, Scalar beta,
                   Precision precision) {
     detail::check_precision<Scalar>("MixedWeightGemm", precision);
+    detail::check_trainable("MixedWeightGemm", precision);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (precision == Precision::bfloat16) {
         reduced_.pack(B, Op::N);  // transposed_left checks A and C against it
@@ -189,6 +325,7 @@ class MixedWeightGemm {
                        const ConstMatrixRef& B, Scalar alpha, Scalar beta, Scalar* column_sums, Precision precision) {
     constexpr const char* fn = "MixedWeightGemm::transposed_pair";
     detail::check_precision<Scalar>(fn, precision);
+    detail::check_trainable(fn, precision);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (precision == Precision::bfloat16) {
         // Both checked before either product writes.

@@ -159,12 +159,24 @@ class BidirectionalStack {
   /// \brief The precision of the cells' matrix products (PrecisionSetting): layer 0's
   /// forward cell's, which set_precision() gives every cell.
   Precision precision() const { return fw_.front().precision(); }
-  /// \brief Sets every cell's precision, both directions (PrecisionSetting::set_precision()).
-  /// \throws std::invalid_argument as the cells' set_precision() does.
-  void set_precision(Precision precision) {
+  /// \brief Sets every cell's precision, both directions (PrecisionSetting::set_precision()),
+  /// or none.
+  /// \throws std::invalid_argument as a cell's set_precision() does; nothing changes then.
+  void set_precision(Precision precision) { detail::set_every_precision(precision, fw_, bw_); }
+  /// \brief Starts recording the int8 bounds of every cell, both directions, each from its
+  /// own input (PrecisionSetting::begin_int8_calibration()).
+  void begin_int8_calibration() {
     for (std::size_t k = 0; k < fw_.size(); ++k) {
-      fw_[k].set_precision(precision);
-      bw_[k].set_precision(precision);
+      fw_[k].begin_int8_calibration();
+      bw_[k].begin_int8_calibration();
+    }
+  }
+  /// \brief Makes every cell's records its int8 bounds (PrecisionSetting::end_int8_calibration()).
+  /// \throws std::logic_error when no forward pass ran since begin_int8_calibration().
+  void end_int8_calibration() {
+    for (std::size_t k = 0; k < fw_.size(); ++k) {
+      fw_[k].end_int8_calibration();
+      bw_[k].end_int8_calibration();
     }
   }
 

@@ -14,6 +14,7 @@
 #include "../core/parallel.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
+#include "../precision/mixed_gemm.hpp"
 #include "packed_schedule.hpp"
 
 #include <algorithm>
@@ -38,6 +39,7 @@ void check_backward_arguments(const char* function, const Cell& cell, const Pack
                               const ReusableMatrix<typename Cell::Scalar>& x,
                               const ReusableMatrix<typename Cell::Scalar>& dh, const typename Cell::State& dstate,
                               const typename Cell::Gradients& grads) {
+  check_trainable(function, cell.precision());
   cell.check_parameters(function);
   cell.check_gradients(function, grads);
   check_shape(function, "cache.h", outputs, s.total(), cell.output_size());
