@@ -66,6 +66,31 @@ TEST(BufferCache, HoldsNoMoreThanItsLimitAndReleasesEverything) {
   EXPECT_EQ(cached_buffer_bytes(), 0u);
 }
 
+// A working set that grows (small shapes first, then larger ones) replaces the old one in
+// the cache: the larger blocks are all kept, and the next round of requests finds them.
+TEST(BufferCache, FollowsAGrowingWorkingSet) {
+  release_cached_buffers();
+  auto& cache = BufferCache::instance();
+  const std::size_t small = std::size_t(1) << 20, large = std::size_t(3) << 20;
+  const auto round = [&](std::size_t bytes) {
+    std::vector<BufferCache::Block> blocks;
+    for (int k = 0; k < 4; ++k) blocks.push_back(cache.take(bytes));
+    for (const BufferCache::Block& b : blocks) cache.give(b);
+    return blocks;
+  };
+  round(small);
+  EXPECT_EQ(cached_buffer_bytes(), 4 * small);
+  const auto first = round(large);
+  EXPECT_EQ(cached_buffer_bytes(), 4 * large) << "the large blocks replace the small ones";
+  const auto second = round(large);
+  for (int k = 0; k < 4; ++k) {
+    bool reused = false;
+    for (const BufferCache::Block& b : first) reused = reused || b.data == second[std::size_t(k)].data;
+    EXPECT_TRUE(reused) << "request " << k << " of the second round got a new block";
+  }
+  release_cached_buffers();
+}
+
 // Results created and dropped step after step keep reusing the same memory: after the first
 // step the cache neither grows nor runs dry, and the packed buffers come from it.
 TEST(ReturningForms, ReuseCachedBuffersStepAfterStep) {

@@ -10,7 +10,10 @@
 // loop that creates and drops results of the same shapes reuses the same memory.
 //
 // Bounds: the cache never holds more than the most memory its blocks have ever had in use at
-// once (a loop's working set, not more), nor more than set_buffer_cache_limit(). It is one
+// once (a loop's working set, not more), nor more than set_buffer_cache_limit(). When a
+// block given back does not fit within them, the blocks given back longest ago make room:
+// a program whose shapes grow (small batches first, then large ones) keeps its new working
+// set cached instead of the old one, which no request fits any more. It is one
 // cache for the process, guarded by a mutex, so results may be created and destroyed on any
 // thread. It changes nothing outside dynrnn: the C library's settings are untouched.
 #pragma once
@@ -19,6 +22,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <mutex>
 
@@ -55,13 +59,13 @@ class BufferCache {
       std::lock_guard<std::mutex> lock(mutex_);
       std::size_t best = kSlots;
       for (std::size_t i = 0; i < kSlots; ++i) {
-        const std::size_t size = slots_[i].bytes;
-        if (slots_[i].data && size >= bytes && size / kMaxWaste <= bytes &&
-            (best == kSlots || size < slots_[best].bytes))
+        const std::size_t size = slots_[i].block.bytes;
+        if (slots_[i].block.data && size >= bytes && size / kMaxWaste <= bytes &&
+            (best == kSlots || size < slots_[best].block.bytes))
           best = i;
       }
       if (best != kSlots) {
-        const Block block = slots_[best];
+        const Block block = slots_[best].block;
         slots_[best] = {};
         cached_ -= block.bytes;
         note_in_use(block.bytes);
@@ -73,20 +77,33 @@ class BufferCache {
     return block;
   }
 
-  /// Takes back a block from take(): it is kept for a later request when the bounds allow,
-  /// and freed otherwise.
+  /// Takes back a block from take(): it is kept for a later request when the bounds allow
+  /// it, after freeing the blocks given back longest ago if they must make room; it is freed
+  /// when it alone exceeds the bounds.
   void give(Block block) noexcept {
     if (!block.data) return;
     if (block.bytes >= kMinCachedBytes) {
       std::lock_guard<std::mutex> lock(mutex_);
       in_use_ -= block.bytes;
-      if (cached_ + block.bytes <= bound()) {
-        for (Block& slot : slots_) {
-          if (slot.data) continue;
-          slot = block;
-          cached_ += block.bytes;
-          return;
+      if (block.bytes <= bound()) {
+        Slot* free_slot = nullptr;
+        while (true) {
+          Slot* oldest = nullptr;
+          free_slot = nullptr;
+          for (Slot& slot : slots_) {
+            if (!slot.block.data)
+              free_slot = &slot;
+            else if (!oldest || slot.given < oldest->given)
+              oldest = &slot;
+          }
+          if (free_slot && cached_ + block.bytes <= bound()) break;
+          cached_ -= oldest->block.bytes;  // not null: the cache holds a block while it lacks room
+          Eigen::internal::aligned_free(oldest->block.data);
+          oldest->block = {};
         }
+        *free_slot = {block, ++clock_};
+        cached_ += block.bytes;
+        return;
       }
     }
     Eigen::internal::aligned_free(block.data);
@@ -96,8 +113,8 @@ class BufferCache {
   std::size_t release() noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     const std::size_t released = cached_;
-    for (Block& slot : slots_) {
-      if (slot.data) Eigen::internal::aligned_free(slot.data);
+    for (Slot& slot : slots_) {
+      if (slot.block.data) Eigen::internal::aligned_free(slot.block.data);
       slot = {};
     }
     cached_ = 0;
@@ -114,17 +131,22 @@ class BufferCache {
   void set_limit(std::size_t bytes) noexcept {
     std::lock_guard<std::mutex> lock(mutex_);
     limit_ = bytes;
-    for (Block& slot : slots_) {
+    for (Slot& slot : slots_) {
       if (cached_ <= bound()) break;
-      if (!slot.data) continue;
-      cached_ -= slot.bytes;
-      Eigen::internal::aligned_free(slot.data);
+      if (!slot.block.data) continue;
+      cached_ -= slot.block.bytes;
+      Eigen::internal::aligned_free(slot.block.data);
       slot = {};
     }
   }
 
  private:
   static constexpr std::size_t kSlots = 64;
+
+  struct Slot {
+    Block block;             // empty when the slot is free
+    std::uint64_t given = 0;  // when give() stored it, in calls of give() that stored a block
+  };
 
   BufferCache() = default;
 
@@ -135,7 +157,8 @@ class BufferCache {
   }
 
   std::mutex mutex_;
-  std::array<Block, kSlots> slots_{};
+  std::array<Slot, kSlots> slots_{};
+  std::uint64_t clock_ = 0;      // blocks stored by give() so far
   std::size_t cached_ = 0;       // bytes in slots_
   std::size_t in_use_ = 0;       // bytes of cacheable blocks handed out and not given back
   std::size_t peak_in_use_ = 0;  // the most in_use_ has been
