@@ -42,8 +42,10 @@ std::pair<Eigen::MatrixXd, Eigen::VectorXd> quantised_block(const Matrix<float>&
 Tensor3<double> reference_int8_lstm(const LSTMCell<float>& cell, const Tensor3<float>& x,
                                     const std::vector<int>& lengths, float x_bound) {
   const Index I = x.dimension(2), H = cell.hidden_size();
-  const auto [qx, sx] = quantised_block(cell.kernel(), 0, I);
-  const auto [qh, sh] = quantised_block(cell.kernel(), I, H);
+  // Named copies, not structured bindings, which a C++17 lambda cannot capture.
+  const auto x_block = quantised_block(cell.kernel(), 0, I), h_block = quantised_block(cell.kernel(), I, H);
+  const Eigen::MatrixXd &qx = x_block.first, &qh = h_block.first;
+  const Eigen::VectorXd &sx = x_block.second, &sh = h_block.second;
   const double x_scale = double(x_bound / 127.0f), h_scale = double(1.0f / 127.0f);
   return reference_lstm(x.dimension(0), x.dimension(1), H, lengths, [&](Index t, Index b, const Eigen::VectorXd& h) {
     Eigen::VectorXd sum_x = Eigen::VectorXd::Zero(4 * H), sum_h = Eigen::VectorXd::Zero(4 * H);
