@@ -121,4 +121,14 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
   Block storage_;
 };
 
+namespace detail {
+
+/// Makes `m` a flat buffer (a column) of at least `size` elements, keeping its storage and
+/// contents when it already holds that many: the reduced-precision products' workspaces.
+template <class T>
+void grow_flat(ReusableMatrix<T>& m, Index size) {
+  if (m.size() < size) m.resize(size, 1);
+}
+
+}  // namespace detail
 }  // namespace dynrnn

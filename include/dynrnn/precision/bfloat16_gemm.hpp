@@ -263,7 +263,7 @@ class Bf16PackedRightGemm {
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_bf16) {
       const Index size = Fast::packed_size(K_, N_);
-      grow(packed_bf16_, size);
+      detail::grow_flat(packed_bf16_, size);
       const Index panels = (N_ + Fast::kWidth - 1) / Fast::kWidth;
       // Rounding and interleaving cost about as much as 8 multiply-adds per element.
       detail::for_row_shares(panels, 8.0 * double(K_) * double(N_), 1, [&](Index first, Index last) {
@@ -276,14 +276,14 @@ class Bf16PackedRightGemm {
     }
 #endif
     // The portable kernel's W: Kp rows, each pair swapped, rounded (see the file comment).
-    grow(staged_, Kp_ * N_);
+    detail::grow_flat(staged_, Kp_ * N_);
     for (Index k = 0; k < Kp_; ++k)
       for (Index j = 0; j < N_; ++j) {
         const Index from = k ^ 1;  // the other row of the pair
         staged_.data()[k * N_ + j] = from >= K_ ? 0.0f : detail::round_to_bfloat16(op == Op::N ? W(from, j) : W(j, from));
       }
     const Index size = Portable::packed_size(Kp_, N_);
-    grow(packed_float_, size);
+    detail::grow_flat(packed_float_, size);
     Portable::pack_panels(packed_float_.data(), staged_.data(), N_, false, Kp_, N_);
   }
 
@@ -315,9 +315,9 @@ class Bf16PackedRightGemm {
   /// \brief Makes room for `n` rows of A in the workspace, for rows().
   void reserve(Index n) {
     if (isa_ == CpuIsa::avx512_core_bf16) {
-      grow(a_bf16_, n * Kp_);
+      detail::grow_flat(a_bf16_, n * Kp_);
     } else {
-      grow(a_float_, n * Kp_);
+      detail::grow_flat(a_float_, n * Kp_);
     }
     reserved_ = std::max(reserved_, n);
   }
@@ -346,12 +346,6 @@ class Bf16PackedRightGemm {
 #ifdef DYNRNN_X86_KERNELS
   using Fast = detail::Bf16Avx512Kernel;
 #endif
-
-  // Makes `m` hold at least `size` elements (a column), keeping its storage when it does.
-  template <class T>
-  static void grow(ReusableMatrix<T>& m, Index size) {
-    if (m.size() < size) m.resize(size, 1);
-  }
 
   // All n rows of op(A) · op(W), shared between threads (row i of op(A): a + i·lda, or
   // column i of a when `transposed`).

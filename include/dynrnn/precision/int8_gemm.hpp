@@ -281,7 +281,7 @@ class Int8PackedRightGemm {
     loop_scales_.resize(N);
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_vnni && op == Op::N) {  // W as stored: the vector packing
-      grow(packed_, Fast::packed_size(K, N));
+      detail::grow_flat(packed_, Fast::packed_size(K, N));
       const Index panels = (N + Fast::kWidth - 1) / Fast::kWidth;
       // Quantising and interleaving cost about as much as 8 multiply-adds per element.
       detail::for_row_shares(panels, 8.0 * double(K) * double(N), 1, [&](Index first, Index last) {
@@ -298,7 +298,7 @@ class Int8PackedRightGemm {
     column_sums_ = quantized_.colwise().sum().transpose();
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_vnni) {
-      grow(packed_, Fast::packed_size(K, N));
+      detail::grow_flat(packed_, Fast::packed_size(K, N));
       Fast::pack(packed_.data(), quantized_);
       return;
     }
@@ -384,16 +384,10 @@ class Int8PackedRightGemm {
       detail::throw_argument(fn, "a_scale", "> 0 and finite", detail::number_string(a_scale));
   }
 
-  // Makes `m` hold at least `size` elements (a column), keeping its storage when it does.
-  template <class T>
-  static void grow(ReusableMatrix<T>& m, Index size) {
-    if (m.size() < size) m.resize(size, 1);
-  }
-
   // Room for n rows of the quantised A (and the portable kernel's sums).
   void reserve_rows(Index n) {
     if (isa_ == CpuIsa::avx512_core_vnni) {
-      grow(a_u8_, n * ((K_ + 3) / 4 * 4));  // rows of depth(K) bytes
+      detail::grow_flat(a_u8_, n * ((K_ + 3) / 4 * 4));  // rows of depth(K) bytes
     } else if (float_sums()) {
       portable_float_.reserve(n, K_, N_);
     } else {
@@ -430,8 +424,8 @@ class Int8PackedRightGemm {
     ReusableMatrix<T> a;      // Aq
     ReusableMatrix<T> sums;   // Aq · Wq
     void reserve(Index n, Index K, Index N) {
-      grow(a, n * K);
-      grow(sums, n * N);
+      detail::grow_flat(a, n * K);
+      detail::grow_flat(sums, n * N);
     }
   };
 
