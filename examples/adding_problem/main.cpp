@@ -13,6 +13,7 @@
 //   adding_problem --max-time 200 --plot adding.png
 //   adding_problem --resume adding_problem.safetensors      # continue a run exactly
 //   adding_problem --precision bfloat16     # the LSTM's products in bfloat16 (mixed precision)
+//   adding_problem --int8                   # also evaluate the trained model with int8 products
 //   adding_problem --help
 #include "../common/loss_plot.hpp"
 
@@ -20,10 +21,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -99,6 +102,10 @@ int main(int argc, char** argv) {
                  "Arithmetic of the LSTM's matrix products: float32, or bfloat16 (operands rounded, float32 sums)")
       ->check(CLI::IsMember({"float32", "bfloat16"}))
       ->capture_default_str();
+  bool int8 = false;
+  app.add_flag("--int8", int8,
+               "Also evaluate the trained model with its products in int8, calibrated on the first 256 training "
+               "sequences (--require-mse then applies to both)");
   app.add_option("--require-mse", require_mse, "Exit with status 1 when the test MSE is not below this value");
   CLI11_PARSE(app, argc, argv);
 
@@ -167,10 +174,28 @@ int main(int argc, char** argv) {
     std::printf("test MSE in float32: %.5f\n", model.evaluate(test).loss);
     model.set_precision(precision);
   }
+  double mse8 = 0;
+  if (int8) {  // the same trained weights, the LSTM's products in int8
+    std::vector<std::size_t> first(std::min<std::size_t>(256, train.size()));
+    for (std::size_t i = 0; i < first.size(); ++i) first[i] = i;
+    dynrnn::SequenceBatch<Scalar> calibration;
+    train.make_batch(first, calibration);
+    model.set_precision(dynrnn::Precision::float32);
+    model.calibrate_int8(calibration);
+    model.set_precision(dynrnn::Precision::int8);
+    mse8 = model.evaluate(test).loss;
+    std::printf("test MSE in int8: %.5f (input bound %.3g)\n", mse8, double(model.cell().int8_input_bound()));
+    model.set_precision(precision);
+  }
   examples::plot_if_asked("adding_problem", plot, csv_path, "adding problem, T = " + std::to_string(max_time));
   if (result.interrupted) return 130;  // the shell's status for a run ended by SIGINT
   if (require_mse >= 0 && !(m.loss < require_mse)) {
     std::fprintf(stderr, "adding_problem: test MSE %.5f is not below the required %.5f\n", m.loss, require_mse);
+    return 1;
+  }
+  if (int8 && require_mse >= 0 && !(mse8 < require_mse)) {
+    std::fprintf(stderr, "adding_problem: test MSE in int8 %.5f is not below the required %.5f\n", mse8,
+                 require_mse);
     return 1;
   }
   return 0;
