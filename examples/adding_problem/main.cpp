@@ -25,6 +25,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -177,7 +178,7 @@ int main(int argc, char** argv) {
   double mse8 = 0;
   if (int8) {  // the same trained weights, the LSTM's products in int8
     std::vector<std::size_t> first(std::min<std::size_t>(256, train.size()));
-    for (std::size_t i = 0; i < first.size(); ++i) first[i] = i;
+    std::iota(first.begin(), first.end(), std::size_t(0));
     dynrnn::SequenceBatch<Scalar> calibration;
     train.make_batch(first, calibration);
     model.set_precision(dynrnn::Precision::float32);
