@@ -37,6 +37,14 @@ double relative_difference(const A& a, const B& b) {
   return std::sqrt(diff / norm);
 }
 
+/// How far a cell's or topology's fast path may be from its portable one (CpuIsa::portable),
+/// relative_difference() of outputs or gradients. Their products give the same bits (the
+/// kernels' own tests check that); their gate activations are computed two ways, within 4e-7
+/// of each other (core/activations.hpp), which a bfloat16 rounding or an int8 quantisation of
+/// the next step's h can amplify (to 1.5e-5 in the gradients of a stack of two LSTMs in
+/// bfloat16, test_mixed_precision.cpp). Products left in float32 are 1e-3 off or more.
+inline constexpr double kPathTolerance = 1e-4;
+
 /// An LSTMCell(20, 24) drawn from rng, with a bias uniform in [-0.5, 0.5).
 inline LSTMCell<float> reference_test_lstm(Rng& rng) {
   LSTMCell<float> cell(20, 24);

@@ -8,7 +8,8 @@
 // - the calibrated bounds against the largest magnitudes computed here;
 // - every cell and topology against its own float32 result: within 5e-2, as the issue asks,
 //   and above 1e-4, which proves that the products were quantised.
-// The fast and the portable kernels must give the same bits.
+// The fast and the portable paths agree within kPathTolerance (their kernels give the same
+// bits; the gate activations are computed two ways).
 #include "reduced_precision_support.hpp"
 #include "support.hpp"
 
@@ -94,9 +95,7 @@ TEST(Int8Inference, LSTMForwardMatchesAReferenceWithQuantisedOperands) {
     if (first.size() == 0)
       first = q.outputs;
     else
-      EXPECT_TRUE(Eigen::Map<const Eigen::VectorXf>(q.outputs.data(), q.outputs.size()) ==
-                  Eigen::Map<const Eigen::VectorXf>(first.data(), first.size()))
-          << "the fast and portable kernels differ";
+      EXPECT_LT(relative_difference(q.outputs, first), kPathTolerance) << "the fast and portable paths differ";
   }
   EXPECT_GT(relative_difference(f32.outputs, want), 1e-3) << "the reference does not tell the precisions apart";
 }
@@ -133,7 +132,7 @@ TEST(Int8Inference, CalibrationRecordsEachLayersValidInputs) {
 }
 
 // One cell or topology in float32 and in int8: outputs within 5e-2 of each other, and apart
-// by more than 1e-4. Both kernels give the same bits.
+// by more than 1e-4. The portable path within kPathTolerance of the fast one.
 template <class Cell, class Forward>
 void expect_int8_agrees(const char* name, Cell cell, Forward&& forward) {
   SCOPED_TRACE(name);
@@ -153,7 +152,8 @@ void expect_int8_agrees(const char* name, Cell cell, Forward&& forward) {
   if (detected_cpu_isa() < CpuIsa::avx512_core_vnni) return;  // the portable kernel ran both
   WithIsa limit(CpuIsa::portable);
   const Eigen::VectorXf portable = forward(cell, x);
-  EXPECT_TRUE(portable == out8) << "largest difference " << (portable - out8).cwiseAbs().maxCoeff();
+  EXPECT_LT(relative_difference(portable, out8), kPathTolerance);
+  std::printf("%-34s portable against fast path: outputs %.2e\n", name, relative_difference(portable, out8));
 }
 
 template <class Cell>
@@ -245,6 +245,30 @@ TEST(Int8Inference, TheSettingIsChecked) {
   const Tensor3<float> x = random_tensor<float>(9, 6, 3, rng), dy = random_tensor<float>(9, 6, 4, rng);
   const auto fwd = dynamic_rnn(cell, x, kLengths);
   EXPECT_THROW(dynamic_rnn_backward(cell, fwd, dy), std::invalid_argument);
+}
+
+// A pass in int8 keeps no h_{t-1} for backward (time_loop.hpp): its cache, kept while the
+// cell is set back to float32, is refused by a backward pass, which names what is missing.
+TEST(Int8Inference, ACacheFromAnInt8PassIsRefusedByBackward) {
+  Rng rng(6);
+  const Tensor3<float> x = random_tensor<float>(9, 6, 10, rng);
+  for_each_test_cell([&](const char* name, auto cell) {
+    cell.set_int8_bounds(2.0f, 2.0f);
+    cell.set_precision(Precision::int8);
+    const auto fwd = dynamic_rnn(cell, x, kLengths);
+    cell.set_precision(Precision::float32);
+    const Tensor3<float> dy = random_tensor<float>(9, 6, cell.output_size(), rng);
+    try {
+      dynamic_rnn_backward(cell, fwd, dy);
+      ADD_FAILURE() << name << ": no exception";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("cache.h_prev"), std::string::npos) << name << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << name << ": " << e.what();
+    }
+    // A pass in float32 again trains.
+    const auto fwd32 = dynamic_rnn(cell, x, kLengths);
+    EXPECT_NO_THROW(dynamic_rnn_backward(cell, fwd32, dy)) << name;
+  });
 }
 
 }  // namespace

@@ -93,7 +93,7 @@ struct GRUGradients {
 template <class Scalar>
 struct GRUCache {
   ReusableMatrix<Scalar> x;        ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  ReusableMatrix<Scalar> h_prev;   ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0).
+  ReusableMatrix<Scalar> h_prev;   ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0); 0 rows in int8.
   ReusableMatrix<Scalar> gates;    ///< (P, 3H) r, u, c after their nonlinearities.
   ReusableMatrix<Scalar> h;        ///< (P, H)  h_t, the outputs.
   ReusableMatrix<Scalar> reset_h;  ///< (P, H)  reset_before: r ⊙ h_{t-1}, the candidate's recurrent input.
@@ -231,7 +231,6 @@ class GRUCell : public PrecisionSetting<Scalar_> {
     constexpr const char* fn = "GRUCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
     const bool after = variant_ == GRUVariant::reset_after;
-    cache.h_prev.resize(P, H);
     cache.gates.resize(P, 3 * H);
     cache.h.resize(P, H);
     cache.reset_h.resize(after ? 0 : P, H);
@@ -253,10 +252,10 @@ class GRUCell : public PrecisionSetting<Scalar_> {
       cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, precision(), rows);
       cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, precision(), rows);
     }
-    detail::seed_first_step(s, s0.h, cache.h_prev);
+    detail::start_h_prev(s, precision(), s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
-      const auto h_prev = cache.h_prev.middleRows(o + r0, n);
+      const auto h_prev = detail::step_h_prev(s, t, r0, r1, s0.h, cache.h, cache.h_prev);
       auto gates = cache.gates.middleRows(o + r0, n);
       if (after) {
         auto hh = cache.hh.middleRows(r0, n);
@@ -311,6 +310,7 @@ class GRUCell : public PrecisionSetting<Scalar_> {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
+    detail::check_h_prev(fn, cache.h_prev, P, H);
     const bool after = variant_ == GRUVariant::reset_after;
     detail::check_shape(fn, after ? "cache.hc" : "cache.reset_h", after ? cache.hc : cache.reset_h, P, H);
     ws.dgates.resize(P, 3 * H);

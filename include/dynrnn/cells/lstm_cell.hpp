@@ -41,6 +41,7 @@
 #include "../precision/mixed_gemm.hpp"
 #include "../rnn/packed_schedule.hpp"
 #include "../rnn/time_loop.hpp"
+#include "lstm_gates.hpp"
 
 #include <algorithm>
 #include <array>
@@ -138,7 +139,7 @@ struct LSTMGradients {
 template <class Scalar>
 struct LSTMCache {
   ReusableMatrix<Scalar> x;       ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  ReusableMatrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0).
+  ReusableMatrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0); 0 rows in int8.
   ReusableMatrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
                           ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)
                           ///<         (peephole terms included).
@@ -342,7 +343,6 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     const bool peep = options_.use_peepholes, proj = projects();
     const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
     cache.c0 = s0.c;
-    cache.h_prev.resize(P, R);
     cache.gates.resize(P, 4 * H);
     cache.c.resize(P, H);
     cache.tanh_c.resize(P, H);
@@ -363,36 +363,23 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision(), rows,
                               proj ? this->state_bound_ : 1.0f);                  // W_h, (R, 4H)
     if (proj) cache.projection_gemm.pack(projection_, Op::N, precision(), rows);  // (H, R)
-    detail::seed_first_step(s, s0.h, cache.h_prev);
+    detail::start_h_prev(s, precision(), s0.h, cache.h_prev);
+    const bool fast = detail::fast_activations();
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
-      cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0), cache.h_prev.middleRows(o + r0, r1 - r0),
-                                Scalar(1), Scalar(1), r0);
+      cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0),
+                                detail::step_h_prev(s, t, r0, r1, s0.h, cache.h, cache.h_prev), Scalar(1),
+                                Scalar(1), r0);
       // c_{t-1} of the continuing rows: the first rows of the previous step's block.
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      for (Index r = r0; r < r1; ++r) {  // one pass over the four gates of each row
-        Scalar* g = cache.gates.row(o + r).data();
-        Array i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-        Array c(cache.c.row(o + r).data(), H), tc(cache.tanh_c.row(o + r).data(), H);
-        const ConstArray cp(c_prev + r * H, H);
-        if (peep) {
-          i += ConstArray(w_i_diag_.data(), H) * cp;
-          f += ConstArray(w_f_diag_.data(), H) * cp;
-        }
-        i = i.logistic();
-        j = j.tanh();
-        f = (f + forget_bias_).logistic();
-        c = f * cp + i * j;
-        if (cell_clip > 0) {
-          Array(cache.c_raw.row(o + r).data(), H) = c;
-          c = c.min(cell_clip).max(-cell_clip);
-        }
-        if (peep) og += ConstArray(w_o_diag_.data(), H) * c;
-        og = og.logistic();
-        tc = c.tanh();
-        Array(m_out.row(o + r).data(), H) = og * tc;
-      }
+      for (Index r = r0; r < r1; ++r)  // one pass over the four gates of each row
+        detail::lstm_gates<Scalar>({cache.gates.row(o + r).data(), c_prev + r * H, cache.c.row(o + r).data(),
+                                    cache.tanh_c.row(o + r).data(), m_out.row(o + r).data(),
+                                    cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
+                                    peep ? w_i_diag_.data() : nullptr, peep ? w_f_diag_.data() : nullptr,
+                                    peep ? w_o_diag_.data() : nullptr, forget_bias_, cell_clip},
+                                   H, fast);
       if (proj) {
         auto h = cache.h.middleRows(o + r0, r1 - r0);
         cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0), r0);
@@ -428,6 +415,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
+    detail::check_h_prev(fn, cache.h_prev, P, R);
     const bool peep = options_.use_peepholes, proj = projects();
     const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
     if (cell_clip > 0) detail::check_shape(fn, "cache.c_raw", cache.c_raw, P, H);

@@ -68,7 +68,7 @@ struct RNNGradients {
 template <class Scalar>
 struct RNNCache {
   ReusableMatrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
-  ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0).
+  ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0); 0 rows in int8.
   ReusableMatrix<Scalar> h;       ///< (P, H) h_t, the outputs.
   MixedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
   MixedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
@@ -184,7 +184,6 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
-    cache.h_prev.resize(P, H);
     cache.h.resize(P, H);
 
     // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
@@ -197,10 +196,11 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     // In int8, h_{t-1} lies in [-1, 1] under tanh; under relu its bound is calibrated.
     cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision(), rows,
                               relu ? this->state_bound_ : 1.0f);  // W_h, (H, H)
-    detail::seed_first_step(s, s0.h, cache.h_prev);
+    detail::start_h_prev(s, precision(), s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
-      cache.recurrent_gemm.rows(h, cache.h_prev.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(1), r0);
+      cache.recurrent_gemm.rows(h, detail::step_h_prev(s, t, r0, r1, s0.h, cache.h, cache.h_prev), Scalar(1),
+                                Scalar(1), r0);
       if (relu)
         h = h.cwiseMax(Scalar(0));
       else
@@ -229,6 +229,7 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::backward";
     detail::check_backward_arguments(fn, *this, s, cache.h, cache.x, dh, dstate, grads);
+    detail::check_h_prev(fn, cache.h_prev, P, H);
     ws.d_pre.resize(P, H);
     // dstate.h carries dLoss/dh_t of each sorted row back through time; a row joins the
     // recursion at its last step, carrying its final-state gradient.

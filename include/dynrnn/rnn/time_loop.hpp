@@ -18,6 +18,7 @@
 #include "packed_schedule.hpp"
 
 #include <algorithm>
+#include <string>
 
 namespace dynrnn::detail {
 
@@ -114,20 +115,54 @@ void for_each_step(const PackedSchedule& s, LoopTeam team, bool reverse, F&& ste
   });
 }
 
+// Where each step's h_{t-1} comes from. A pass that can be followed by backward() keeps it
+// for every valid (row, step) in the cache's h_prev, (P, R), which the weight gradients read
+// after the loop: seeded from the initial h before step 0 (start_h_prev) and fed from h_t
+// after each step (feed_next_step). A pass in int8, which no backward pass can follow, keeps
+// none (h_prev gets 0 rows) and reads h_{t-1} where it already is: in the first rows of step
+// t - 1's block of h (or the initial h at step 0). That saves a copy of every h_t.
+
+/// Before step 0: sizes h_prev (P, R) for a pass at `precision`, 0 rows when the pass keeps
+/// no h_{t-1} (int8), and seeds step 0's block with the sorted initial h of its rows.
+template <class Scalar>
+void start_h_prev(const PackedSchedule& s, Precision precision, const Matrix<Scalar>& h0,
+                  ReusableMatrix<Scalar>& h_prev) {
+  h_prev.resize(precision == Precision::int8 ? 0 : s.total(), h0.cols());
+  if (h_prev.rows() > 0 && s.steps > 0) h_prev.topRows(s.active[0]) = h0.topRows(s.active[0]);
+}
+
+/// h_{t-1} of step t's rows [r0, r1), (r1 - r0, R): their block of h_prev, or, when the pass
+/// keeps none, the rows of h (or at step 0 of the initial h, h0) that hold it.
+template <class Scalar>
+Eigen::Ref<const Matrix<Scalar>> step_h_prev(const PackedSchedule& s, Index t, Index r0, Index r1,
+                                             const Matrix<Scalar>& h0, const ReusableMatrix<Scalar>& h,
+                                             const ReusableMatrix<Scalar>& h_prev) {
+  if (h_prev.rows() > 0) return h_prev.middleRows(s.offset[t] + r0, r1 - r0);
+  if (t == 0) return h0.middleRows(r0, r1 - r0);
+  return h.middleRows(s.offset[t - 1] + r0, r1 - r0);
+}
+
 /// After step t: copies h_t of the rows in [r0, r1) that go on to step t + 1 into that
-/// step's block of h_prev, which the recurrent product and the weight gradients read.
+/// step's block of h_prev, when the pass keeps one.
 template <class Scalar>
 void feed_next_step(const PackedSchedule& s, Index t, Index r0, Index r1, const ReusableMatrix<Scalar>& h,
                     ReusableMatrix<Scalar>& h_prev) {
-  if (t + 1 >= s.steps) return;
+  if (t + 1 >= s.steps || h_prev.rows() == 0) return;
   const Index end = std::min(r1, s.active[t + 1]);
   if (r0 < end) h_prev.middleRows(s.offset[t + 1] + r0, end - r0) = h.middleRows(s.offset[t] + r0, end - r0);
 }
 
-/// Before step 0: the sorted initial h of the rows active at step 0 is step 0's h_prev.
+/// backward()'s check that its cache kept h_{t-1} (P, R): a cache filled by a pass in int8,
+/// after which the cell was set back to a precision that trains, did not.
 template <class Scalar>
-void seed_first_step(const PackedSchedule& s, const Matrix<Scalar>& h0, ReusableMatrix<Scalar>& h_prev) {
-  if (s.steps > 0) h_prev.topRows(s.active[0]) = h0.topRows(s.active[0]);
+void check_h_prev(const char* function, const ReusableMatrix<Scalar>& h_prev, Index P, Index R) {
+  if (h_prev.rows() == 0 && P > 0)
+    throw_argument(function, "cache.h_prev",
+                   "(" + std::to_string(P) + ", " + std::to_string(R) +
+                       ") from a forward pass that trains (float32 or bfloat16; run forward() again after "
+                       "set_precision)",
+                   "0 rows, from a forward pass in int8, which keeps no h_{t-1}");
+  check_shape(function, "cache.h_prev", h_prev, P, R);
 }
 
 /// final.row(j) = the packed row of sorted row j at its last valid step, or initial.row(j)

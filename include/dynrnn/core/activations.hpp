@@ -1,0 +1,136 @@
+// dynrnn: the logistic function and tanh over contiguous arrays, for the cells' gate passes.
+//
+// Eigen vectorises its logistic() and tanh() for the SIMD width the program is built for:
+// SSE2 in a build without -march, which takes a float32 LSTM's gate pass 2.5 times as long as
+// in an AVX-512 build. So on a CPU with AVX-512 these functions are compiled for it with
+// __attribute__((target("avx512f"))), whatever the program's own flags, and chosen at run
+// time, as the reduced-precision kernels are (precision/cpu_isa.hpp). 16 floats at a time,
+// without a division:
+//
+//   e^x          = s · (1 + q), s = 2^n, n = round(x / ln 2), q = e^r − 1 for
+//                  r = x − n · ln 2 in [−ln2/2, ln2/2] (ln 2 in two parts), q by its Taylor
+//                  polynomial to r^7, s by vscalefps
+//   logistic(x)  = 1 / (1 + e^{−x}),                x clamped to [−80, 80]
+//   tanh(x)      = (e^{2x} − 1) / (e^{2x} − 1 + 2),  x clamped to [−10, 10], with
+//                  e^{2x} − 1 = s · q + (s − 1), which keeps its relative accuracy near 0
+//
+// and each reciprocal 1/d as vrcp14ps and one Newton step, r · (2 − d · r). Against the same
+// functions in double both are within 2e-7 relative (logistic above x = −80; below, it
+// returns logistic(−80), 1.8e-35), where Eigen's float logistic is within 7.1e-4 (near
+// x = −9). NaN stays NaN, and ±∞ gives the limits. tests/test_activations.cpp checks this.
+//
+// Where cpu_isa() is CpuIsa::portable (a CPU without AVX-512, a compiler that cannot build
+// the kernels, or set_max_cpu_isa(CpuIsa::portable)), and always for double, the functions
+// are Eigen's.
+#pragma once
+
+#include "../precision/cpu_isa.hpp"
+#include "../precision/dot_panels.hpp"  // DYNRNN_BEGIN_AVX512_KERNELS
+#include "types.hpp"
+
+#include <Eigen/Core>
+
+#include <type_traits>
+
+namespace dynrnn::detail {
+
+#ifdef DYNRNN_X86_KERNELS
+DYNRNN_BEGIN_AVX512_KERNELS
+
+/// e^x = s · (1 + q) for x in [−87, 87], as s = 2^n and q = e^r − 1 (see the file comment):
+/// then e^x − 1 = s · q + (s − 1) keeps its relative accuracy near x = 0, where n = 0.
+struct ExpParts {
+  __m512 s, q;
+};
+__attribute__((target("avx512f"))) inline ExpParts exp_parts_avx512(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // ln 2 = 0.693147182464599609375 (the nearest float) − 1.904654299957768e-9.
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147182464599609375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-1.904654299957768e-9f), r);
+  // e^r − 1 = r + r² · (1/2! + r/3! + … + r⁵/7!), by Horner.
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  return {_mm512_scalef_ps(_mm512_set1_ps(1.0f), n), _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, r)};
+}
+
+/// 1 / q for q ≥ 1 and finite: vrcp14ps (14 bits) and one Newton step.
+__attribute__((target("avx512f"))) inline __m512 reciprocal_avx512(__m512 q) {
+  const __m512 r = _mm512_rcp14_ps(q);
+  return _mm512_mul_ps(r, _mm512_fnmadd_ps(q, r, _mm512_set1_ps(2.0f)));
+}
+
+/// Clamps x to [lo, hi]; max and min return their second operand, x, when it is NaN.
+__attribute__((target("avx512f"))) inline __m512 clamp_avx512(__m512 x, float lo, float hi) {
+  return _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x));
+}
+
+/// logistic(x) = 1 / (1 + e^{−x}).
+__attribute__((target("avx512f"))) inline __m512 logistic_avx512(__m512 x) {
+  const ExpParts e = exp_parts_avx512(_mm512_sub_ps(_mm512_setzero_ps(), clamp_avx512(x, -80.0f, 80.0f)));
+  return reciprocal_avx512(_mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(e.s, e.q, e.s)));
+}
+
+/// tanh(x) = (e^{2x} − 1) / (e^{2x} − 1 + 2).
+__attribute__((target("avx512f"))) inline __m512 tanh_avx512(__m512 x) {
+  x = clamp_avx512(x, -10.0f, 10.0f);
+  const ExpParts e = exp_parts_avx512(_mm512_add_ps(x, x));
+  const __m512 em1 = _mm512_fmadd_ps(e.s, e.q, _mm512_sub_ps(e.s, _mm512_set1_ps(1.0f)));
+  return _mm512_mul_ps(em1, reciprocal_avx512(_mm512_add_ps(em1, _mm512_set1_ps(2.0f))));
+}
+
+/// y[k] = f(x[k] + bias) for k in [0, n), f logistic or tanh: whole packets, then a masked
+/// last one.
+template <bool Tanh>
+__attribute__((target("avx512f"))) inline void map_avx512(const float* x, float* y, Index n, float bias) {
+  const __m512 b = _mm512_set1_ps(bias);
+  Index k = 0;
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = _mm512_add_ps(_mm512_loadu_ps(x + k), b);
+    _mm512_storeu_ps(y + k, Tanh ? tanh_avx512(v) : logistic_avx512(v));
+  }
+  if (k < n) {
+    const __mmask16 m = __mmask16((1u << (n - k)) - 1);
+    const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + k), b);
+    _mm512_mask_storeu_ps(y + k, m, Tanh ? tanh_avx512(v) : logistic_avx512(v));
+  }
+}
+
+DYNRNN_END_AVX512_KERNELS
+#endif  // DYNRNN_X86_KERNELS
+
+/// \brief Whether logistic() and tanh() for float use the AVX-512 functions now (see the file
+/// comment): read it once per pass and pass it on.
+inline bool fast_activations() { return cpu_isa() != CpuIsa::portable; }
+
+/// \brief y = logistic(x + bias), n elements; y may be x.
+/// \param fast fast_activations(), read by the caller.
+template <class Scalar>
+void logistic(const Scalar* x, Scalar* y, Index n, Scalar bias, bool fast) {
+#ifdef DYNRNN_X86_KERNELS
+  if constexpr (std::is_same_v<Scalar, float>)
+    if (fast) return map_avx512<false>(x, y, n, bias);
+#endif
+  (void)fast;
+  using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  Eigen::Map<Array>(y, n) = (Eigen::Map<const Array>(x, n) + bias).logistic();
+}
+
+/// \brief y = tanh(x), n elements; y may be x.
+/// \param fast fast_activations(), read by the caller.
+template <class Scalar>
+void tanh(const Scalar* x, Scalar* y, Index n, bool fast) {
+#ifdef DYNRNN_X86_KERNELS
+  if constexpr (std::is_same_v<Scalar, float>)
+    if (fast) return map_avx512<true>(x, y, n, 0.0f);
+#endif
+  (void)fast;
+  using Array = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+  Eigen::Map<Array>(y, n) = Eigen::Map<const Array>(x, n).tanh();
+}
+
+}  // namespace dynrnn::detail

@@ -1,0 +1,205 @@
+// The gate activations (core/activations.hpp) and the LSTM's gate pass (cells/lstm_gates.hpp):
+// the AVX-512 functions against the same functions in double, and the fused gate pass
+// against the portable one (Eigen's expressions), which the fallback runs.
+#include "reduced_precision_support.hpp"
+
+#include <dynrnn/cells/lstm_gates.hpp>
+#include <dynrnn/core/activations.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace dynrnn {
+namespace {
+
+#define SKIP_WITHOUT_AVX512()                                                                           \
+  if (!detail::fast_activations())                                                                      \
+  GTEST_SKIP() << "this CPU (or compiler) has no AVX-512, or the level is limited; the portable gate " \
+                  "pass's tests still run: cpu_isa() = "                                               \
+               << to_string(cpu_isa())
+
+// x over [lo, hi) in steps that hit no round number, and the values around tanh's and the
+// exponential's edges.
+std::vector<float> grid(double lo, double hi) {
+  std::vector<float> x;
+  for (double v = lo; v < hi; v += 0.000731) x.push_back(float(v));
+  for (float v : {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-8f, -1e-8f, 0.5f, -0.5f, 0.34657f, -0.34657f})
+    x.push_back(v);
+  return x;
+}
+
+double worst_relative_error(const std::vector<float>& x, const std::vector<float>& y, double (*f)(double)) {
+  double worst = 0;
+  for (std::size_t k = 0; k < x.size(); ++k) {
+    const double ref = f(double(x[k]));
+    if (ref != 0) worst = std::max(worst, std::abs(double(y[k]) - ref) / std::abs(ref));
+  }
+  return worst;
+}
+
+double logistic_double(double x) { return 1 / (1 + std::exp(-x)); }
+double tanh_double(double x) { return std::tanh(x); }
+
+TEST(Activations, LogisticIsWithinFourTenMillionthsOfDouble) {
+  SKIP_WITHOUT_AVX512();
+  const std::vector<float> x = grid(-80, 80);
+  std::vector<float> y(x.size());
+  detail::logistic(x.data(), y.data(), Index(x.size()), 0.0f, true);
+  EXPECT_LT(worst_relative_error(x, y, logistic_double), 4e-7);
+  // The bias is added before the function.
+  std::vector<float> shifted(x.size());
+  detail::logistic(x.data(), shifted.data(), Index(x.size()), 1.0f, true);
+  for (std::size_t k = 0; k < x.size(); k += 997)
+    EXPECT_NEAR(shifted[k], logistic_double(double(x[k] + 1.0f)), 4e-7) << "x = " << x[k];
+}
+
+TEST(Activations, TanhIsWithinFourTenMillionthsOfDoubleAlsoNearZero) {
+  SKIP_WITHOUT_AVX512();
+  const std::vector<float> x = grid(-20, 20);
+  std::vector<float> y(x.size());
+  detail::tanh(x.data(), y.data(), Index(x.size()), true);
+  EXPECT_LT(worst_relative_error(x, y, tanh_double), 4e-7);
+}
+
+TEST(Activations, NanStaysNanAndInfinitiesGiveTheLimits) {
+  SKIP_WITHOUT_AVX512();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> x = {std::nanf(""), inf, -inf, 1e30f, -1e30f};
+  std::vector<float> lg(x.size()), th(x.size());
+  detail::logistic(x.data(), lg.data(), Index(x.size()), 0.0f, true);
+  detail::tanh(x.data(), th.data(), Index(x.size()), true);
+  EXPECT_TRUE(std::isnan(lg[0]));
+  EXPECT_TRUE(std::isnan(th[0]));
+  EXPECT_EQ(lg[1], 1.0f);
+  EXPECT_EQ(lg[3], 1.0f);
+  EXPECT_LT(lg[2], 1e-30f);  // logistic(-80), the clamp's
+  EXPECT_GE(lg[2], 0.0f);
+  EXPECT_EQ(th[1], 1.0f);
+  EXPECT_EQ(th[2], -1.0f);
+  EXPECT_EQ(th[3], 1.0f);
+  EXPECT_EQ(th[4], -1.0f);
+}
+
+TEST(Activations, EveryLengthWritesItsElementsAndNoMore) {
+  SKIP_WITHOUT_AVX512();
+  for (Index n = 0; n <= 40; ++n) {
+    std::vector<float> x(std::size_t(n) + 8), y(std::size_t(n) + 8, 7.0f), t(std::size_t(n) + 8, 7.0f);
+    for (Index k = 0; k < n + 8; ++k) x[std::size_t(k)] = 0.1f * float(k) - 1.0f;
+    detail::logistic(x.data(), y.data(), n, 0.0f, true);
+    detail::tanh(x.data(), t.data(), n, true);
+    for (Index k = 0; k < n + 8; ++k) {
+      const float xk = x[std::size_t(k)];
+      EXPECT_NEAR(y[std::size_t(k)], k < n ? logistic_double(xk) : 7.0, 1e-6) << "n = " << n << ", k = " << k;
+      EXPECT_NEAR(t[std::size_t(k)], k < n ? std::tanh(xk) : 7.0, 1e-6) << "n = " << n << ", k = " << k;
+    }
+  }
+}
+
+TEST(Activations, ThePortableLevelAndDoubleUseEigen) {
+  {
+    test::WithIsa portable(CpuIsa::portable);
+    EXPECT_FALSE(detail::fast_activations());
+  }
+  // double: Eigen's functions whatever `fast` says, so within double's rounding.
+  const std::vector<double> x = {-30, -9.5, -1, 0, 1e-9, 0.3, 2, 30};
+  std::vector<double> y(x.size()), t(x.size());
+  detail::logistic(x.data(), y.data(), Index(x.size()), 0.0, true);
+  detail::tanh(x.data(), t.data(), Index(x.size()), true);
+  for (std::size_t k = 0; k < x.size(); ++k) {
+    EXPECT_NEAR(y[k], logistic_double(x[k]), 1e-15 * std::max(1.0, y[k]) + 1e-300) << "x = " << x[k];
+    EXPECT_NEAR(t[k], std::tanh(x[k]), 1e-15) << "x = " << x[k];
+  }
+}
+
+// One row's gate pass both ways, for H units, with or without peepholes and a cell clip:
+// every output of the fused pass within `tolerance` of the portable one's.
+void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
+  Rng rng(Index(H) * 7 + (peepholes ? 1 : 0));
+  const auto draw = [&](Index n, double scale) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& e : v) e = float(uniform(rng, -scale, scale));
+    return v;
+  };
+  const std::vector<float> g0 = draw(4 * H, 6), cp = draw(H, 2), w = draw(3 * H, 1);
+  struct Out {
+    std::vector<float> g, c, tc, m, c_raw;
+  } out[2];
+  for (int fast = 0; fast < 2; ++fast) {
+    Out& o = out[fast];
+    o.g = g0;
+    o.c.assign(std::size_t(H), 0);
+    o.tc.assign(std::size_t(H), 0);
+    o.m.assign(std::size_t(H), 0);
+    o.c_raw.assign(std::size_t(H), 0);
+    detail::lstm_gates<float>({o.g.data(), cp.data(), o.c.data(), o.tc.data(), o.m.data(),
+                               cell_clip > 0 ? o.c_raw.data() : nullptr, peepholes ? w.data() : nullptr,
+                               peepholes ? w.data() + H : nullptr, peepholes ? w.data() + 2 * H : nullptr, 1.0f,
+                               cell_clip},
+                              H, fast == 1);
+  }
+  // Eigen's logistic is within 7.1e-4 relative of the exact one near x = -9 (an output of
+  // about 1.2e-4), its tanh and the fused pass's functions within 4e-7: outputs agree within
+  // 1e-6 absolute.
+  const auto expect_near = [&](const char* name, const std::vector<float>& a, const std::vector<float>& b) {
+    for (std::size_t k = 0; k < a.size(); ++k)
+      ASSERT_NEAR(a[k], b[k], 1e-6) << name << "[" << k << "], H = " << H << ", peepholes " << peepholes
+                                    << ", cell_clip " << cell_clip;
+  };
+  expect_near("gates", out[1].g, out[0].g);
+  expect_near("c", out[1].c, out[0].c);
+  expect_near("tanh_c", out[1].tc, out[0].tc);
+  expect_near("m", out[1].m, out[0].m);
+  expect_near("c_raw", out[1].c_raw, out[0].c_raw);
+  if (cell_clip > 0) {
+    bool clipped = false;
+    for (float v : out[1].c_raw) clipped = clipped || std::abs(v) > cell_clip;
+    EXPECT_TRUE(clipped) << "the test's draw should reach the clip";
+    for (float v : out[1].c) EXPECT_LE(std::abs(v), cell_clip);
+  }
+}
+
+TEST(LstmGates, TheFusedPassAgreesWithThePortableOne) {
+  SKIP_WITHOUT_AVX512();
+  for (Index H : {1, 15, 16, 17, 37, 256}) {
+    expect_gate_passes_agree(H, false, 0);
+    expect_gate_passes_agree(H, true, 0);
+    expect_gate_passes_agree(H, true, 0.75f);
+  }
+}
+
+// The portable pass, which CPUs without AVX-512 run, against the LSTM's equations in double.
+TEST(LstmGates, ThePortablePassComputesTheCellsEquations) {
+  const Index H = 19;
+  Rng rng(5);
+  std::vector<float> g(4 * H), cp(H), w(3 * H), c(H), tc(H), m(H), c_raw(H);
+  for (float& e : g) e = float(uniform(rng, -4, 4));
+  for (float& e : cp) e = float(uniform(rng, -2, 2));
+  for (float& e : w) e = float(uniform(rng, -1, 1));
+  const std::vector<float> g0 = g;
+  const float clip = 0.9f, forget_bias = 1.0f;
+  detail::lstm_gates<float>({g.data(), cp.data(), c.data(), tc.data(), m.data(), c_raw.data(), w.data(), w.data() + H,
+                             w.data() + 2 * H, forget_bias, clip},
+                            H, false);
+  for (Index u = 0; u < H; ++u) {
+    const std::size_t k = std::size_t(u);
+    const double i = logistic_double(g0[k] + double(w[k]) * cp[k]);
+    const double j = std::tanh(double(g0[k + H]));
+    const double f = logistic_double(g0[k + 2 * H] + forget_bias + double(w[k + H]) * cp[k]);
+    const double raw = f * cp[k] + i * j, cu = std::min<double>(clip, std::max<double>(-clip, raw));
+    const double o = logistic_double(g0[k + 3 * H] + double(w[k + 2 * H]) * cu);
+    EXPECT_NEAR(g[k], i, 1e-5);
+    EXPECT_NEAR(g[k + H], j, 1e-5);
+    EXPECT_NEAR(g[k + 2 * H], f, 1e-5);
+    EXPECT_NEAR(c_raw[k], raw, 1e-5);
+    EXPECT_NEAR(c[k], cu, 1e-5);
+    EXPECT_NEAR(g[k + 3 * H], o, 1e-5);
+    EXPECT_NEAR(tc[k], std::tanh(cu), 1e-5);
+    EXPECT_NEAR(m[k], o * std::tanh(cu), 1e-5);
+  }
+}
+
+}  // namespace
+}  // namespace dynrnn
