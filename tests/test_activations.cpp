@@ -115,7 +115,7 @@ TEST(Activations, ThePortableLevelAndDoubleUseEigen) {
 }
 
 // One row's gate pass both ways, for H units, with or without peepholes and a cell clip:
-// every output of the fused pass within `tolerance` of the portable one's.
+// every output of the fused pass within 1e-6 of the portable one's.
 void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
   Rng rng(Index(H) * 7 + (peepholes ? 1 : 0));
   const auto draw = [&](Index n, double scale) {
