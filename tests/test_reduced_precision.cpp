@@ -165,9 +165,11 @@ TEST(Bf16Gemm, FastAndPortableKernelsGiveTheSameBits) {
 }
 
 // transposed_left: C = alpha·Aᵀ·W + beta·C for A (K, m), the weight gradients' product. Its
-// left operand is read by columns (the AVX-512 kernel converts 16 columns at a time and
-// scatters them), so the shapes cover column counts that end inside a group of 16, odd
-// depths and a depth of 1; the bits must be the reference's for Aᵀ.
+// left operand is read by columns (the AVX-512 kernel converts 16 columns of 16 k-pairs at a
+// time, transposes them in registers and scatters the last k-pairs), so the shapes cover
+// column counts that end inside a group of 16, depths of several whole blocks of 16 k-pairs,
+// with and without a tail, odd depths and a depth of 1; the bits must be the reference's for
+// Aᵀ.
 void expect_transposed_left_reference_bits(CpuIsa isa) {
   WithIsa limit(isa);
   std::mt19937 rng(21);

@@ -79,14 +79,16 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
   /// pack() of the panels [first, last) of W as stored, (K, N) with row stride `stride`,
   /// vectorised: each k-pair's two rows are rounded 16 columns at a time and interleaved into
   /// 32-bit lanes (the even k in the low half). The weight gradients pack their right operand
-  /// at every product, so threads share the panels.
+  /// at every product, so threads share the panels. W is read row after row, each pair of
+  /// rows once across all the panels: the gate gradients, (P, 4H), are several MB, and read
+  /// a panel at a time their rows would be a page apart, beyond the prefetchers.
   DYNRNN_TARGET_AVX512_BF16 static void pack_rows(std::uint16_t* dst, const float* w, Index stride, Index K,
                                                   Index N, Index first, Index last) {
     const Index Kp = depth(K);
-    for (Index j0 = first * kWidth; j0 < std::min(N, last * kWidth); j0 += kWidth) {
-      const int packets = packets_at(j0, N);
-      std::uint16_t* panel = dst + j0 * Kp;
-      for (Index q = 0; q < Kp / 2; ++q)
+    for (Index q = 0; q < Kp / 2; ++q)
+      for (Index j0 = first * kWidth; j0 < std::min(N, last * kWidth); j0 += kWidth) {
+        const int packets = packets_at(j0, N);
+        std::uint16_t* panel = dst + j0 * Kp;
         for (int v = 0; v < packets; ++v) {
           const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, N - j);
           const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
@@ -95,7 +97,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
                                            : _mm512_setzero_ps();
           _mm512_storeu_si512(panel + (q * packets + v) * 2 * kPacket, pairs_of(even, odd));
         }
-    }
+      }
   }
 
   /// pack() of the panels [first, last) of op(W) = Wᵀ, W (N, K) with row stride `stride`,
@@ -131,23 +133,73 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
     }
   }
 
+  /// x[0..15], 16 rows of 16 32-bit words, transposed in place: word r of x[c] becomes word
+  /// c of x[r]. Pairs of rows are interleaved by words, then by pairs of words, each within
+  /// its 128-bit lanes (a 4 x 4 transpose in every lane), and the 4 x 4 blocks of lanes are
+  /// transposed last.
+  DYNRNN_TARGET_AVX512_BF16 static void transpose_words(__m512i (&x)[16]) {
+    __m512i t[16];
+    for (int r = 0; r < 16; r += 2) {
+      t[r] = _mm512_unpacklo_epi32(x[r], x[r + 1]);
+      t[r + 1] = _mm512_unpackhi_epi32(x[r], x[r + 1]);
+    }
+    // u[4g + c], rows 4g .. 4g + 3: in lane l the 4 words of column 4l + c.
+    __m512i u[16];
+    for (int g = 0; g < 4; ++g) {
+      u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+      u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+      u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+      u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    // Column 4l + c: lane l of u[c], u[4 + c], u[8 + c], u[12 + c], in that order.
+    for (int c = 0; c < 4; ++c) {
+      const __m512i low01 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x44);    // lanes 0, 1 of each
+      const __m512i high01 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xee);   // lanes 2, 3 of each
+      const __m512i low23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x44);
+      const __m512i high23 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xee);
+      x[c] = _mm512_shuffle_i32x4(low01, low23, 0x88);
+      x[4 + c] = _mm512_shuffle_i32x4(low01, low23, 0xdd);
+      x[8 + c] = _mm512_shuffle_i32x4(high01, high23, 0x88);
+      x[12 + c] = _mm512_shuffle_i32x4(high01, high23, 0xdd);
+    }
+  }
+
+  /// Pair q (rows 2q and 2q + 1, a zero past K) of columns [i, i + 16) of A (K, ·), row stride
+  /// lda, as 16 32-bit pairs; the columns outside `mask` are zeros.
+  DYNRNN_TARGET_AVX512_BF16 static __m512i pair_row(const float* a, Index lda, Index K, Index q, Index i,
+                                                    __mmask16 mask) {
+    const __m512 even = _mm512_maskz_loadu_ps(mask, a + 2 * q * lda + i);
+    const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, a + (2 * q + 1) * lda + i) : _mm512_setzero_ps();
+    return pairs_of(even, odd);
+  }
+
   /// Rounds columns [0, n) of A (K, n), row stride lda, to bfloat16 as the rows of Aᵀ at dst,
-  /// row stride depth(K), with a zero past an odd K: each k-pair of 16 columns becomes 16
-  /// 32-bit pairs, scattered to their rows.
+  /// row stride depth(K), with a zero past an odd K. A is read row after row (a weight
+  /// gradient's A is the cache's inputs or h_{t-1}, several MB): each k-pair of 16 columns
+  /// becomes 16 32-bit pairs, and 16 k-pairs of them are transposed in registers into 64
+  /// contiguous bytes of each of the 16 rows of Aᵀ. The last k-pairs, fewer than 16, are
+  /// scattered to their rows.
   DYNRNN_TARGET_AVX512_BF16 static void convert_transposed(std::uint16_t* dst, const float* a, Index lda, Index n,
                                                            Index K) {
-    const Index Kp = depth(K);
+    const Index Kp = depth(K), pairs = Kp / 2;
+    Index q0 = 0;
+    for (; q0 + kPacket <= pairs; q0 += kPacket)
+      for (Index i = 0; i < n; i += kPacket) {
+        const Index lanes = std::min<Index>(kPacket, n - i);
+        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        __m512i x[16];
+        for (int r = 0; r < 16; ++r) x[r] = pair_row(a, lda, K, q0 + r, i, mask);
+        transpose_words(x);
+        for (Index c = 0; c < lanes; ++c) _mm512_storeu_si512(dst + (i + c) * Kp + 2 * q0, x[c]);
+      }
     const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                             _mm512_set1_epi32(int(Kp / 2)));  // in 32-bit words
-    for (Index i = 0; i < n; i += kPacket) {
-      const Index lanes = std::min<Index>(kPacket, n - i);
-      const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
-      for (Index q = 0; q < Kp / 2; ++q) {
-        const __m512 even = _mm512_maskz_loadu_ps(mask, a + 2 * q * lda + i);
-        const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, a + (2 * q + 1) * lda + i) : _mm512_setzero_ps();
-        _mm512_mask_i32scatter_epi32(dst + i * Kp + 2 * q, mask, rows, pairs_of(even, odd), 4);
+    for (Index q = q0; q < pairs; ++q)
+      for (Index i = 0; i < n; i += kPacket) {
+        const Index lanes = std::min<Index>(kPacket, n - i);
+        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        _mm512_mask_i32scatter_epi32(dst + i * Kp + 2 * q, mask, rows, pair_row(a, lda, K, q, i, mask), 4);
       }
-    }
   }
 
   /// Rounds rows [0, n) of A (n, K), row stride lda, to bfloat16 at dst, row stride depth(K),
@@ -191,6 +243,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
       DYNRNN_BF16_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
     const std::uint16_t* a = p.a + i * p.lda;
+    prefetch_tile<R, V>(p.c, p.ldc, i, j0, p.N);
     const Index pairs = p.K / 2;
     for (Index q = 0; q < pairs; ++q, w += 2 * V * kPacket) {
       __m512i wq[V];
@@ -336,6 +389,7 @@ class Bf16PackedRightGemm {
   /// \brief The kernels chosen at the last pack(): CpuIsa::avx512_core_bf16 or
   /// CpuIsa::portable.
   CpuIsa isa() const { return isa_; }
+
 
   /// \brief Rows of C the kernels take at a time: sharing rows between threads on multiples
   /// of this keeps every share but the last on whole tiles. Any split gives the same bits.

@@ -76,6 +76,18 @@ struct DotPanels {
     }
   }
 
+  /// Fetches the cache lines of C (row stride ldc, N columns) that the tile at rows [i,
+  /// i + R) by the V packets at column j0 stores, and reads when its beta is not 0, so that
+  /// they arrive while the tile's products run rather than when it stores. A time loop's
+  /// step adds its product to the input projection computed before the loop, whose lines
+  /// are then in no cache. Only lines inside C are named.
+  template <int R, int V>
+  static void prefetch_tile(const float* c, Index ldc, Index i, Index j0, Index N) {
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < V; ++v)
+        if (j0 + v * kPacket < N) __builtin_prefetch(c + (i + r) * ldc + j0 + v * kPacket, 1);
+  }
+
   /// Runs product p (rows n, depth K, packed in depth(K), columns N, packed W at p.w, A at
   /// p.a) on the calling thread.
   template <class Product>
