@@ -201,5 +201,85 @@ TEST(LstmGates, ThePortablePassComputesTheCellsEquations) {
   }
 }
 
+// One row's gate gradients both ways (the fused loop and Eigen's expressions), for H units,
+// with or without peepholes, a cell clip and a second row of dm: every output within 1e-6.
+void expect_gradient_passes_agree(Index H, bool peepholes, float cell_clip, bool two_dm) {
+  Rng rng(Index(H) * 11 + (peepholes ? 1 : 0) + (two_dm ? 2 : 0));
+  const auto draw = [&](Index n, double lo, double hi) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& e : v) e = float(uniform(rng, lo, hi));
+    return v;
+  };
+  std::vector<float> g = draw(4 * H, 0, 1);  // activations: i, f, o in (0, 1), j in (-1, 1)
+  for (Index u = 0; u < H; ++u) g[std::size_t(H + u)] = 2 * g[std::size_t(H + u)] - 1;
+  const std::vector<float> tc = draw(H, -1, 1), cp = draw(H, -2, 2), c_raw = draw(H, -1.5, 1.5);
+  const std::vector<float> dm = draw(H, -1, 1), dm2 = draw(H, -1, 1), dc0 = draw(H, -1, 1), w = draw(3 * H, -1, 1);
+  std::vector<float> dc[2] = {dc0, dc0}, dg[2] = {std::vector<float>(std::size_t(4 * H)), std::vector<float>(std::size_t(4 * H))};
+  for (int fast = 0; fast < 2; ++fast)
+    detail::lstm_gate_gradients<float>({g.data(), tc.data(), cp.data(), cell_clip > 0 ? c_raw.data() : nullptr,
+                                        dm.data(), two_dm ? dm2.data() : nullptr, dc[fast].data(), dg[fast].data(),
+                                        peepholes ? w.data() : nullptr, peepholes ? w.data() + H : nullptr,
+                                        peepholes ? w.data() + 2 * H : nullptr, cell_clip, false},
+                                       H, fast == 1);
+  for (std::size_t k = 0; k < dg[0].size(); ++k)
+    ASSERT_NEAR(dg[1][k], dg[0][k], 1e-6) << "dgates[" << k << "], H = " << H << ", peepholes " << peepholes
+                                          << ", cell_clip " << cell_clip << ", two dm " << two_dm;
+  for (std::size_t k = 0; k < dc[0].size(); ++k)
+    ASSERT_NEAR(dc[1][k], dc[0][k], 1e-6) << "dc[" << k << "], H = " << H;
+  if (cell_clip > 0) {
+    int cut = 0;
+    for (Index u = 0; u < H; ++u) cut += std::abs(c_raw[std::size_t(u)]) > cell_clip;
+    EXPECT_TRUE(H < 16 || cut > 0) << "the test's draw should reach the clip";
+  }
+}
+
+TEST(LstmGates, TheFusedGradientsAgreeWithThePortableOnes) {
+  SKIP_WITHOUT_AVX512();
+  for (Index H : {1, 15, 16, 17, 37, 256}) {
+    expect_gradient_passes_agree(H, false, 0, false);
+    expect_gradient_passes_agree(H, false, 0, true);
+    expect_gradient_passes_agree(H, true, 0.75f, false);
+    expect_gradient_passes_agree(H, true, 0.75f, true);
+  }
+}
+
+// The portable gradients against the LSTM's derivatives in double, written out here:
+// m = o·tanh(c), c = clip(f·c_{t-1} + i·j), o = σ(z_o + w_o·c), i = σ(z_i + w_i·c_{t-1}),
+// f = σ(z_f + w_f·c_{t-1}), j = tanh(z_j).
+TEST(LstmGates, ThePortableGradientsAreTheCellsDerivatives) {
+  const Index H = 19;
+  Rng rng(8);
+  const auto draw = [&](double lo, double hi) { return float(uniform(rng, lo, hi)); };
+  std::vector<float> g(4 * H), tc(H), cp(H), c_raw(H), dm(H), dm2(H), dc(H), dg(4 * H), w(3 * H);
+  for (Index u = 0; u < H; ++u) {
+    const std::size_t k = std::size_t(u);
+    g[k] = draw(0, 1), g[k + H] = draw(-1, 1), g[k + 2 * H] = draw(0, 1), g[k + 3 * H] = draw(0, 1);
+    c_raw[k] = draw(-1.5, 1.5), tc[k] = float(std::tanh(std::min(0.9, std::max(-0.9, double(c_raw[k])))));
+    cp[k] = draw(-2, 2), dm[k] = draw(-1, 1), dm2[k] = draw(-1, 1), dc[k] = draw(-1, 1);
+    w[k] = draw(-1, 1), w[k + H] = draw(-1, 1), w[k + 2 * H] = draw(-1, 1);
+  }
+  const std::vector<float> dc0 = dc;
+  const float clip = 0.9f;
+  detail::lstm_gate_gradients<float>({g.data(), tc.data(), cp.data(), c_raw.data(), dm.data(), dm2.data(), dc.data(),
+                                      dg.data(), w.data(), w.data() + H, w.data() + 2 * H, clip, false},
+                                     H, false);
+  int clipped = 0;
+  for (Index u = 0; u < H; ++u) {
+    const std::size_t k = std::size_t(u);
+    const double i = g[k], j = g[k + H], f = g[k + 2 * H], o = g[k + 3 * H], t = tc[k];
+    const double dmt = double(dm[k]) + dm2[k];
+    const double d_o = dmt * t * o * (1 - o);                        // through o = σ(z_o)
+    double dct = dc0[k] + dmt * o * (1 - t * t) + d_o * w[k + 2 * H];  // through tanh(c) and o's peephole
+    if (std::abs(c_raw[k]) > clip) dct = 0, ++clipped;                // the clip passes no gradient
+    const double di = dct * j * i * (1 - i), dj = dct * i * (1 - j * j), df = dct * cp[k] * f * (1 - f);
+    EXPECT_NEAR(dg[k], di, 1e-5);
+    EXPECT_NEAR(dg[k + H], dj, 1e-5);
+    EXPECT_NEAR(dg[k + 2 * H], df, 1e-5);
+    EXPECT_NEAR(dg[k + 3 * H], d_o, 1e-5);
+    EXPECT_NEAR(dc[k], dct * f + di * w[k] + df * w[k + H], 1e-5);  // into c_{t-1}: f and i's, f's peepholes
+  }
+  EXPECT_GT(clipped, 0) << "the test's draw should reach the clip";
+}
+
 }  // namespace
 }  // namespace dynrnn

@@ -432,6 +432,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
     ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, precision(), rows);  // W_hᵀ, (4H, R)
+    const bool fast = detail::fast_activations();
     if (proj) ws.projection_gemm.pack(projection_, Op::T, precision(), rows);  // (R, H)
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
@@ -445,31 +446,15 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
         ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0), r0);
       }
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      for (Index r = r0; r < r1; ++r) {
-        const Scalar* g = cache.gates.row(o + r).data();
-        const ConstArray i(g, H), j(g + H, H), f(g + 2 * H, H), og(g + 3 * H, H);
-        const ConstArray tc(cache.tanh_c.row(o + r).data(), H), cp(c_prev + r * H, H);
-        Array dc_t(dc_next.row(r).data(), H);  // becomes the total
-        Scalar* dg = ws.dgates.row(o + r).data();
-        Array di(dg, H), dj(dg + H, H), df(dg + 2 * H, H), d_o(dg + 3 * H, H);
-
-        // dLoss/dm_t: the total dh_t without a projection (summed in place), else from above.
-        Scalar* dm_data = proj ? ws.dm.row(r).data() : dh_next.row(r).data();
-        Array dm(dm_data, H);
-        if (!proj) dm += ConstArray(dh.row(o + r).data(), H);
-        // m = o ⊙ tanh(c): dm reaches c through tanh and o directly.
-        dc_t += dm * og * (Scalar(1) - tc.square());
-        d_o = dm * tc * og * (Scalar(1) - og);
-        if (peep) dc_t += d_o * ConstArray(w_o_diag_.data(), H);
-        if (cell_clip > 0)
-          dc_t = (ConstArray(cache.c_raw.row(o + r).data(), H).abs() <= cell_clip).select(dc_t, Scalar(0));
-        di = dc_t * j * i * (Scalar(1) - i);
-        dj = dc_t * i * (Scalar(1) - j.square());
-        df = dc_t * cp * f * (Scalar(1) - f);
-        // dc flows into c_{t-1} through the forget gate (and the peepholes).
-        dc_t *= f;
-        if (peep) dc_t += di * ConstArray(w_i_diag_.data(), H) + df * ConstArray(w_f_diag_.data(), H);
-      }
+      for (Index r = r0; r < r1; ++r)  // one pass over the four gates of each row
+        // dLoss/dm_t: from the projection, or the total dh_t without one.
+        detail::lstm_gate_gradients<Scalar>(
+            {cache.gates.row(o + r).data(), cache.tanh_c.row(o + r).data(), c_prev + r * H,
+             cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
+             proj ? ws.dm.row(r).data() : dh_next.row(r).data(), proj ? nullptr : dh.row(o + r).data(),
+             dc_next.row(r).data(), ws.dgates.row(o + r).data(), peep ? w_i_diag_.data() : nullptr,
+             peep ? w_f_diag_.data() : nullptr, peep ? w_o_diag_.data() : nullptr, cell_clip, r + 1 < r1},
+            H, fast);
       // dh flows into h_{t-1} through W_h.
       ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), r0);
     });

@@ -14,6 +14,17 @@
 // loop over 32 units at a time (two packets, whose chains of dependent operations overlap)
 // with core/activations.hpp's functions, keeping the gates of those units in registers
 // from their load to the stores of c, tanh(c) and m.
+//
+// Its backward, one row of one step of backward() (lstm_gate_gradients()):
+//
+//   in   g (4H)   the activations forward() kept: i, j, f, o
+//        tc, cp   tanh(c_t), c_{t-1};  c_raw: c_t before the clip (with a cell clip)
+//        dm (H)   dLoss/dm_t (the sum of two rows, dm + dm2, when dm2 is not null)
+//        dc (H)   in: dLoss/dc_t from step t + 1;  out: dLoss/dc_{t-1}
+//   out  dg (4H)  dLoss/d pre-activations [di dj df do]
+//
+// again as Eigen's expressions (a pass over the row for each) or, for float where the
+// forward pass is fused, one AVX-512 loop that reads each input once.
 #pragma once
 
 #include "../core/activations.hpp"
@@ -34,6 +45,21 @@ struct LstmGateRow {
   Scalar *c, *tc, *m, *c_raw;
   const Scalar *w_i, *w_f, *w_o;
   Scalar forget_bias, cell_clip;
+};
+
+/// \brief The arguments of one row's gate gradients (see the file comment); the peephole
+/// weights are null without peepholes, `c_raw` is null without a cell clip, `dm2` null when
+/// dm is whole. `next_row`: the next row of every input follows this one (g 4H further on,
+/// the others H) and is the next to be computed, so the fused loop fetches it while it
+/// computes this one (the cache of a forward pass is long out of cache when backward reads it).
+template <class Scalar>
+struct LstmGradientRow {
+  const Scalar *g, *tc, *cp, *c_raw;
+  const Scalar *dm, *dm2;
+  Scalar *dc, *dg;
+  const Scalar *w_i, *w_f, *w_o;
+  Scalar cell_clip;
+  bool next_row;
 };
 
 #ifdef DYNRNN_X86_KERNELS
@@ -101,6 +127,53 @@ __attribute__((target("avx512f"))) inline void lstm_gates_avx512(const LstmGateR
   for (; k < H; k += 16) lstm_gates_avx512<1>(a, H, k, __mmask16(H - k >= 16 ? 0xffff : (1u << (H - k)) - 1));
 }
 
+/// The fused gate gradients for float over units [k, k + 16), masked by `mask`.
+__attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const LstmGradientRow<float>& a, Index H,
+                                                                         Index k, __mmask16 mask) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const float* g = a.g + k;
+  if (a.next_row) {
+    for (int gate = 0; gate < 4; ++gate) __builtin_prefetch(g + (4 + gate) * H);
+    for (const float* p : {a.tc, a.cp, a.c_raw, a.dm, a.dm2, static_cast<const float*>(a.dc)})
+      if (p) __builtin_prefetch(p + k + H);
+  }
+  const __m512 i = load_packet<1>(g, 0, mask), j = load_packet<1>(g + H, 0, mask);
+  const __m512 f = load_packet<1>(g + 2 * H, 0, mask), o = load_packet<1>(g + 3 * H, 0, mask);
+  const __m512 tc = load_packet<1>(a.tc + k, 0, mask), cp = load_packet<1>(a.cp + k, 0, mask);
+  __m512 dm = load_packet<1>(a.dm + k, 0, mask);
+  if (a.dm2) dm = _mm512_add_ps(dm, load_packet<1>(a.dm2 + k, 0, mask));
+  // m = o ⊙ tanh(c): dm reaches c through tanh and o directly.
+  const __m512 dm_o = _mm512_mul_ps(dm, o);
+  __m512 dc = _mm512_fmadd_ps(dm_o, _mm512_fnmadd_ps(tc, tc, one), load_packet<1>(a.dc + k, 0, mask));
+  const __m512 d_o = _mm512_mul_ps(_mm512_mul_ps(dm_o, tc), _mm512_sub_ps(one, o));
+  if (a.w_o) dc = _mm512_fmadd_ps(d_o, load_packet<1>(a.w_o + k, 0, mask), dc);
+  if (a.c_raw) {  // no gradient through the clip where it clipped
+    const __m512 c_raw = load_packet<1>(a.c_raw + k, 0, mask);
+    const __m512 bound = _mm512_set1_ps(a.cell_clip);
+    const __mmask16 inside = _mm512_cmp_ps_mask(_mm512_abs_ps(c_raw), bound, _CMP_LE_OQ);
+    dc = _mm512_maskz_mov_ps(inside, dc);
+  }
+  const __m512 di = _mm512_mul_ps(_mm512_mul_ps(dc, j), _mm512_mul_ps(i, _mm512_sub_ps(one, i)));
+  const __m512 dj = _mm512_mul_ps(_mm512_mul_ps(dc, i), _mm512_fnmadd_ps(j, j, one));
+  const __m512 df = _mm512_mul_ps(_mm512_mul_ps(dc, cp), _mm512_mul_ps(f, _mm512_sub_ps(one, f)));
+  // dc flows into c_{t-1} through the forget gate (and the peepholes).
+  dc = _mm512_mul_ps(dc, f);
+  if (a.w_i)
+    dc = _mm512_fmadd_ps(df, load_packet<1>(a.w_f + k, 0, mask),
+                         _mm512_fmadd_ps(di, load_packet<1>(a.w_i + k, 0, mask), dc));
+  float* dg = a.dg + k;
+  store_packet<1>(dg, 0, mask, di);
+  store_packet<1>(dg + H, 0, mask, dj);
+  store_packet<1>(dg + 2 * H, 0, mask, df);
+  store_packet<1>(dg + 3 * H, 0, mask, d_o);
+  store_packet<1>(a.dc + k, 0, mask, dc);
+}
+
+__attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const LstmGradientRow<float>& a, Index H) {
+  for (Index k = 0; k < H; k += 16)
+    lstm_gate_gradients_avx512(a, H, k, __mmask16(H - k >= 16 ? 0xffff : (1u << (H - k)) - 1));
+}
+
 DYNRNN_END_AVX512_KERNELS
 #endif  // DYNRNN_X86_KERNELS
 
@@ -133,6 +206,38 @@ void lstm_gates(const LstmGateRow<Scalar>& a, Index H, bool fast) {
   o = o.logistic();
   tc = c.tanh();
   Array(a.m, H) = o * tc;
+}
+
+/// \brief One row's gate gradients over H units (see the file comment).
+/// \param fast fast_activations(), read once per pass by the caller.
+template <class Scalar>
+void lstm_gate_gradients(const LstmGradientRow<Scalar>& a, Index H, bool fast) {
+#ifdef DYNRNN_X86_KERNELS
+  if constexpr (std::is_same_v<Scalar, float>)
+    if (fast) return lstm_gate_gradients_avx512(a, H);
+#endif
+  (void)fast;
+  using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+  using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+  const ConstArray i(a.g, H), j(a.g + H, H), f(a.g + 2 * H, H), og(a.g + 3 * H, H), tc(a.tc, H), cp(a.cp, H);
+  Array dc(a.dc, H), di(a.dg, H), dj(a.dg + H, H), df(a.dg + 2 * H, H), d_o(a.dg + 3 * H, H);
+  const auto update = [&](const auto& dm) {
+    // m = o ⊙ tanh(c): dm reaches c through tanh and o directly.
+    dc += dm * og * (Scalar(1) - tc.square());
+    d_o = dm * tc * og * (Scalar(1) - og);
+  };
+  if (a.dm2)
+    update(ConstArray(a.dm, H) + ConstArray(a.dm2, H));
+  else
+    update(ConstArray(a.dm, H));
+  if (a.w_o) dc += d_o * ConstArray(a.w_o, H);
+  if (a.c_raw) dc = (ConstArray(a.c_raw, H).abs() <= a.cell_clip).select(dc, Scalar(0));
+  di = dc * j * i * (Scalar(1) - i);
+  dj = dc * i * (Scalar(1) - j.square());
+  df = dc * cp * f * (Scalar(1) - f);
+  // dc flows into c_{t-1} through the forget gate (and the peepholes).
+  dc *= f;
+  if (a.w_i) dc += di * ConstArray(a.w_i, H) + df * ConstArray(a.w_f, H);
 }
 
 }  // namespace dynrnn::detail
