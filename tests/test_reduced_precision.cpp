@@ -204,6 +204,38 @@ TEST(Bf16Gemm, Avx512Bf16TransposedLeftGivesTheReferenceBits) {
   expect_transposed_left_reference_bits(CpuIsa::avx512_core_bf16);
 }
 
+// pack() with column sums (the weight gradients' bias gradient, read with the gate
+// gradients): the sums are added in float32, row after row, as detail::add_column_sums adds
+// them, on either kernel, over an odd depth and columns that end inside a packet; the
+// products do not change; Op::T is refused.
+void expect_pack_adds_column_sums(CpuIsa isa) {
+  WithIsa limit(isa);
+  std::mt19937 rng(23);
+  const Index K = 37, N = 70;
+  const Mat W = normal(K, N, rng), A = normal(5, K, rng);
+  const Mat start = normal(1, N, rng);
+  Mat want = start;
+  for (Index k = 0; k < K; ++k)
+    for (Index j = 0; j < N; ++j) want(0, j) = want(0, j) + W(k, j);
+  Mat sums = start, with(5, N), without(5, N);
+  dynrnn::Bf16PackedRightGemm gemm;
+  gemm.pack(W, Op::N, sums.data());
+  ASSERT_EQ(gemm.isa(), isa);
+  gemm(with, A);
+  EXPECT_TRUE(sums == want) << "largest difference " << (sums - want).cwiseAbs().maxCoeff();
+  gemm.pack(W, Op::N);
+  gemm(without, A);
+  EXPECT_TRUE(with == without);
+  EXPECT_THROW(gemm.pack(W.transpose(), Op::T, sums.data()), std::invalid_argument);
+}
+
+TEST(Bf16Gemm, PortablePackAddsTheColumnSums) { expect_pack_adds_column_sums(CpuIsa::portable); }
+
+TEST(Bf16Gemm, Avx512Bf16PackAddsTheColumnSums) {
+  SKIP_WITHOUT_BF16();
+  expect_pack_adds_column_sums(CpuIsa::avx512_core_bf16);
+}
+
 // Against the float32 product (in double): bfloat16 keeps 8 significant bits, so the
 // relative (Frobenius) error of a long sum of random products is a few 1e-3.
 TEST(Bf16Gemm, AgreesWithFloat32Within1e2) {

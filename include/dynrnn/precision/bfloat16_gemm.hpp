@@ -32,6 +32,7 @@
 #include "dot_panels.hpp"
 
 #include "../core/check.hpp"
+#include "../core/column_sums.hpp"
 #include "../core/gemm.hpp"
 #include "../core/panel_kernel.hpp"
 #include "../core/parallel.hpp"
@@ -82,8 +83,10 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
   /// at every product, so threads share the panels. W is read row after row, each pair of
   /// rows once across all the panels: the gate gradients, (P, 4H), are several MB, and read
   /// a panel at a time their rows would be a page apart, beyond the prefetchers.
+  /// With `sums`, also adds each row of W's panel columns to sums, in float32 and in row
+  /// order: a bias gradient from the same read.
   DYNRNN_TARGET_AVX512_BF16 static void pack_rows(std::uint16_t* dst, const float* w, Index stride, Index K,
-                                                  Index N, Index first, Index last) {
+                                                  Index N, Index first, Index last, float* sums) {
     const Index Kp = depth(K);
     for (Index q = 0; q < Kp / 2; ++q)
       for (Index j0 = first * kWidth; j0 < std::min(N, last * kWidth); j0 += kWidth) {
@@ -96,6 +99,11 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
           const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, w + (2 * q + 1) * stride + j)
                                            : _mm512_setzero_ps();
           _mm512_storeu_si512(panel + (q * packets + v) * 2 * kPacket, pairs_of(even, odd));
+          if (sums) {
+            __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, sums + j), even);
+            if (2 * q + 1 < K) sum = _mm512_add_ps(sum, odd);
+            _mm512_mask_storeu_ps(sums + j, mask, sum);
+          }
         }
       }
   }
@@ -307,7 +315,13 @@ class Bf16PackedRightGemm {
   /// cpu_isa() allows it, else for the portable one; this object then uses those kernels
   /// until the next pack(). Allocates only when the packed size grows; W is not referenced
   /// afterwards.
-  void pack(const ConstMatrixRef& W, Op op) {
+  /// \param column_sums null, or N floats to which the column sums of W (float32, not
+  ///   rounded) are added, row after row, as detail::add_column_sums() adds them: a weight
+  ///   gradient's bias gradient, from the same read of the gate gradients. Op::N only.
+  /// \throws std::invalid_argument for column_sums with Op::T.
+  void pack(const ConstMatrixRef& W, Op op, float* column_sums = nullptr) {
+    if (column_sums && op != Op::N)
+      detail::throw_argument("Bf16PackedRightGemm::pack", "op", "Op::N with column_sums", "Op::T");
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
     Kp_ = (K_ + 1) / 2 * 2;
@@ -321,13 +335,14 @@ class Bf16PackedRightGemm {
       // Rounding and interleaving cost about as much as 8 multiply-adds per element.
       detail::for_row_shares(panels, 8.0 * double(K_) * double(N_), 1, [&](Index first, Index last) {
         if (op == Op::N)
-          Fast::pack_rows(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last);
+          Fast::pack_rows(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last, column_sums);
         else
           Fast::pack_columns(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last);
       });
       return;
     }
 #endif
+    if (column_sums) detail::add_column_sums<float>(W, Eigen::Map<Vector<float>>(column_sums, N_));
     // The portable kernel's W: Kp rows, each pair swapped, rounded (see the file comment).
     detail::grow_flat(staged_, Kp_ * N_);
     for (Index k = 0; k < Kp_; ++k)

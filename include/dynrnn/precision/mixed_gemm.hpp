@@ -328,13 +328,18 @@ class MixedWeightGemm {
     detail::check_trainable(fn, precision);
     if constexpr (std::is_same_v<Scalar, float>) {
       if (precision == Precision::bfloat16) {
-        // Both checked before either product writes.
+        // All checked before the column sums or either product write.
         detail::check_shape(fn, "A1", A1, B.rows(), C1.rows());
         detail::check_shape(fn, "A2", A2, B.rows(), C2.rows());
-        reduced_.pack(B, Op::N);
+        detail::check_shape(fn, "C1", C1, A1.cols(), B.cols());
+        detail::check_shape(fn, "C2", C2, A2.cols(), B.cols());
+        // The column sums from the packing's read of B where they need no alpha.
+        const bool with_pack = column_sums && alpha == Scalar(1);
+        reduced_.pack(B, Op::N, with_pack ? column_sums : nullptr);
         reduced_.transposed_left(C1, A1, alpha, beta);
         reduced_.transposed_left(C2, A2, alpha, beta);
-        if (column_sums) detail::add_column_sums<Scalar>(B, Eigen::Map<Vector<Scalar>>(column_sums, B.cols()), alpha);
+        if (column_sums && !with_pack)
+          detail::add_column_sums<Scalar>(B, Eigen::Map<Vector<Scalar>>(column_sums, B.cols()), alpha);
         return;
       }
     }
