@@ -446,8 +446,9 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
         ws.projection_gemm.rows(ws.dm.middleRows(r0, n), d_proj, Scalar(1), Scalar(0), r0);
       }
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
-      for (Index r = r0; r < r1; ++r)  // one pass over the four gates of each row
-        // dLoss/dm_t: from the projection, or the total dh_t without one.
+      // One pass over the four gates of each row; dLoss/dm_t comes from the projection, or is
+      // the total dh_t without one.
+      for (Index r = r0; r < r1; ++r)
         detail::lstm_gate_gradients<Scalar>(
             {cache.gates.row(o + r).data(), cache.tanh_c.row(o + r).data(), c_prev + r * H,
              cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
@@ -472,9 +473,6 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
   }
 
  private:
-  using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;             // one gate of one row
-  using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
-
   static LSTMOptions with_forget_bias(Scalar forget_bias) {
     LSTMOptions o;
     o.forget_bias = double(forget_bias);

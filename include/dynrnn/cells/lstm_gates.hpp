@@ -124,7 +124,7 @@ __attribute__((target("avx512f"))) inline void lstm_gates_avx512(const LstmGateR
   constexpr int V = 2;
   Index k = 0;
   for (; k + 16 * V <= H; k += 16 * V) lstm_gates_avx512<V>(a, H, k, __mmask16(0xffff));
-  for (; k < H; k += 16) lstm_gates_avx512<1>(a, H, k, __mmask16(H - k >= 16 ? 0xffff : (1u << (H - k)) - 1));
+  for (; k < H; k += 16) lstm_gates_avx512<1>(a, H, k, first_lanes(H - k));
 }
 
 /// The fused gate gradients for float over units [k, k + 16), masked by `mask`.
@@ -171,7 +171,7 @@ __attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const 
 
 __attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const LstmGradientRow<float>& a, Index H) {
   for (Index k = 0; k < H; k += 16)
-    lstm_gate_gradients_avx512(a, H, k, __mmask16(H - k >= 16 ? 0xffff : (1u << (H - k)) - 1));
+    lstm_gate_gradients_avx512(a, H, k, first_lanes(H - k));
 }
 
 DYNRNN_END_AVX512_KERNELS

@@ -94,7 +94,7 @@ __attribute__((target("avx512f"))) inline void map_avx512(const float* x, float*
     _mm512_storeu_ps(y + k, Tanh ? tanh_avx512(v) : logistic_avx512(v));
   }
   if (k < n) {
-    const __mmask16 m = __mmask16((1u << (n - k)) - 1);
+    const __mmask16 m = first_lanes(n - k);
     const __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, x + k), b);
     _mm512_mask_storeu_ps(y + k, m, Tanh ? tanh_avx512(v) : logistic_avx512(v));
   }

@@ -94,7 +94,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
         std::uint16_t* panel = dst + j0 * Kp;
         for (int v = 0; v < packets; ++v) {
           const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, N - j);
-          const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+          const __mmask16 mask = first_lanes(lanes);
           const __m512 even = _mm512_maskz_loadu_ps(mask, w + 2 * q * stride + j);
           const __m512 odd = 2 * q + 1 < K ? _mm512_maskz_loadu_ps(mask, w + (2 * q + 1) * stride + j)
                                            : _mm512_setzero_ps();
@@ -126,14 +126,14 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
         for (Index k = 0; k < Kp; k += 2 * kPacket) {
           const Index left = std::min<Index>(2 * kPacket, K - k);  // >= 1: k < K
           const Index lo = std::min<Index>(kPacket, left), hi = std::max<Index>(left - kPacket, 0);
-          const __mmask16 lo_mask = __mmask16(lo == kPacket ? 0xffffu : (1u << lo) - 1);
-          const __mmask16 hi_mask = __mmask16(hi == kPacket ? 0xffffu : (1u << hi) - 1);
+          const __mmask16 lo_mask = first_lanes(lo);
+          const __mmask16 hi_mask = first_lanes(hi);
           const bool column = j < N;  // past N the panel holds zeros
           const __m512 low = column ? _mm512_maskz_loadu_ps(lo_mask, w + j * stride + k) : _mm512_setzero_ps();
           const __m512 high =
               column ? _mm512_maskz_loadu_ps(hi_mask, w + j * stride + k + kPacket) : _mm512_setzero_ps();
           const Index words = std::min<Index>(kPacket, (Kp - k) / 2);
-          const __mmask16 store = __mmask16(words == kPacket ? 0xffffu : (1u << words) - 1);
+          const __mmask16 store = first_lanes(words);
           _mm512_mask_i32scatter_epi32(panel + (k / 2 * width + c) * 2, store, pairs,
                                        (__m512i)_mm512_cvtne2ps_pbh(high, low), 4);
         }
@@ -194,7 +194,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
     for (; q0 + kPacket <= pairs; q0 += kPacket)
       for (Index i = 0; i < n; i += kPacket) {
         const Index lanes = std::min<Index>(kPacket, n - i);
-        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        const __mmask16 mask = first_lanes(lanes);
         __m512i x[16];
         for (int r = 0; r < 16; ++r) x[r] = pair_row(a, lda, K, q0 + r, i, mask);
         transpose_words(x);
@@ -205,7 +205,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
     for (Index q = q0; q < pairs; ++q)
       for (Index i = 0; i < n; i += kPacket) {
         const Index lanes = std::min<Index>(kPacket, n - i);
-        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        const __mmask16 mask = first_lanes(lanes);
         _mm512_mask_i32scatter_epi32(dst + i * Kp + 2 * q, mask, rows, pair_row(a, lda, K, q, i, mask), 4);
       }
   }
@@ -221,7 +221,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
       for (; k + kPacket <= K; k += kPacket)
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(in + k)));
       if (k < K) {
-        const __mmask16 mask = __mmask16((1u << (K - k)) - 1);
+        const __mmask16 mask = first_lanes(K - k);
         _mm256_mask_storeu_epi16(out + k, mask, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, in + k)));
       }
       if (K % 2) out[K] = 0;
@@ -272,7 +272,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
     DYNRNN_BF16_UNROLL
     for (int v = 0; v < V; ++v) {
       const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, p.N - j);  // > 0: the panel has V packets
-      const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+      const __mmask16 mask = first_lanes(lanes);
       const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + j) : _mm512_setzero_ps();
       DYNRNN_BF16_UNROLL
       for (int r = 0; r < R; ++r) {
@@ -404,7 +404,6 @@ class Bf16PackedRightGemm {
   /// \brief The kernels chosen at the last pack(): CpuIsa::avx512_core_bf16 or
   /// CpuIsa::portable.
   CpuIsa isa() const { return isa_; }
-
 
   /// \brief Rows of C the kernels take at a time: sharing rows between threads on multiples
   /// of this keeps every share but the last on whole tiles. Any split gives the same bits.

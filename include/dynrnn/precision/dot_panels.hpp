@@ -14,6 +14,8 @@
 // supply the tile.
 #pragma once
 
+#include "cpu_isa.hpp"  // DYNRNN_X86_KERNELS, <immintrin.h>
+
 #include "../core/types.hpp"
 
 #include <algorithm>
@@ -31,6 +33,12 @@
 #endif
 
 namespace dynrnn::detail {
+
+#ifdef DYNRNN_X86_KERNELS
+/// The mask of the first `lanes` of a packet's 16 (all 16 from 16 on): a row's last, partial
+/// packet.
+inline __mmask16 first_lanes(Index lanes) { return __mmask16(lanes >= 16 ? 0xffffu : (1u << lanes) - 1); }
+#endif
 
 /// Rows of C per tile of the dot-product kernels: also the granule in which their callers
 /// share rows between threads, so that every share but the last fills whole tiles.

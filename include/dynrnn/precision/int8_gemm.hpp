@@ -99,7 +99,7 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
       std::int8_t* out = dst + j0 * Kp;  // every panel before this one is kWidth wide
       for (int v = 0; v < packets; ++v) {
         const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, N - j);
-        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        const __mmask16 mask = first_lanes(lanes);
         const __m512 scale = _mm512_maskz_loadu_ps(mask, inverse + j);
         __m512i sum = _mm512_setzero_si512();
         for (Index k = 0; k < Kp; k += 4) {
@@ -136,7 +136,7 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
       std::uint8_t* out = dst + i * Kp;
       for (Index k = 0; k < K; k += kPacket) {
         const Index lanes = std::min<Index>(kPacket, K - k);
-        const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+        const __mmask16 mask = first_lanes(lanes);
         __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, in + k), inverse);
         v = _mm512_min_ps(_mm512_max_ps(v, low), high);
         const __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(v), offset);  // rounds halves to even
@@ -194,7 +194,7 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
     DYNRNN_VNNI_UNROLL
     for (int v = 0; v < V; ++v) {
       const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, p.N - j);  // > 0: the panel has V packets
-      const __mmask16 mask = __mmask16(lanes == kPacket ? 0xffffu : (1u << lanes) - 1);
+      const __mmask16 mask = first_lanes(lanes);
       const __m512i offset = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, p.column_sums + j), 7);  // 128 · sum
       const __m512 scale = _mm512_maskz_loadu_ps(mask, p.scale + j);
       const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + j) : _mm512_setzero_ps();
