@@ -13,6 +13,10 @@ namespace dynrnn::test {
 /// Where the golden files are.
 inline const std::string kData = DYNRNN_TEST_DATA_DIR;
 
+/// Relative tolerance of a pass in double against a golden file (the references are double
+/// too, so the two differ by roundings alone).
+inline constexpr double kGoldenTolerance = 1e-10;
+
 /// Largest |a - b| / max(|a|, |b|, 1) over `n` entries.
 inline double max_relative_error(const double* a, const double* b, std::size_t n) {
   double worst = 0;

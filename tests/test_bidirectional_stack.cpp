@@ -7,7 +7,6 @@
 namespace dynrnn::test {
 namespace {
 
-constexpr double kTolerance = 1e-10;
 
 TEST(BidirectionalStack, LSTMModuleMatchesPyTorch) {
   const GoldenFile g("lstm_bistack_golden.safetensors");
@@ -15,7 +14,7 @@ TEST(BidirectionalStack, LSTMModuleMatchesPyTorch) {
   import_pytorch_module(stack, kData + "/lstm_bistack_pytorch.safetensors");
   EXPECT_EQ(stack.forward_cell(1).input_size(), 2 * g.H);
   const auto r = stack.forward(g.tensor("x", g.I), g.lengths());
-  EXPECT_LE(max_relative_error(r.top(), g.tensor("outputs", 2 * g.H)), kTolerance);
+  EXPECT_LE(max_relative_error(r.top(), g.tensor("outputs", 2 * g.H)), kGoldenTolerance);
 
   auto grads = stack.make_gradients();
   stack.backward(r, g.tensor("d_outputs", 2 * g.H), grads);
@@ -24,13 +23,15 @@ TEST(BidirectionalStack, LSTMModuleMatchesPyTorch) {
     const std::string l = "_l" + std::to_string(k);
     const Index in = k == 0 ? g.I : 2 * g.H;
     EXPECT_LE(max_relative_error(grads.layers[k].fw.kernel, g.matrix("grad_kernel" + l + "_fw", in + g.H, 4 * g.H)),
-              kTolerance);
+              kGoldenTolerance);
     EXPECT_LE(max_relative_error(grads.layers[k].bw.kernel, g.matrix("grad_kernel" + l + "_bw", in + g.H, 4 * g.H)),
-              kTolerance);
-    EXPECT_LE(max_relative_error(grads.layers[k].fw.bias, g.vector("grad_bias" + l + "_fw", 4 * g.H)), kTolerance);
-    EXPECT_LE(max_relative_error(grads.layers[k].bw.bias, g.vector("grad_bias" + l + "_bw", 4 * g.H)), kTolerance);
+              kGoldenTolerance);
+    EXPECT_LE(max_relative_error(grads.layers[k].fw.bias, g.vector("grad_bias" + l + "_fw", 4 * g.H)),
+              kGoldenTolerance);
+    EXPECT_LE(max_relative_error(grads.layers[k].bw.bias, g.vector("grad_bias" + l + "_bw", 4 * g.H)),
+              kGoldenTolerance);
   }
-  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kTolerance);
+  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kGoldenTolerance);
 }
 
 TEST(BidirectionalStack, GRUModuleMatchesPyTorch) {
@@ -38,10 +39,10 @@ TEST(BidirectionalStack, GRUModuleMatchesPyTorch) {
   BidirectionalStack<GRUCell<double>> stack(2, g.I, g.H, GRUVariant::reset_after);
   import_pytorch_module(stack, kData + "/gru_bistack_pytorch.safetensors");
   const auto r = stack.forward(g.tensor("x", g.I), g.lengths());
-  EXPECT_LE(max_relative_error(r.top(), g.tensor("outputs", 2 * g.H)), kTolerance);
+  EXPECT_LE(max_relative_error(r.top(), g.tensor("outputs", 2 * g.H)), kGoldenTolerance);
   auto grads = stack.make_gradients();
   stack.backward(r, g.tensor("d_outputs", 2 * g.H), grads);
-  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kTolerance);
+  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kGoldenTolerance);
 }
 
 // Three layers with dropout 0.3 between them in training mode: the masks are redrawn from the
@@ -122,7 +123,7 @@ TEST(ModuleImport, IntoAModelsCellInPlace) {
   import_pytorch_module(model.cell(), kData + "/lstm_bistack_pytorch.safetensors");
   EXPECT_EQ(model.cell().forward_cell(1).kernel().data(), storage);  // written in place
   const auto r = model.cell().forward(g.tensor("x", g.I), g.lengths());
-  EXPECT_LE(max_relative_error(r.top(), g.tensor("outputs", 2 * g.H)), kTolerance);
+  EXPECT_LE(max_relative_error(r.top(), g.tensor("outputs", 2 * g.H)), kGoldenTolerance);
 }
 
 TEST(BidirectionalStack, BadArguments) {

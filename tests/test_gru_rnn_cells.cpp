@@ -8,7 +8,7 @@
 namespace dynrnn::test {
 namespace {
 
-double sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
+double gru_sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
 
 // z[c] = sum over k of in[k] · W(row0 + k, col0 + c), for c in [0, n); W is any matrix.
 template <class W>
@@ -41,8 +41,8 @@ void reference_step(const GRUCell<Scalar>& cell, const std::vector<double>& x, s
   if (cell.variant() == GRUVariant::reset_before) {
     const auto gh = product(h, W, I, 0, 2 * H);
     for (Index k = 0; k < H; ++k) {
-      r[k] = sigmoid(gx[k] + gh[k] + b(k));
-      u[k] = sigmoid(gx[H + k] + gh[H + k] + b(H + k));
+      r[k] = gru_sigmoid(gx[k] + gh[k] + b(k));
+      u[k] = gru_sigmoid(gx[H + k] + gh[H + k] + b(H + k));
     }
     std::vector<double> rh(H);
     for (Index k = 0; k < H; ++k) rh[k] = r[k] * h[k];
@@ -52,8 +52,8 @@ void reference_step(const GRUCell<Scalar>& cell, const std::vector<double>& x, s
     const auto gh = product(h, W, I, 0, 3 * H);
     const auto rb = [&](Index k) { return double(cell.recurrent_bias()(k)); };
     for (Index k = 0; k < H; ++k) {
-      r[k] = sigmoid(gx[k] + b(k) + gh[k] + rb(k));
-      u[k] = sigmoid(gx[H + k] + b(H + k) + gh[H + k] + rb(H + k));
+      r[k] = gru_sigmoid(gx[k] + b(k) + gh[k] + rb(k));
+      u[k] = gru_sigmoid(gx[H + k] + b(H + k) + gh[H + k] + rb(H + k));
       c[k] = std::tanh(gx[2 * H + k] + b(2 * H + k) + r[k] * (gh[2 * H + k] + rb(2 * H + k)));
     }
   }
@@ -105,7 +105,7 @@ typename Kind::template Cell<S> random_cell(Index I, Index H, Rng& rng) {
 }
 
 template <class Scalar>
-HiddenState<Scalar> random_state(Index B, Index H, Rng& rng) {
+HiddenState<Scalar> random_hidden_state(Index B, Index H, Rng& rng) {
   return {random_matrix<Scalar>(B, H, rng)};
 }
 
@@ -129,7 +129,7 @@ void expect_matches_reference() {
   const Index T = 7, B = 6, I = 3, H = 5;
   const auto cell = random_cell<Kind, Scalar>(I, H, rng);
   const auto x = random_tensor<Scalar>(T, B, I, rng);
-  const auto s0 = random_state<Scalar>(B, H, rng);
+  const auto s0 = random_hidden_state<Scalar>(B, H, rng);
   const std::vector<int> lengths = {7, 2, 0, 5, 1, 7};
   const auto fwd = dynamic_rnn(cell, x, lengths, s0);
   const double tol = tolerance<Scalar>();
@@ -167,10 +167,10 @@ TYPED_TEST(CellTest, GradientsMatchFiniteDifferences) {
   const Index T = 6, B = 5, I = 3, H = 4;
   auto cell = random_cell<TypeParam, double>(I, H, rng);
   auto x = random_tensor<double>(T, B, I, rng);
-  auto s0 = random_state<double>(B, H, rng);
+  auto s0 = random_hidden_state<double>(B, H, rng);
   const std::vector<int> lengths = {6, 3, 0, 1, 6};
   const auto w = random_tensor<double>(T, B, H, rng);
-  const auto wf = random_state<double>(B, H, rng);
+  const auto wf = random_hidden_state<double>(B, H, rng);
   const auto loss = [&] {
     const auto f = dynamic_rnn(cell, x, lengths, s0);
     return dot(f.outputs, w) + dot(f.final_state.h, wf.h);
@@ -198,8 +198,8 @@ TYPED_TEST(CellTest, PaddingValuesChangeNothingForwardOrBackward) {
   const std::vector<int> lengths = {3, 6, 0, 1};
   auto x = random_tensor<float>(T, B, I, rng);
   auto d_out = random_tensor<float>(T, B, H, rng);
-  const auto s0 = random_state<float>(B, H, rng);
-  const auto d_final = random_state<float>(B, H, rng);
+  const auto s0 = random_hidden_state<float>(B, H, rng);
+  const auto d_final = random_hidden_state<float>(B, H, rng);
   const auto clean = dynamic_rnn(cell, x, lengths, s0);
   const auto clean_g = dynamic_rnn_backward(cell, clean, d_out, d_final);
   for (float fill : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), 1e30f}) {
@@ -305,7 +305,7 @@ TEST(GRUCellTest, VariantsComputeDifferentFunctions) {
   after.kernel() = before.kernel();
   after.bias() = before.bias();
   const auto x = random_tensor<double>(3, 2, 2, rng);
-  const auto s0 = random_state<double>(2, 3, rng);
+  const auto s0 = random_hidden_state<double>(2, 3, rng);
   const auto a = dynamic_rnn(before, x, {3, 3}, s0), b = dynamic_rnn(after, x, {3, 3}, s0);
   EXPECT_GT(std::abs(a.outputs(2, 0, 0) - b.outputs(2, 0, 0)), 1e-6);
 }

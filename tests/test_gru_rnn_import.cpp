@@ -11,7 +11,6 @@
 namespace dynrnn::test {
 namespace {
 
-constexpr double kTolerance = 1e-10;
 
 // Runs the golden batch of `file` through `cell` and compares everything with its values;
 // `gates` is the number of H-wide column blocks of the cell's kernel.
@@ -25,20 +24,20 @@ void expect_matches_golden(const Cell& cell, const std::string& file, Index gate
   const HiddenState<double> s0{g.matrix("h0", g.B, g.H)};
 
   const auto fwd = dynamic_rnn(cell, x, lengths, s0);
-  EXPECT_LE(max_relative_error(fwd.outputs, g.tensor("outputs", g.H)), kTolerance);
-  EXPECT_LE(max_relative_error(fwd.final_state.h, g.matrix("h_n", g.B, g.H)), kTolerance);
+  EXPECT_LE(max_relative_error(fwd.outputs, g.tensor("outputs", g.H)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(fwd.final_state.h, g.matrix("h_n", g.B, g.H)), kGoldenTolerance);
 
   const HiddenState<double> d_final{g.matrix("d_h_n", g.B, g.H)};
   const auto grads = dynamic_rnn_backward(cell, fwd, g.tensor("d_outputs", g.H), d_final);
-  EXPECT_LE(max_relative_error(grads.kernel, g.matrix("grad_kernel", g.I + g.H, gates * g.H)), kTolerance);
-  EXPECT_LE(max_relative_error(grads.bias, g.vector("grad_bias", gates * g.H)), kTolerance);
+  EXPECT_LE(max_relative_error(grads.kernel, g.matrix("grad_kernel", g.I + g.H, gates * g.H)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.bias, g.vector("grad_bias", gates * g.H)), kGoldenTolerance);
   if constexpr (std::is_same_v<Cell, GRUCell<double>>) {
     if (cell.variant() == GRUVariant::reset_after) {
-      EXPECT_LE(max_relative_error(grads.recurrent_bias, g.vector("grad_recurrent_bias", 3 * g.H)), kTolerance);
+      EXPECT_LE(max_relative_error(grads.recurrent_bias, g.vector("grad_recurrent_bias", 3 * g.H)), kGoldenTolerance);
     }
   }
-  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kTolerance);
-  EXPECT_LE(max_relative_error(grads.initial_state.h, g.matrix("grad_h0", g.B, g.H)), kTolerance);
+  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.initial_state.h, g.matrix("grad_h0", g.B, g.H)), kGoldenTolerance);
 }
 
 TEST(GRUImport, PyTorchMatchesNnGRU) {

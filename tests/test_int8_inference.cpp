@@ -19,7 +19,7 @@
 namespace dynrnn::test {
 namespace {
 
-const std::vector<int> kLengths = {9, 3, 0, 7, 9, 1};
+const std::vector<int> kInt8Lengths = {9, 3, 0, 7, 9, 1};
 
 // Round-half-even of v / scale clamped to [-127, 127], in double.
 double quantised(double v, double scale) { return std::nearbyint(std::min(127.0, std::max(-127.0, v / scale))); }
@@ -62,7 +62,7 @@ Tensor3<float> padded_input(Index I, Rng& rng, float scale = 1.5f) {
   Tensor3<float> x = random_tensor<float>(9, 6, I, rng);
   x = x * scale;
   for (Index b = 0; b < 6; ++b)
-    for (Index t = kLengths[std::size_t(b)]; t < 9; ++t)
+    for (Index t = kInt8Lengths[std::size_t(b)]; t < 9; ++t)
       for (Index k = 0; k < I; ++k) x(t, b, k) = 100.0f;
   return x;
 }
@@ -81,16 +81,16 @@ TEST(Int8Inference, LSTMForwardMatchesAReferenceWithQuantisedOperands) {
   LSTMCell<float> cell = reference_test_lstm(rng);
   const Tensor3<float> x = padded_input(20, rng);
   cell.begin_int8_calibration();
-  const auto f32 = dynamic_rnn(cell, x, kLengths);
+  const auto f32 = dynamic_rnn(cell, x, kInt8Lengths);
   cell.end_int8_calibration();
-  ASSERT_EQ(cell.int8_input_bound(), valid_bound(x, kLengths));
-  const Tensor3<double> want = reference_int8_lstm(cell, x, kLengths, cell.int8_input_bound());
+  ASSERT_EQ(cell.int8_input_bound(), valid_bound(x, kInt8Lengths));
+  const Tensor3<double> want = reference_int8_lstm(cell, x, kInt8Lengths, cell.int8_input_bound());
   cell.set_precision(Precision::int8);
   Tensor3<float> first;
   for (CpuIsa isa : {CpuIsa::avx512_core_vnni, CpuIsa::portable}) {
     WithIsa limit(isa);
     SCOPED_TRACE(to_string(cpu_isa()));
-    const auto q = dynamic_rnn(cell, x, kLengths);
+    const auto q = dynamic_rnn(cell, x, kInt8Lengths);
     EXPECT_LT(relative_difference(q.outputs, want), 1e-4);
     if (first.size() == 0)
       first = q.outputs;
@@ -111,11 +111,11 @@ TEST(Int8Inference, CalibrationRecordsEachLayersValidInputs) {
   for (Index k = 0; k < stack.layers()[0].projection().size(); ++k) stack.layers()[0].projection()(k) *= 4;
   const Tensor3<float> x = padded_input(8, rng), x2 = padded_input(8, rng, 3.0f);
   stack.begin_int8_calibration();
-  const auto a = dynamic_rnn(stack, x, kLengths);
+  const auto a = dynamic_rnn(stack, x, kInt8Lengths);
   const std::vector<int> lengths2 = {2, 9, 4, 0, 1, 5};
   const auto b = dynamic_rnn(stack, x2, lengths2);
   stack.end_int8_calibration();
-  EXPECT_EQ(stack.layers()[0].int8_input_bound(), std::max(valid_bound(x, kLengths), valid_bound(x2, lengths2)));
+  EXPECT_EQ(stack.layers()[0].int8_input_bound(), std::max(valid_bound(x, kInt8Lengths), valid_bound(x2, lengths2)));
   // Layer 1's input is layer 0's output: the projected state, which is also layer 0's bound.
   const float between = a.cache.layers[0].h.cwiseAbs().maxCoeff();
   const float between2 = b.cache.layers[0].h.cwiseAbs().maxCoeff();
@@ -126,9 +126,9 @@ TEST(Int8Inference, CalibrationRecordsEachLayersValidInputs) {
   RNNCell<float> relu(8, 16, RNNActivation::relu);
   relu.reset_parameters(rng);
   relu.begin_int8_calibration();
-  const auto r = dynamic_rnn(relu, x, kLengths);
+  const auto r = dynamic_rnn(relu, x, kInt8Lengths);
   relu.end_int8_calibration();
-  EXPECT_EQ(relu.int8_state_bound(), valid_bound(r.outputs, kLengths));
+  EXPECT_EQ(relu.int8_state_bound(), valid_bound(r.outputs, kInt8Lengths));
 }
 
 // One cell or topology in float32 and in int8: outputs within 5e-2 of each other, and apart
@@ -158,7 +158,7 @@ void expect_int8_agrees(const char* name, Cell cell, Forward&& forward) {
 
 template <class Cell>
 Eigen::VectorXf cell_outputs(const Cell& cell, const Tensor3<float>& x) {
-  const auto fwd = dynamic_rnn(cell, x, kLengths);
+  const auto fwd = dynamic_rnn(cell, x, kInt8Lengths);
   return Eigen::Map<const Eigen::VectorXf>(fwd.outputs.data(), fwd.outputs.size());
 }
 
@@ -171,7 +171,7 @@ TEST(Int8Inference, EveryCellAgreesWithFloat32) {
                      forward);
   using Bi = BidirectionalStack<LSTMCell<float>>;
   expect_int8_agrees("BidirectionalStack of LSTMs", Bi(2, 10, 16), [](const Bi& stack, const Tensor3<float>& x) {
-    const auto r = stack.forward(x, kLengths);
+    const auto r = stack.forward(x, kInt8Lengths);
     return Eigen::VectorXf(Eigen::Map<const Eigen::VectorXf>(r.top().data(), r.top().size()));
   });
 }
@@ -183,14 +183,14 @@ TEST(Int8Inference, ModelCalibratesPredictsAndRefusesToTrain) {
   SequenceModel<LSTMCell<float>> model(Input::features(6), LSTMCell<float>(6, 24), Output::classes(5));
   SequenceBatch<float> sample, held_out;
   for (SequenceBatch<float>* batch : {&sample, &held_out}) {
-    batch->lengths = kLengths;
+    batch->lengths = kInt8Lengths;
     batch->features = padded_input(6, rng);
     batch->labels = {0, 1, 2, 3, 4, 0};
   }
   EXPECT_THROW(model.set_precision(Precision::int8), std::invalid_argument) << "not calibrated";
   EXPECT_THROW(model.calibrate_int8(std::vector<const SequenceBatch<float>*>{}), std::invalid_argument);
   model.calibrate_int8(sample);
-  EXPECT_EQ(model.cell().int8_input_bound(), valid_bound(sample.features, kLengths));
+  EXPECT_EQ(model.cell().int8_input_bound(), valid_bound(sample.features, kInt8Lengths));
   const Matrix<float> y32 = model.predict(held_out);
   model.set_precision(Precision::int8);
   const Matrix<float> y8 = model.predict(held_out);
@@ -243,7 +243,7 @@ TEST(Int8Inference, TheSettingIsChecked) {
   // Backward in int8 is refused before any gradient changes.
   Rng rng(5);
   const Tensor3<float> x = random_tensor<float>(9, 6, 3, rng), dy = random_tensor<float>(9, 6, 4, rng);
-  const auto fwd = dynamic_rnn(cell, x, kLengths);
+  const auto fwd = dynamic_rnn(cell, x, kInt8Lengths);
   EXPECT_THROW(dynamic_rnn_backward(cell, fwd, dy), std::invalid_argument);
 }
 
@@ -255,7 +255,7 @@ TEST(Int8Inference, ACacheFromAnInt8PassIsRefusedByBackward) {
   for_each_test_cell([&](const char* name, auto cell) {
     cell.set_int8_bounds(2.0f, 2.0f);
     cell.set_precision(Precision::int8);
-    const auto fwd = dynamic_rnn(cell, x, kLengths);
+    const auto fwd = dynamic_rnn(cell, x, kInt8Lengths);
     cell.set_precision(Precision::float32);
     const Tensor3<float> dy = random_tensor<float>(9, 6, cell.output_size(), rng);
     try {
@@ -266,7 +266,7 @@ TEST(Int8Inference, ACacheFromAnInt8PassIsRefusedByBackward) {
       EXPECT_NE(std::string(e.what()).find("int8"), std::string::npos) << name << ": " << e.what();
     }
     // A pass in float32 again trains.
-    const auto fwd32 = dynamic_rnn(cell, x, kLengths);
+    const auto fwd32 = dynamic_rnn(cell, x, kInt8Lengths);
     EXPECT_NO_THROW(dynamic_rnn_backward(cell, fwd32, dy)) << name;
   });
 }

@@ -51,7 +51,7 @@ LSTMCell<Scalar> random_cell(Index I, Index H, Rng& rng) {
 }
 
 template <class Scalar>
-LSTMState<Scalar> random_state(Index B, Index H, Rng& rng) {
+LSTMState<Scalar> random_lstm_state(Index B, Index H, Rng& rng) {
   return {random_matrix<Scalar>(B, H, rng), random_matrix<Scalar>(B, H, rng)};
 }
 
@@ -65,7 +65,7 @@ TYPED_TEST(LSTMTyped, MatchesScalarReferenceWithMixedLengths) {
   const Index T = 7, B = 5, I = 3, H = 4;
   auto cell = random_cell<Scalar>(I, H, rng);
   const auto x = random_tensor<Scalar>(T, B, I, rng);
-  const auto s0 = random_state<Scalar>(B, H, rng);
+  const auto s0 = random_lstm_state<Scalar>(B, H, rng);
   const std::vector<int> lengths = {4, 7, 0, 1, 7};
   const auto fwd = dynamic_rnn(cell, x, lengths, s0);
   const ReferenceLSTM ref(cell);
@@ -172,8 +172,8 @@ TYPED_TEST(LSTMTyped, PaddingValuesChangeNothingForwardOrBackward) {
   const std::vector<int> lengths = {3, 6, 0, 1};
   auto x = random_tensor<Scalar>(T, B, I, rng);
   auto d_out = random_tensor<Scalar>(T, B, H, rng);
-  const auto s0 = random_state<Scalar>(B, H, rng);
-  const auto d_final = random_state<Scalar>(B, H, rng);
+  const auto s0 = random_lstm_state<Scalar>(B, H, rng);
+  const auto d_final = random_lstm_state<Scalar>(B, H, rng);
   fill_padding(x, lengths, Scalar(0));
   const auto clean = dynamic_rnn(cell, x, lengths, s0);
   const auto clean_g = dynamic_rnn_backward(cell, clean, d_out, d_final);
@@ -212,7 +212,7 @@ TYPED_TEST(LSTMTyped, FinalStateIsStateAfterLastValidStep) {
   const Index T = 8, B = 3, I = 2, H = 4;
   auto cell = random_cell<Scalar>(I, H, rng);
   const auto x = random_tensor<Scalar>(T, B, I, rng);
-  const auto s0 = random_state<Scalar>(B, H, rng);
+  const auto s0 = random_lstm_state<Scalar>(B, H, rng);
   const std::vector<int> lengths = {5, 0, 8};
   const auto fwd = dynamic_rnn(cell, x, lengths, s0);
   for (Index b = 0; b < B; ++b) {
@@ -269,11 +269,11 @@ TYPED_TEST(LSTMTyped, EmptyBatchesAndAllZeroLengths) {
   using Scalar = TypeParam;
   Rng rng(6);
   LSTMCell<Scalar> cell(2, 3);
-  const auto s0 = random_state<Scalar>(2, 3, rng);
+  const auto s0 = random_lstm_state<Scalar>(2, 3, rng);
   const auto fwd = dynamic_rnn(cell, random_tensor<Scalar>(4, 2, 2, rng), {0, 0}, s0);
   EXPECT_TRUE(identical(fwd.final_state.h, s0.h));
   EXPECT_TRUE(identical(fwd.final_state.c, s0.c));
-  const auto d_final = random_state<Scalar>(2, 3, rng);
+  const auto d_final = random_lstm_state<Scalar>(2, 3, rng);
   const auto g = dynamic_rnn_backward(cell, fwd, random_tensor<Scalar>(4, 2, 3, rng), d_final);
   EXPECT_TRUE(identical(g.initial_state.h, d_final.h));
   EXPECT_TRUE(identical(g.initial_state.c, d_final.c));
@@ -290,12 +290,12 @@ TEST(LSTMGradient, ThroughTimeWithMixedLengthsAndInitialState) {
   const Index T = 6, B = 5, I = 3, H = 4;
   auto cell = random_cell<double>(I, H, rng);
   auto x = random_tensor<double>(T, B, I, rng);
-  auto s0 = random_state<double>(B, H, rng);
+  auto s0 = random_lstm_state<double>(B, H, rng);
   const std::vector<int> lengths = {6, 3, 0, 1, 6};
   // Loss = <outputs, w> + <final c, wc> + <final h, wh>; w is nonzero at padded steps too,
   // where the outputs are constant 0 and so must get no gradient.
   const auto w = random_tensor<double>(T, B, H, rng);
-  const auto wf = random_state<double>(B, H, rng);
+  const auto wf = random_lstm_state<double>(B, H, rng);
   const auto loss = [&] {
     const auto f = dynamic_rnn(cell, x, lengths, s0);
     return dot(f.outputs, w) + dot(f.final_state.c, wf.c) + dot(f.final_state.h, wf.h);

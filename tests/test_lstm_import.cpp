@@ -9,7 +9,6 @@
 namespace dynrnn::test {
 namespace {
 
-constexpr double kTolerance = 1e-10;
 
 struct Golden : GoldenFile {
   Golden() : GoldenFile("lstm_golden.safetensors") {}
@@ -26,9 +25,9 @@ void expect_matches_pytorch(const LSTMCell<double>& cell) {
   const auto fwd = dynamic_rnn(cell, x, lengths, s0);
   const Tensor3<double> outputs = g.tensor("outputs", g.H);
   const Matrix<double> h_n = g.matrix("h_n", g.B, g.H), c_n = g.matrix("c_n", g.B, g.H);
-  EXPECT_LE(max_relative_error(fwd.outputs.data(), outputs.data(), std::size_t(outputs.size())), kTolerance);
-  EXPECT_LE(max_relative_error(fwd.final_state.h.data(), h_n.data(), std::size_t(h_n.size())), kTolerance);
-  EXPECT_LE(max_relative_error(fwd.final_state.c.data(), c_n.data(), std::size_t(c_n.size())), kTolerance);
+  EXPECT_LE(max_relative_error(fwd.outputs.data(), outputs.data(), std::size_t(outputs.size())), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(fwd.final_state.h.data(), h_n.data(), std::size_t(h_n.size())), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(fwd.final_state.c.data(), c_n.data(), std::size_t(c_n.size())), kGoldenTolerance);
 
   const LSTMState<double> d_final{g.matrix("d_c_n", g.B, g.H), g.matrix("d_h_n", g.B, g.H)};
   const auto grads = dynamic_rnn_backward(cell, fwd, g.tensor("d_outputs", g.H), d_final);
@@ -37,11 +36,11 @@ void expect_matches_pytorch(const LSTMCell<double>& cell) {
   g.f.read_into("grad_bias", {std::uint64_t(4 * g.H)}, g_bias.data());
   const Tensor3<double> g_x = g.tensor("grad_x", g.I);
   const Matrix<double> g_h0 = g.matrix("grad_h0", g.B, g.H), g_c0 = g.matrix("grad_c0", g.B, g.H);
-  EXPECT_LE(max_relative_error(grads.kernel.data(), g_kernel.data(), std::size_t(g_kernel.size())), kTolerance);
-  EXPECT_LE(max_relative_error(grads.bias.data(), g_bias.data(), std::size_t(g_bias.size())), kTolerance);
-  EXPECT_LE(max_relative_error(grads.inputs.data(), g_x.data(), std::size_t(g_x.size())), kTolerance);
-  EXPECT_LE(max_relative_error(grads.initial_state.h.data(), g_h0.data(), std::size_t(g_h0.size())), kTolerance);
-  EXPECT_LE(max_relative_error(grads.initial_state.c.data(), g_c0.data(), std::size_t(g_c0.size())), kTolerance);
+  EXPECT_LE(max_relative_error(grads.kernel.data(), g_kernel.data(), std::size_t(g_kernel.size())), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.bias.data(), g_bias.data(), std::size_t(g_bias.size())), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.inputs.data(), g_x.data(), std::size_t(g_x.size())), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.initial_state.h.data(), g_h0.data(), std::size_t(g_h0.size())), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.initial_state.c.data(), g_c0.data(), std::size_t(g_c0.size())), kGoldenTolerance);
 }
 
 TEST(LSTMImport, PyTorchMatchesNnLSTM) {

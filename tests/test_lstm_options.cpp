@@ -9,7 +9,7 @@
 namespace dynrnn::test {
 namespace {
 
-double sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
+double lstm_sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
 double clip(double v, double limit) { return limit > 0 ? std::min(limit, std::max(-limit, v)) : v; }
 
 // One step of one row of TensorFlow 1.x's LSTMCell with options, in scalar loops, sharing
@@ -30,9 +30,9 @@ void reference_step(const LSTMCell<Scalar>& cell, const std::vector<double>& x, 
     const double wi = opt.use_peepholes ? double(cell.w_i_diag()(k)) : 0.0;
     const double wf = opt.use_peepholes ? double(cell.w_f_diag()(k)) : 0.0;
     const double wo = opt.use_peepholes ? double(cell.w_o_diag()(k)) : 0.0;
-    const double i = sigmoid(z[k] + wi * c[k]), f = sigmoid(z[2 * H + k] + opt.forget_bias + wf * c[k]);
+    const double i = lstm_sigmoid(z[k] + wi * c[k]), f = lstm_sigmoid(z[2 * H + k] + opt.forget_bias + wf * c[k]);
     c[k] = clip(f * c[k] + i * std::tanh(z[H + k]), opt.cell_clip);
-    m[k] = sigmoid(z[3 * H + k] + wo * c[k]) * std::tanh(c[k]);
+    m[k] = lstm_sigmoid(z[3 * H + k] + wo * c[k]) * std::tanh(c[k]);
   }
   if (opt.num_proj == 0) {
     h = m;
@@ -45,13 +45,13 @@ void reference_step(const LSTMCell<Scalar>& cell, const std::vector<double>& x, 
   }
 }
 
-struct Case {
+struct OptionsCase {
   const char* name;
   LSTMOptions options;
 };
 
-std::vector<Case> cases() {
-  std::vector<Case> all;
+std::vector<OptionsCase> cases() {
+  std::vector<OptionsCase> all;
   LSTMOptions o;
   o.use_peepholes = true;
   all.push_back({"peepholes", o});
@@ -82,7 +82,7 @@ LSTMCell<Scalar> random_cell(Index I, Index H, const LSTMOptions& options, Rng& 
 }
 
 template <class Scalar>
-LSTMState<Scalar> random_state(const LSTMCell<Scalar>& cell, Index B, Rng& rng) {
+LSTMState<Scalar> random_cell_state(const LSTMCell<Scalar>& cell, Index B, Rng& rng) {
   return {random_matrix<Scalar>(B, cell.hidden_size(), rng), random_matrix<Scalar>(B, cell.output_size(), rng)};
 }
 
@@ -93,7 +93,7 @@ void expect_matches_reference(const LSTMOptions& options) {
   const auto cell = random_cell<Scalar>(I, H, options, rng);
   const Index R = cell.output_size();
   const auto x = random_tensor<Scalar>(T, B, I, rng);
-  const auto s0 = random_state(cell, B, rng);
+  const auto s0 = random_cell_state(cell, B, rng);
   const std::vector<int> lengths = {7, 2, 0, 5, 1};
   const auto fwd = dynamic_rnn(cell, x, lengths, s0);
   const double tol = tolerance<Scalar>();
@@ -114,7 +114,7 @@ void expect_matches_reference(const LSTMOptions& options) {
 }
 
 TEST(LSTMOptionsTest, MatchScalarReference) {
-  for (const Case& c : cases()) {
+  for (const OptionsCase& c : cases()) {
     SCOPED_TRACE(c.name);
     expect_matches_reference<double>(c.options);
     expect_matches_reference<float>(c.options);
@@ -126,9 +126,9 @@ TEST(LSTMOptionsTest, MatchScalarReference) {
 // backward) and the initial-state gradients are the same bit for bit.
 TEST(LSTMOptionsTest, SkippingInputGradientsChangesNothingElse) {
   Rng rng(12);
-  std::vector<Case> all = cases();
+  std::vector<OptionsCase> all = cases();
   all.push_back({"no options", LSTMOptions{}});
-  for (const Case& c : all) {
+  for (const OptionsCase& c : all) {
     SCOPED_TRACE(c.name);
     expect_skipping_input_gradients_changes_nothing_else(random_cell<float>(3, 5, c.options, rng), 6, 7, rng);
     expect_skipping_input_gradients_changes_nothing_else(random_cell<double>(2, 4, c.options, rng), 5, 4, rng);
@@ -137,13 +137,13 @@ TEST(LSTMOptionsTest, SkippingInputGradientsChangesNothingElse) {
 
 TEST(LSTMOptionsTest, ClipsAreActiveInTheseCases) {
   // The gradient checks below only test the clips if some values are clipped and some not.
-  for (const Case& c : cases()) {
+  for (const OptionsCase& c : cases()) {
     if (c.options.cell_clip == 0 && c.options.proj_clip == 0) continue;
     SCOPED_TRACE(c.name);
     Rng rng(2);
     const auto cell = random_cell<double>(3, 4, c.options, rng);
     const auto x = random_tensor<double>(6, 5, 3, rng);
-    const auto fwd = dynamic_rnn(cell, x, {6, 3, 0, 1, 6}, random_state(cell, 5, rng));
+    const auto fwd = dynamic_rnn(cell, x, {6, 3, 0, 1, 6}, random_cell_state(cell, 5, rng));
     const auto& cache = fwd.cache;
     const auto count_beyond = [](const Matrix<double>& raw, double limit) {
       return (raw.array().abs() > limit).count();
@@ -161,16 +161,16 @@ TEST(LSTMOptionsTest, ClipsAreActiveInTheseCases) {
 
 TEST(LSTMOptionsTest, GradientsMatchFiniteDifferences) {
   constexpr double kStep = 1e-5;
-  for (const Case& c : cases()) {
+  for (const OptionsCase& c : cases()) {
     SCOPED_TRACE(c.name);
     Rng rng(2);
     const Index T = 6, B = 5, I = 3, H = 4;
     auto cell = random_cell<double>(I, H, c.options, rng);
     auto x = random_tensor<double>(T, B, I, rng);
-    auto s0 = random_state(cell, B, rng);
+    auto s0 = random_cell_state(cell, B, rng);
     const std::vector<int> lengths = {6, 3, 0, 1, 6};
     const auto w = random_tensor<double>(T, B, cell.output_size(), rng);
-    const auto wf = random_state(cell, B, rng);
+    const auto wf = random_cell_state(cell, B, rng);
     const auto loss = [&] {
       const auto f = dynamic_rnn(cell, x, lengths, s0);
       return dot(f.outputs, w) + dot(f.final_state.c, wf.c) + dot(f.final_state.h, wf.h);
@@ -203,8 +203,8 @@ TEST(LSTMOptionsTest, CellClipSubgradientAtTheBoundary) {
   LSTMCell<double> cell(1, 3, o);
   cell.kernel().setZero();
   cell.bias().setZero();
-  cell.bias().head(3).setConstant(-1000);      // i: sigmoid = 0
-  cell.bias().segment(6, 3).setConstant(1000); // f: sigmoid = 1
+  cell.bias().head(3).setConstant(-1000);      // i: lstm_sigmoid = 0
+  cell.bias().segment(6, 3).setConstant(1000); // f: lstm_sigmoid = 1
   Tensor3<double> x(1, 1, 1);
   x.setZero();
   LSTMState<double> s0 = cell.zero_state(1);

@@ -10,7 +10,6 @@
 namespace dynrnn::test {
 namespace {
 
-constexpr double kTolerance = 1e-10;
 
 void expect_matches_golden(const LSTMCell<double>& cell, const std::string& file) {
   SCOPED_TRACE(file);
@@ -20,23 +19,23 @@ void expect_matches_golden(const LSTMCell<double>& cell, const std::string& file
   ASSERT_EQ(lengths, (std::vector<int>{6, 3, 0, 1, 5}));
   const LSTMState<double> s0{g.matrix("c0", g.B, H), g.matrix("h0", g.B, R)};
   const auto fwd = dynamic_rnn(cell, g.tensor("x", g.I), lengths, s0);
-  EXPECT_LE(max_relative_error(fwd.outputs, g.tensor("outputs", R)), kTolerance);
-  EXPECT_LE(max_relative_error(fwd.final_state.h, g.matrix("h_n", g.B, R)), kTolerance);
-  EXPECT_LE(max_relative_error(fwd.final_state.c, g.matrix("c_n", g.B, H)), kTolerance);
+  EXPECT_LE(max_relative_error(fwd.outputs, g.tensor("outputs", R)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(fwd.final_state.h, g.matrix("h_n", g.B, R)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(fwd.final_state.c, g.matrix("c_n", g.B, H)), kGoldenTolerance);
 
   const LSTMState<double> d_final{g.matrix("d_c_n", g.B, H), g.matrix("d_h_n", g.B, R)};
   const auto grads = dynamic_rnn_backward(cell, fwd, g.tensor("d_outputs", R), d_final);
-  EXPECT_LE(max_relative_error(grads.kernel, g.matrix("grad_kernel", g.I + R, 4 * H)), kTolerance);
-  EXPECT_LE(max_relative_error(grads.bias, g.vector("grad_bias", 4 * H)), kTolerance);
-  EXPECT_LE(max_relative_error(grads.projection, g.matrix("grad_projection", H, R)), kTolerance);
+  EXPECT_LE(max_relative_error(grads.kernel, g.matrix("grad_kernel", g.I + R, 4 * H)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.bias, g.vector("grad_bias", 4 * H)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.projection, g.matrix("grad_projection", H, R)), kGoldenTolerance);
   if (cell.options().use_peepholes) {
-    EXPECT_LE(max_relative_error(grads.w_i_diag, g.vector("grad_w_i_diag", H)), kTolerance);
-    EXPECT_LE(max_relative_error(grads.w_f_diag, g.vector("grad_w_f_diag", H)), kTolerance);
-    EXPECT_LE(max_relative_error(grads.w_o_diag, g.vector("grad_w_o_diag", H)), kTolerance);
+    EXPECT_LE(max_relative_error(grads.w_i_diag, g.vector("grad_w_i_diag", H)), kGoldenTolerance);
+    EXPECT_LE(max_relative_error(grads.w_f_diag, g.vector("grad_w_f_diag", H)), kGoldenTolerance);
+    EXPECT_LE(max_relative_error(grads.w_o_diag, g.vector("grad_w_o_diag", H)), kGoldenTolerance);
   }
-  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kTolerance);
-  EXPECT_LE(max_relative_error(grads.initial_state.h, g.matrix("grad_h0", g.B, R)), kTolerance);
-  EXPECT_LE(max_relative_error(grads.initial_state.c, g.matrix("grad_c0", g.B, H)), kTolerance);
+  EXPECT_LE(max_relative_error(grads.inputs, g.tensor("grad_x", g.I)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.initial_state.h, g.matrix("grad_h0", g.B, R)), kGoldenTolerance);
+  EXPECT_LE(max_relative_error(grads.initial_state.c, g.matrix("grad_c0", g.B, H)), kGoldenTolerance);
 }
 
 TEST(LSTMOptionsImport, PyTorchProjSizeMatchesNnLSTM) {

@@ -17,7 +17,7 @@
 namespace dynrnn::test {
 namespace {
 
-const std::vector<int> kLengths = {9, 3, 0, 7, 9, 1};
+const std::vector<int> kMixedLengths = {9, 3, 0, 7, 9, 1};
 
 Eigen::MatrixXd rounded(const Eigen::Ref<const Matrix<float>>& m) {
   Eigen::MatrixXd out(m.rows(), m.cols());
@@ -44,13 +44,13 @@ TEST(MixedPrecision, LSTMForwardMatchesAReferenceWithRoundedOperands) {
   Rng rng(1);
   LSTMCell<float> cell = reference_test_lstm(rng);
   const Tensor3<float> x = random_tensor<float>(9, 6, 20, rng);
-  const Tensor3<double> want = reference_bf16_lstm(cell, x, kLengths);
-  const auto f32 = dynamic_rnn(cell, x, kLengths);
+  const Tensor3<double> want = reference_bf16_lstm(cell, x, kMixedLengths);
+  const auto f32 = dynamic_rnn(cell, x, kMixedLengths);
   for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
     WithIsa limit(isa);
     SCOPED_TRACE(to_string(cpu_isa()));
     cell.set_precision(Precision::bfloat16);
-    const auto bf = dynamic_rnn(cell, x, kLengths);
+    const auto bf = dynamic_rnn(cell, x, kMixedLengths);
     cell.set_precision(Precision::float32);
     EXPECT_LT(relative_difference(bf.outputs, want), 1e-5);
     EXPECT_GT(relative_difference(f32.outputs, want), 1e-4) << "the reference does not tell the precisions apart";
@@ -68,7 +68,7 @@ TEST(MixedPrecision, LSTMGradientsAreProductsOfRoundedOperands) {
   for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
     WithIsa limit(isa);
     SCOPED_TRACE(to_string(cpu_isa()));
-    const auto fwd = dynamic_rnn(cell, x, kLengths);
+    const auto fwd = dynamic_rnn(cell, x, kMixedLengths);
     const auto g = dynamic_rnn_backward(cell, fwd, dy);
     const auto& dgates = g.workspace.cell.dgates;
     const Eigen::MatrixXd dz = rounded(dgates);
@@ -118,7 +118,7 @@ void expect_bf16_agrees(const char* name, Cell cell, Pass&& pass, double gradien
 template <class Cell>
 std::pair<Eigen::VectorXf, Eigen::VectorXf> cell_pass(const Cell& cell, const Tensor3<float>& x,
                                                       const Tensor3<float>& dy) {
-  const auto fwd = dynamic_rnn(cell, x, kLengths);
+  const auto fwd = dynamic_rnn(cell, x, kMixedLengths);
   const auto g = dynamic_rnn_backward(cell, fwd, dy);
   Eigen::VectorXf out = Eigen::Map<const Eigen::VectorXf>(fwd.outputs.data(), fwd.outputs.size());
   Eigen::VectorXf grads(g.kernel.size() + g.inputs.size());
@@ -143,7 +143,7 @@ TEST(MixedPrecision, StackedAndBidirectionalAgreeWithFloat32) {
   using Stack = StackedCell<LSTMCell<float>>;
   expect_bf16_agrees("StackedCell of two LSTMs", Stack({LSTMCell<float>(10, 32), LSTMCell<float>(32, 24)}),
                      [](const Stack& stack, const Tensor3<float>& x, const Tensor3<float>& dy) {
-                       const auto fwd = dynamic_rnn(stack, x, kLengths);
+                       const auto fwd = dynamic_rnn(stack, x, kMixedLengths);
                        const auto g = dynamic_rnn_backward(stack, fwd, dy);
                        return std::pair<Eigen::VectorXf, Eigen::VectorXf>(
                            Eigen::Map<const Eigen::VectorXf>(fwd.outputs.data(), fwd.outputs.size()),
@@ -152,7 +152,7 @@ TEST(MixedPrecision, StackedAndBidirectionalAgreeWithFloat32) {
   using Bi = BidirectionalStack<GRUCell<float>>;
   expect_bf16_agrees("BidirectionalStack of GRUs", Bi(2, 10, 16, GRUVariant::reset_after),
                      [](const Bi& stack, const Tensor3<float>& x, const Tensor3<float>& dy) {
-                       const auto r = stack.forward(x, kLengths);
+                       const auto r = stack.forward(x, kMixedLengths);
                        auto g = stack.make_gradients();
                        stack.backward(r, dy, g);
                        return std::pair<Eigen::VectorXf, Eigen::VectorXf>(

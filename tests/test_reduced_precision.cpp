@@ -77,7 +77,7 @@ bool have_vnni() { return dynrnn::detected_cpu_isa() >= CpuIsa::avx512_core_vnni
                << "detected_cpu_isa() = " << dynrnn::to_string(dynrnn::detected_cpu_isa())
 
 // One product's arguments: shapes, W stored as op(W) or transposed, alpha, beta, a bias.
-struct Case {
+struct ProductCase {
   Index n, K, N;
   Op op;
   float alpha, beta;
@@ -88,11 +88,11 @@ struct Case {
 // `isa`, with product(gemm, C, A, case, bias) and reference(A, W, case, C0, bias), and
 // expects the reference's bits. With `awkward`, A holds a NaN and W a column of zeros.
 template <class Gemm, class Product, class Reference>
-void expect_reference_bits(CpuIsa isa, std::initializer_list<Case> cases, bool awkward, Product&& product,
+void expect_reference_bits(CpuIsa isa, std::initializer_list<ProductCase> cases, bool awkward, Product&& product,
                            Reference&& reference) {
   WithIsa limit(isa);
   std::mt19937 rng(20);
-  for (const Case& c : cases) {
+  for (const ProductCase& c : cases) {
     SCOPED_TRACE("n=" + std::to_string(c.n) + " K=" + std::to_string(c.K) + " N=" + std::to_string(c.N) +
                  (c.op == Op::T ? " W transposed" : ""));
     Mat A = normal(c.n, c.K, rng), W = normal(c.K, c.N, rng, 0.1f);
@@ -129,8 +129,10 @@ void expect_bf16_reference_bits(CpuIsa isa) {
        {9, 31, 47, Op::N, 0.5f, 0.0f, true},
        {8, 0, 17, Op::N, 1.0f, 1.0f, true}},
       false,
-      [](auto& gemm, Mat& C, const Mat& A, const Case& c, const float* bias) { gemm(C, A, c.alpha, c.beta, bias); },
-      [](const Mat& A, const Mat& W, const Case& c, const Mat& C0, const float* bias) {
+      [](auto& gemm, Mat& C, const Mat& A, const ProductCase& c, const float* bias) {
+        gemm(C, A, c.alpha, c.beta, bias);
+      },
+      [](const Mat& A, const Mat& W, const ProductCase& c, const Mat& C0, const float* bias) {
         return reference(A, W, c.alpha, c.beta, C0, bias);
       });
 }
@@ -369,10 +371,10 @@ void expect_int8_reference_bits(CpuIsa isa) {
        {3, 1040, 20, Op::N, 1.0f, 0.0f, true},
        {3, 1041, 20, Op::T, 1.0f, 1.0f, false}},
       true,
-      [&](auto& gemm, Mat& C, const Mat& A, const Case& c, const float* bias) {
+      [&](auto& gemm, Mat& C, const Mat& A, const ProductCase& c, const float* bias) {
         gemm(C, A, a_scale, c.alpha, c.beta, bias);
       },
-      [&](const Mat& A, const Mat& W, const Case& c, const Mat& C0, const float* bias) {
+      [&](const Mat& A, const Mat& W, const ProductCase& c, const Mat& C0, const float* bias) {
         return int8_reference(A, W, a_scale, c.alpha, c.beta, C0, bias);
       });
 }

@@ -9,7 +9,7 @@ namespace {
 
 using Steps = std::array<std::array<double, 2>, 3>;
 
-struct Case {
+struct RmspropCase {
   const char* name;
   RMSPropOptions<double> options;
   Steps expected;  // parameter after steps 1, 2, 3
@@ -24,7 +24,7 @@ RMSPropOptions<double> with(RMSPropOptions<double> o, double momentum, bool cent
 const std::array<std::array<double, 2>, 3> kGrads = {{{0.5, -1.0}, {-0.25, 2.0}, {1.0, 0.1}}};
 
 // Output of: /usr/bin/python3 tests/data/rmsprop_reference.py
-const Case kCases[] = {
+const RmspropCase kCases[] = {
     {"tf_plain", with(RMSPropOptions<double>::tensorflow(0.1), 0.0, false),
      {{{0.9480124755118065, -1.900000000005}, {0.9753100300318098, -2.075411603859659}, {0.8671545095566753, -2.084652658804384}}}},
     {"tf_momentum", with(RMSPropOptions<double>::tensorflow(0.1), 0.5, false),
@@ -44,7 +44,7 @@ const Case kCases[] = {
 };
 
 TEST(RMSPropTest, ThreeStepsMatchReference) {
-  for (const Case& c : kCases) {
+  for (const RmspropCase& c : kCases) {
     SCOPED_TRACE(c.name);
     RMSProp<double> opt(c.options);
     Vector<double> theta(2);
