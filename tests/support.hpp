@@ -15,6 +15,10 @@
 
 namespace dynrnn::test {
 
+/// The logistic function 1 / (1 + e^-v) in double: the reference the cells' gates are checked
+/// against.
+inline double sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
+
 /// Relative error |a - b| / max(|a|, |b|, floor): near zero it becomes an absolute error, so
 /// an analytic 0 against a numeric 1e-12 does not count as a 100% miss.
 inline double relative_error(double a, double b, double floor = 1e-4) {

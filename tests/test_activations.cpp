@@ -2,6 +2,7 @@
 // the AVX-512 functions against the same functions in double, and the fused gate pass
 // against the portable one (Eigen's expressions), which the fallback runs.
 #include "reduced_precision_support.hpp"
+#include "support.hpp"
 
 #include <dynrnn/cells/lstm_gates.hpp>
 #include <dynrnn/core/activations.hpp>
@@ -40,7 +41,6 @@ double worst_relative_error(const std::vector<float>& x, const std::vector<float
   return worst;
 }
 
-double logistic_double(double x) { return 1 / (1 + std::exp(-x)); }
 double tanh_double(double x) { return std::tanh(x); }
 
 TEST(Activations, LogisticIsWithinFourTenMillionthsOfDouble) {
@@ -48,12 +48,12 @@ TEST(Activations, LogisticIsWithinFourTenMillionthsOfDouble) {
   const std::vector<float> x = grid(-80, 80);
   std::vector<float> y(x.size());
   detail::logistic(x.data(), y.data(), Index(x.size()), 0.0f, true);
-  EXPECT_LT(worst_relative_error(x, y, logistic_double), 4e-7);
+  EXPECT_LT(worst_relative_error(x, y, test::sigmoid), 4e-7);
   // The bias is added before the function.
   std::vector<float> shifted(x.size());
   detail::logistic(x.data(), shifted.data(), Index(x.size()), 1.0f, true);
   for (std::size_t k = 0; k < x.size(); k += 997)
-    EXPECT_NEAR(shifted[k], logistic_double(double(x[k] + 1.0f)), 4e-7) << "x = " << x[k];
+    EXPECT_NEAR(shifted[k], test::sigmoid(double(x[k] + 1.0f)), 4e-7) << "x = " << x[k];
 }
 
 TEST(Activations, TanhIsWithinFourTenMillionthsOfDoubleAlsoNearZero) {
@@ -92,7 +92,7 @@ TEST(Activations, EveryLengthWritesItsElementsAndNoMore) {
     detail::tanh(x.data(), t.data(), n, true);
     for (Index k = 0; k < n + 8; ++k) {
       const float xk = x[std::size_t(k)];
-      EXPECT_NEAR(y[std::size_t(k)], k < n ? logistic_double(xk) : 7.0, 1e-6) << "n = " << n << ", k = " << k;
+      EXPECT_NEAR(y[std::size_t(k)], k < n ? test::sigmoid(xk) : 7.0, 1e-6) << "n = " << n << ", k = " << k;
       EXPECT_NEAR(t[std::size_t(k)], k < n ? std::tanh(xk) : 7.0, 1e-6) << "n = " << n << ", k = " << k;
     }
   }
@@ -109,7 +109,7 @@ TEST(Activations, ThePortableLevelAndDoubleUseEigen) {
   detail::logistic(x.data(), y.data(), Index(x.size()), 0.0, true);
   detail::tanh(x.data(), t.data(), Index(x.size()), true);
   for (std::size_t k = 0; k < x.size(); ++k) {
-    EXPECT_NEAR(y[k], logistic_double(x[k]), 1e-15 * std::max(1.0, y[k]) + 1e-300) << "x = " << x[k];
+    EXPECT_NEAR(y[k], test::sigmoid(x[k]), 1e-15 * std::max(1.0, y[k]) + 1e-300) << "x = " << x[k];
     EXPECT_NEAR(t[k], std::tanh(x[k]), 1e-15) << "x = " << x[k];
   }
 }
@@ -185,11 +185,11 @@ TEST(LstmGates, ThePortablePassComputesTheCellsEquations) {
                             H, false);
   for (Index u = 0; u < H; ++u) {
     const std::size_t k = std::size_t(u);
-    const double i = logistic_double(g0[k] + double(w[k]) * cp[k]);
+    const double i = test::sigmoid(g0[k] + double(w[k]) * cp[k]);
     const double j = std::tanh(double(g0[k + H]));
-    const double f = logistic_double(g0[k + 2 * H] + forget_bias + double(w[k + H]) * cp[k]);
+    const double f = test::sigmoid(g0[k + 2 * H] + forget_bias + double(w[k + H]) * cp[k]);
     const double raw = f * cp[k] + i * j, cu = std::min<double>(clip, std::max<double>(-clip, raw));
-    const double o = logistic_double(g0[k + 3 * H] + double(w[k + 2 * H]) * cu);
+    const double o = test::sigmoid(g0[k + 3 * H] + double(w[k + 2 * H]) * cu);
     EXPECT_NEAR(g[k], i, 1e-5);
     EXPECT_NEAR(g[k + H], j, 1e-5);
     EXPECT_NEAR(g[k + 2 * H], f, 1e-5);

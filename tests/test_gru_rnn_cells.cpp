@@ -8,8 +8,6 @@
 namespace dynrnn::test {
 namespace {
 
-double gru_sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
-
 // z[c] = sum over k of in[k] · W(row0 + k, col0 + c), for c in [0, n); W is any matrix.
 template <class W>
 std::vector<double> product(const std::vector<double>& in, const W& w, Index row0, Index col0, Index n) {
@@ -41,8 +39,8 @@ void reference_step(const GRUCell<Scalar>& cell, const std::vector<double>& x, s
   if (cell.variant() == GRUVariant::reset_before) {
     const auto gh = product(h, W, I, 0, 2 * H);
     for (Index k = 0; k < H; ++k) {
-      r[k] = gru_sigmoid(gx[k] + gh[k] + b(k));
-      u[k] = gru_sigmoid(gx[H + k] + gh[H + k] + b(H + k));
+      r[k] = sigmoid(gx[k] + gh[k] + b(k));
+      u[k] = sigmoid(gx[H + k] + gh[H + k] + b(H + k));
     }
     std::vector<double> rh(H);
     for (Index k = 0; k < H; ++k) rh[k] = r[k] * h[k];
@@ -52,8 +50,8 @@ void reference_step(const GRUCell<Scalar>& cell, const std::vector<double>& x, s
     const auto gh = product(h, W, I, 0, 3 * H);
     const auto rb = [&](Index k) { return double(cell.recurrent_bias()(k)); };
     for (Index k = 0; k < H; ++k) {
-      r[k] = gru_sigmoid(gx[k] + b(k) + gh[k] + rb(k));
-      u[k] = gru_sigmoid(gx[H + k] + b(H + k) + gh[H + k] + rb(H + k));
+      r[k] = sigmoid(gx[k] + b(k) + gh[k] + rb(k));
+      u[k] = sigmoid(gx[H + k] + b(H + k) + gh[H + k] + rb(H + k));
       c[k] = std::tanh(gx[2 * H + k] + b(2 * H + k) + r[k] * (gh[2 * H + k] + rb(2 * H + k)));
     }
   }

@@ -21,8 +21,6 @@ struct ReferenceLSTM {
     for (Index c = 0; c < 4 * H; ++c) bias.push_back(double(cell.bias()(c)));
   }
 
-  static double sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
-
   // Runs `steps` steps of one row. x(t, k) gives input k at step t; c and h are updated.
   template <class X>
   void run(X x, int steps, std::vector<double>& c, std::vector<double>& h,

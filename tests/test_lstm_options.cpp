@@ -9,7 +9,6 @@
 namespace dynrnn::test {
 namespace {
 
-double lstm_sigmoid(double v) { return 1 / (1 + std::exp(-v)); }
 double clip(double v, double limit) { return limit > 0 ? std::min(limit, std::max(-limit, v)) : v; }
 
 // One step of one row of TensorFlow 1.x's LSTMCell with options, in scalar loops, sharing
@@ -30,9 +29,9 @@ void reference_step(const LSTMCell<Scalar>& cell, const std::vector<double>& x, 
     const double wi = opt.use_peepholes ? double(cell.w_i_diag()(k)) : 0.0;
     const double wf = opt.use_peepholes ? double(cell.w_f_diag()(k)) : 0.0;
     const double wo = opt.use_peepholes ? double(cell.w_o_diag()(k)) : 0.0;
-    const double i = lstm_sigmoid(z[k] + wi * c[k]), f = lstm_sigmoid(z[2 * H + k] + opt.forget_bias + wf * c[k]);
+    const double i = sigmoid(z[k] + wi * c[k]), f = sigmoid(z[2 * H + k] + opt.forget_bias + wf * c[k]);
     c[k] = clip(f * c[k] + i * std::tanh(z[H + k]), opt.cell_clip);
-    m[k] = lstm_sigmoid(z[3 * H + k] + wo * c[k]) * std::tanh(c[k]);
+    m[k] = sigmoid(z[3 * H + k] + wo * c[k]) * std::tanh(c[k]);
   }
   if (opt.num_proj == 0) {
     h = m;
@@ -203,8 +202,8 @@ TEST(LSTMOptionsTest, CellClipSubgradientAtTheBoundary) {
   LSTMCell<double> cell(1, 3, o);
   cell.kernel().setZero();
   cell.bias().setZero();
-  cell.bias().head(3).setConstant(-1000);      // i: lstm_sigmoid = 0
-  cell.bias().segment(6, 3).setConstant(1000); // f: lstm_sigmoid = 1
+  cell.bias().head(3).setConstant(-1000);      // i: sigmoid = 0
+  cell.bias().segment(6, 3).setConstant(1000); // f: sigmoid = 1
   Tensor3<double> x(1, 1, 1);
   x.setZero();
   LSTMState<double> s0 = cell.zero_state(1);
