@@ -1,6 +1,11 @@
 // Gemm and PackedRightGemm against Eigen's own product expressions: every operand
-// orientation, odd shapes, alpha and beta, reuse across shapes, and row shares.
+// orientation, odd shapes, alpha and beta, reuse across shapes, and row shares; each at every
+// kernel level this program can run (the program's own tiles, and in float the AVX-512 tiles
+// chosen at run time in a build narrower than AVX-512).
+#include "reduced_precision_support.hpp"  // WithIsa
 #include "support.hpp"
+
+#include <vector>
 
 namespace dynrnn::test {
 namespace {
@@ -20,8 +25,21 @@ double max_abs(const Matrix<Scalar>& m) {
   return m.size() ? double(m.cwiseAbs().maxCoeff()) : 0.0;
 }
 
-TYPED_TEST(GemmTyped, MatchesEigenForEveryOrientationAndShape) {
-  using Scalar = TypeParam;
+// Runs check() at every kernel level of this program: CpuIsa::portable (the program's own
+// tiles) and the level in use, when that is another.
+template <class Check>
+void at_every_level(Check&& check) {
+  std::vector<CpuIsa> levels{CpuIsa::portable};
+  if (cpu_isa() != CpuIsa::portable) levels.push_back(cpu_isa());
+  for (CpuIsa isa : levels) {
+    SCOPED_TRACE(testing::Message() << "kernels at " << to_string(isa));
+    WithIsa limit(isa);
+    check();
+  }
+}
+
+template <class Scalar>
+void expect_gemm_matches_eigen() {
   Rng rng(41);
   const Index shapes[][3] = {{1, 1, 1}, {3, 5, 7}, {37, 29, 53}, {130, 70, 300}, {64, 1024, 256}};
   Gemm<Scalar> gemm;  // one context for all shapes: buffers grow and are reused
@@ -41,6 +59,9 @@ TYPED_TEST(GemmTyped, MatchesEigenForEveryOrientationAndShape) {
         }
   }
 }
+TYPED_TEST(GemmTyped, MatchesEigenForEveryOrientationAndShape) {
+  at_every_level(expect_gemm_matches_eigen<TypeParam>);
+}
 
 TYPED_TEST(GemmTyped, WritesIntoBlocksAndIgnoresOldValuesWhenBetaIsZero) {
   using Scalar = TypeParam;
@@ -59,8 +80,8 @@ TYPED_TEST(GemmTyped, WritesIntoBlocksAndIgnoresOldValuesWhenBetaIsZero) {
 // and large enough for several row blocks and threads, alpha, beta and the bias; with beta 0
 // C is never read (it holds NaN). Any split of the rows, on any thread count, gives
 // bit-identical rows.
-TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
-  using Scalar = TypeParam;
+template <class Scalar>
+void expect_packed_right_matches_eigen() {
   Rng rng(43);
   const Index shapes[][3] = {{3, 5, 1}, {9, 23, 13}, {17, 44, 37}, {64, 256, 64}, {256, 1024, 37},
                              {300, 96, 700}, {256, 2, 50}, {37, 1, 13}, {19, 3, 29}, {1, 4, 7}};  // K, N, n
@@ -114,13 +135,16 @@ TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
     }
   }
 }
+TYPED_TEST(GemmTyped, PackedRightMatchesEigenAndSharesRowsExactly) {
+  at_every_level(expect_packed_right_matches_eigen<TypeParam>);
+}
 
 // [A1, A2]ᵀ · B with B packed once, and the column sums of B with it: against Eigen's
 // product expressions and column sums, with beta, for widths that are not multiples of the
 // kernel's panels and depths of several k blocks; bit-identical to two separate products
 // and to itself on any thread count.
-TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
-  using Scalar = TypeParam;
+template <class Scalar>
+void expect_transposed_pair_matches_separate_products() {
   Rng rng(44);
   // K, M1, M2, N: no depth at all; depths of several slices of the kernel's (kDepth), rows
   // that end inside a tile, columns that end inside a panel and inside a packet.
@@ -174,6 +198,9 @@ TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
     }
   }
 }
+TYPED_TEST(GemmTyped, TransposedPairMatchesSeparateProducts) {
+  at_every_level(expect_transposed_pair_matches_separate_products<TypeParam>);
+}
 
 // A product's result depends on its own shape only, never on the products a Gemm made
 // before: the depth blocking, which fixes the order of the sums, follows each product.
@@ -193,6 +220,36 @@ TYPED_TEST(GemmTyped, ResultDoesNotDependOnEarlierShapes) {
     second(reused, a, Op::N, b, Op::N);
     EXPECT_TRUE(identical(fresh, reused));
   }
+}
+
+// In a build whose own float tiles are narrower than AVX-512 (no -march: SSE2), float
+// products run on AVX-512 tiles chosen at run time where the CPU has them, and
+// set_max_cpu_isa(CpuIsa::portable) returns them to the program's own; products of double
+// always run on the program's own. (The tests above check both against Eigen.)
+TEST(FloatAvx512Tiles, ChosenAtRunTimeInANarrowerBuild) {
+  if (!detail::kRuntimeFloatTiles)
+    GTEST_SKIP() << "this program's own float tiles are AVX-512 wide (built with -mavx512f or -march=native "
+                    "on such a CPU), or its compiler cannot build AVX-512 tiles: nothing is chosen at run time";
+  if (detected_cpu_isa() == CpuIsa::portable)
+    GTEST_SKIP() << "this CPU or operating system has no AVX-512 F, BW, VL and VNNI: float products run on "
+                    "the program's own tiles, which the tests above check";
+  if (cpu_isa() == CpuIsa::portable)
+    GTEST_SKIP() << "the kernels are limited to CpuIsa::portable (DYNRNN_MAX_CPU_ISA or set_max_cpu_isa)";
+  Rng rng(45);
+  const auto w = random_matrix<float>(40, 70, rng);
+  PackedRightGemm<float> gemm;
+  gemm.pack(w, Op::N);
+  EXPECT_EQ(gemm.isa(), cpu_isa());
+  EXPECT_NE(gemm.isa(), CpuIsa::portable);
+  {
+    WithIsa limit(CpuIsa::portable);
+    gemm.pack(w, Op::N);
+    EXPECT_EQ(gemm.isa(), CpuIsa::portable);
+  }
+  EXPECT_EQ(gemm.isa(), CpuIsa::portable) << "a packed operand keeps the kernels it was packed for";
+  PackedRightGemm<double> in_double;
+  in_double.pack(random_matrix<double>(40, 70, rng), Op::N);
+  EXPECT_EQ(in_double.isa(), CpuIsa::portable);
 }
 
 }  // namespace

@@ -13,7 +13,9 @@
 //
 // Products Aᵀ·B (the weight gradients, Gemm::transposed_pair and op(A) = Aᵀ with op(B) = B)
 // and PackedRightGemm, for a right operand fixed over many products (a cell's weights), run
-// dynrnn's own kernel instead (panel_kernel.hpp), built on Eigen's SIMD packets only.
+// dynrnn's own kernel instead (panel_kernel.hpp), on Eigen's SIMD packets for the program's
+// own flags, or for float on AVX-512 tiles chosen at run time when the program is built for
+// a narrower SIMD width (float_avx512_tiles.hpp).
 //
 // Backends: define DYNRNN_GEMM_OPENBLAS (and link OpenBLAS) or DYNRNN_GEMM_ONEDNN (and link
 // oneDNN) to hand the products to cblas_?gemm or dnnl_sgemm instead of those kernels; Eigen
@@ -30,6 +32,7 @@
 
 #include "check.hpp"
 #include "column_sums.hpp"
+#include "float_avx512_tiles.hpp"
 #include "panel_kernel.hpp"
 #include "parallel.hpp"
 #include "types.hpp"
@@ -138,7 +141,7 @@ class Gemm {
     if (M == 0 || N == 0) return;
     if constexpr (!detail::external_gemm<Scalar>()) {
       if (op_a == Op::T && op_b == Op::N) {  // a weight gradient: dynrnn's kernel, as transposed_pair()
-        const typename Kernel::Transposed product{C.data(), C.outerStride(), A.data(), A.outerStride(), M, beta};
+        const Transposed product{C.data(), C.outerStride(), A.data(), A.outerStride(), M, beta};
         transposed(&product, 1, B, alpha);
         return;
       }
@@ -177,7 +180,7 @@ class Gemm {
     detail::check_shape(fn, "C2", C2, A2.cols(), N);
     if constexpr (!detail::external_gemm<Scalar>()) {
       const Scalar one(1);  // A = 1 (K, 1), row stride 0: 1ᵀ·B
-      const typename Kernel::Transposed products[] = {
+      const Transposed products[] = {
           {C1.data(), C1.outerStride(), A1.data(), A1.outerStride(), C1.rows(), beta},
           {C2.data(), C2.outerStride(), A2.data(), A2.outerStride(), C2.rows(), beta},
           {column_sums, N, &one, 0, 1, Scalar(1)}};
@@ -275,12 +278,19 @@ class Gemm {
       op_b == Op::N ? go(Cols{}, Rows{}) : go(Cols{}, Cols{});
   }
 
-  using Kernel = detail::PanelKernel<Scalar>;
+  using Transposed = detail::PanelTransposed<Scalar>;
 
-  // C_i = alpha·A_iᵀ·B + beta·C_i on dynrnn's kernel (PanelKernel::run_transposed): the
-  // columns are shared between the threads in whole panels, each thread with a workspace of
-  // its own, so every element is computed the same way on any thread count.
-  void transposed(const typename Kernel::Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha) {
+  // C_i = alpha·A_iᵀ·B + beta·C_i on dynrnn's kernel (PanelKernel::run_transposed), with the
+  // tiles detail::float_avx512_tiles() chooses for this product: the columns are shared
+  // between the threads in whole panels, each thread with a workspace of its own, so every
+  // element is computed the same way on any thread count.
+  void transposed(const Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha) {
+    detail::with_panel_kernel<Scalar>(detail::float_avx512_tiles(), [&](auto kernel) {
+      transposed_on<decltype(kernel)>(products, count, B, alpha);
+    });
+  }
+  template <class Kernel>
+  void transposed_on(const Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha) {
     const Index K = B.rows(), N = B.cols();
     Index m = 0;
     for (int i = 0; i < count; ++i) m += products[i].m;
@@ -401,7 +411,9 @@ Gemm<Scalar>& thread_gemm() {
 /// `W` is packed into panels once (column by column when it has only a few columns), the
 /// rows of `A` are read where they are, and `C` is written once, with the bias added and
 /// without being read first when beta is 0. Every row of `C` is computed the same way
-/// however the rows are split between calls and threads.
+/// however the rows are split between calls and threads. In float, a program built for a
+/// SIMD width narrower than AVX-512 (no -march, say) runs AVX-512 tiles on a CPU that has
+/// them, chosen at pack() (core/float_avx512_tiles.hpp; isa() tells which).
 ///
 /// \tparam Scalar element type.
 ///
@@ -418,9 +430,9 @@ class PackedRightGemm {
   using MatrixRef = Eigen::Ref<Matrix<Scalar>>;             ///< Writable row-major block.
   using ConstMatrixRef = Eigen::Ref<const Matrix<Scalar>>;  ///< Read-only row-major block.
 
-  /// \brief Packs op(W), (K, N). Allocates only when the packed size grows. Under the
-  /// external GEMM backends it keeps a pointer to W instead, which must then outlive the
-  /// products.
+  /// \brief Packs op(W), (K, N), for the tiles chosen now (isa()). Allocates only when the
+  /// packed size grows. Under the external GEMM backends it keeps a pointer to W instead,
+  /// which must then outlive the products.
   void pack(const ConstMatrixRef& W, Op op) {
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
@@ -429,9 +441,13 @@ class PackedRightGemm {
       w_stride_ = W.outerStride();
       w_op_ = op;
     } else {
-      const Index size = Kernel::packed_size(K_, N_);
-      if (packed_w_.size() < size) packed_w_.resize(size);
-      Kernel::pack(packed_w_.data(), W.data(), W.outerStride(), op == Op::T, K_, N_);
+      isa_ = std::is_same_v<Scalar, float> && detail::float_avx512_tiles() ? cpu_isa() : CpuIsa::portable;
+      detail::with_panel_kernel<Scalar>(avx512(), [&](auto kernel) {
+        using Kernel = decltype(kernel);
+        const Index size = Kernel::packed_size(K_, N_);
+        if (packed_w_.size() < size) packed_w_.resize(size);
+        Kernel::pack(packed_w_.data(), W.data(), W.outerStride(), op == Op::T, K_, N_);
+      });
     }
   }
 
@@ -446,7 +462,8 @@ class PackedRightGemm {
       rows(C, A, alpha, beta, bias);  // the external libraries bring their own threads
     } else {
       const Index n = A.rows();
-      detail::for_row_shares(n, double(n) * double(N_) * double(K_), kRowGranule, [&](Index begin, Index end) {
+      const Index granule = avx512() ? Index(detail::FloatAvx512Tiles::kRows) : kRowGranule;
+      detail::for_row_shares(n, double(n) * double(N_) * double(K_), granule, [&](Index begin, Index end) {
         rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
       });
     }
@@ -466,19 +483,26 @@ class PackedRightGemm {
       detail::external_gemm(Op::N, w_op_, n, N_, K_, alpha, A.data(), A.outerStride(), w_data_, w_stride_, C.data(),
                             C.outerStride());
     } else {
-      Kernel::run({C.data(), C.outerStride(), A.data(), A.outerStride(), packed_w_.data(), bias, n, K_, N_, alpha,
-                   beta});
+      detail::with_panel_kernel<Scalar>(avx512(), [&](auto kernel) {
+        decltype(kernel)::run({C.data(), C.outerStride(), A.data(), A.outerStride(), packed_w_.data(), bias, n, K_,
+                               N_, alpha, beta});
+      });
     }
   }
 
-  /// \brief Splitting the rows between threads on multiples of this keeps the kernel on whole
-  /// register tiles. Any split gives the same results.
+  /// \brief The tiles of the last pack(): CpuIsa::portable for the kernel built with the
+  /// program's own flags, or the level at which AVX-512 tiles were chosen at run time.
+  CpuIsa isa() const { return isa_; }
+
+  /// \brief Splitting the rows between threads on multiples of this keeps the program's own
+  /// kernel on whole register tiles (the AVX-512 tiles chosen at run time take 6 rows). Any
+  /// split gives the same results.
   static constexpr Index kRowGranule = detail::PanelKernel<Scalar>::kRows;
 
  private:
-  using Kernel = detail::PanelKernel<Scalar>;
-
-  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (Kernel::pack)
+  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (PanelKernel::pack)
+  CpuIsa isa_ = CpuIsa::portable;  // above portable: packed for FloatAvx512Tiles
+  bool avx512() const { return isa_ != CpuIsa::portable; }
   Index K_ = 0, N_ = 0;
   const Scalar* w_data_ = nullptr;  // external backends: W as given to pack()
   Index w_stride_ = 0;

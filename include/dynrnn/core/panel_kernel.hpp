@@ -29,39 +29,64 @@
 // takes kDepth rows of A and B at a time, packs that slice of A into tiles of kRows columns
 // (A(r, k) then sits at k · kRows + r) and each panel's slice of B like W, and keeps the
 // partial sums in C between slices.
+//
+// The loops above are PanelKernel's; the tiles (and the narrow dot products) are its Tiles
+// parameter's: EigenTiles on Eigen's packets for the width the program is built for, or
+// FloatAvx512Tiles (float_avx512_tiles.hpp), chosen at run time for float in a program built
+// for a narrower one.
 #pragma once
 
 #include "types.hpp"
+#include "unroll.hpp"
 
 #include <Eigen/Core>
 
 #include <algorithm>
 
-// Fully unrolls the loops over a tile's rows and packets, so that the compilers keep the
-// accumulator array in registers (clang does not otherwise).
-#if defined(__clang__)
-#define DYNRNN_UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define DYNRNN_UNROLL _Pragma("GCC unroll 32")
-#else
-#define DYNRNN_UNROLL
-#endif
-
 namespace dynrnn::detail {
+
+/// The arguments of one product of PanelKernel; see PanelKernel::run().
+template <class Scalar>
+struct PanelProduct {
+  Scalar* c;            ///< C, (n, N), row stride ldc.
+  Index ldc;            ///< Row stride of C.
+  const Scalar* a;      ///< A, (n, K), row stride lda.
+  Index lda;            ///< Row stride of A.
+  const Scalar* w;      ///< op(W) packed by PanelKernel::pack().
+  const Scalar* bias;   ///< N scalars added to every row of C, or null.
+  Index n, K, N;        ///< Shapes.
+  Scalar alpha, beta;   ///< C = alpha·A·W + beta·C (+ bias); C is not read when beta is 0.
+};
+
+/// One product of PanelKernel::run_transposed(): C (m, N) = alpha · Aᵀ · B + beta · C for A (K, m).
+template <class Scalar>
+struct PanelTransposed {
+  Scalar* c;        ///< C, (m, N), row stride ldc.
+  Index ldc;        ///< Row stride of C.
+  const Scalar* a;  ///< A, (K, m), row stride lda.
+  Index lda;        ///< Row stride of A.
+  Index m;          ///< Rows of C, columns of A.
+  Scalar beta;      ///< C = alpha · Aᵀ · B + beta · C; C is not read when beta is 0.
+};
+
+template <class Scalar>
+struct EigenTiles;
 
 /// \brief The packed right-operand kernel; see the file comment.
 /// \tparam Scalar element type (float or double, or any type Eigen vectorises or not).
-template <class Scalar>
+/// \tparam Tiles its register tiles: the shape of a tile and of a panel (kPacket, kPackets,
+///   kRows), `template <int R, int V, bool Packed> static void tile(const PanelProduct&,
+///   Index i, Index j0, const Scalar* w)` for rows [i, i + R) by the panel at column j0 of V
+///   packets (A's rows where they are, or packed by pack_columns() when Packed), and
+///   `template <int J> static void dots(const PanelProduct&)` for a narrow() product of J
+///   columns. EigenTiles (the default) are built on Eigen's packets for the program's own
+///   SIMD width; FloatAvx512Tiles (float_avx512_tiles.hpp) are AVX-512 tiles chosen at run time.
+template <class Scalar, class Tiles = EigenTiles<Scalar>>
 struct PanelKernel {
-  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;  ///< One SIMD register.
-  static constexpr int kPacket = Eigen::internal::unpacket_traits<Packet>::size;  ///< Scalars per packet.
-  static constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;        ///< SIMD registers.
-  /// Packets per panel row and rows per tile: kRows · kPackets accumulators, kPackets panel
-  /// packets and one broadcast must fit the registers (AVX-512: 24 + 4 + 1 of 32; SSE and
-  /// AVX2: 12 + 3 + 1 of 16).
-  static constexpr int kPackets = kRegisters >= 32 ? 4 : 3;
-  static constexpr int kRows = kRegisters >= 32 ? 6 : kRegisters >= 16 ? 4 : 1;  ///< \copydoc kPackets
-  static constexpr Index kWidth = Index(kPackets) * kPacket;                    ///< Columns per panel.
+  static constexpr int kPacket = Tiles::kPacket;    ///< Scalars per packet.
+  static constexpr int kPackets = Tiles::kPackets;  ///< Packets per panel row.
+  static constexpr int kRows = Tiles::kRows;        ///< Rows per tile.
+  static constexpr Index kWidth = Index(kPackets) * kPacket;  ///< Columns per panel.
 
   /// Packets in the panel that starts at column j0 of N: kPackets, or fewer in a last,
   /// narrower panel, so that a product with few columns (an input gradient of width 8,
@@ -113,17 +138,7 @@ struct PanelKernel {
     }
   }
 
-  /// The arguments of one product; see run().
-  struct Product {
-    Scalar* c;            ///< C, (n, N), row stride ldc.
-    Index ldc;            ///< Row stride of C.
-    const Scalar* a;      ///< A, (n, K), row stride lda.
-    Index lda;            ///< Row stride of A.
-    const Scalar* w;      ///< op(W) packed by pack().
-    const Scalar* bias;   ///< N scalars added to every row of C, or null.
-    Index n, K, N;        ///< Shapes.
-    Scalar alpha, beta;   ///< C = alpha·A·W + beta·C (+ bias); C is not read when beta is 0.
-  };
+  using Product = PanelProduct<Scalar>;  ///< The arguments of one product; see run().
 
   /// Computes the whole product p on the calling thread.
   static void run(const Product& p) {
@@ -149,15 +164,7 @@ struct PanelKernel {
         panel<false>(p, i0, std::min(p.n, i0 + block), j0, packets_at(j0, p.N), p.w + j0 * p.K);
   }
 
-  /// One product of run_transposed(): C (m, N) = alpha · Aᵀ · B + beta · C for A (K, m).
-  struct Transposed {
-    Scalar* c;        ///< C, (m, N), row stride ldc.
-    Index ldc;        ///< Row stride of C.
-    const Scalar* a;  ///< A, (K, m), row stride lda.
-    Index lda;        ///< Row stride of A.
-    Index m;          ///< Rows of C, columns of A.
-    Scalar beta;      ///< C = alpha · Aᵀ · B + beta · C; C is not read when beta is 0.
-  };
+  using Transposed = PanelTransposed<Scalar>;  ///< One product of run_transposed().
 
   /// Depth (rows of A and B) that run_transposed() takes at a time. A panel's slice of B
   /// (64 KiB for AVX-512 float) stays in the L2 cache while every tile of C passes over it,
@@ -232,64 +239,50 @@ struct PanelKernel {
       if (packets < V) return panel<Packed, V - 1>(p, i0, i1, j0, packets, w);
     }
     Index i = i0;
-    for (; i + kRows <= i1; i += kRows) tile<kRows, V, Packed>(p, i, j0, w);
+    for (; i + kRows <= i1; i += kRows) Tiles::template tile<kRows, V, Packed>(p, i, j0, w);
     tail<V, Packed>(p, i, i1 - i, j0, w);
   }
 
-  // A narrow product (narrow()) of exactly J columns, or fewer: each element of C is a dot
-  // product of its row of A and its column of W, summed in packets from k = 0 (the J columns
-  // side by side, so that their sums overlap), the packet reduced, then the scalars past
-  // the last whole packet; then epilogue(), as a tile's last columns.
+  // A narrow product (narrow()) of exactly J columns, or fewer: Tiles::dots<J>.
   template <int J>
   static void dots(const Product& p) {
     if constexpr (J > 1) {
       if (p.N < J) return dots<J - 1>(p);
     }
-    using namespace Eigen::internal;
-    const Index whole = p.K / kPacket * kPacket;
-    for (Index i = 0; i < p.n; ++i) {
-      const Scalar* a = p.a + i * p.lda;
-      Packet acc[J];
-      for (int j = 0; j < J; ++j) acc[j] = pset1<Packet>(Scalar(0));
-      for (Index k = 0; k < whole; k += kPacket) {
-        const Packet ak = ploadu<Packet>(a + k);
-        for (int j = 0; j < J; ++j) acc[j] = pmadd(ak, ploadu<Packet>(p.w + j * p.K + k), acc[j]);
-      }
-      Scalar* c = p.c + i * p.ldc;
-      for (int j = 0; j < J; ++j) {
-        const Scalar* w = p.w + j * p.K;
-        Scalar sum = predux(acc[j]);
-        for (Index k = whole; k < p.K; ++k) sum += a[k] * w[k];
-        c[j] = epilogue(p, sum, j, c + j);
-      }
-    }
-  }
-
-  // One element of C, column j, from its sum along K, as the scalar paths write it (a tile's
-  // full packets do the same in packets): alpha · sum (+ bias[j]) (+ beta · *c, read only
-  // when beta is not 0).
-  static Scalar epilogue(const Product& p, Scalar sum, Index j, const Scalar* c) {
-    Scalar out = p.alpha * sum;
-    if (p.bias) out = out + p.bias[j];
-    if (p.beta != Scalar(0)) out = out + p.beta * *c;
-    return out;
+    Tiles::template dots<J>(p);
   }
 
   // The rows < kRows left at the end of a row block.
   template <int V, bool Packed, int R = kRows - 1>
   static void tail(const Product& p, Index i, Index rows, Index j0, const Scalar* w) {
     if constexpr (R > 0) {
-      if (rows == R) return tile<R, V, Packed>(p, i, j0, w);
+      if (rows == R) return Tiles::template tile<R, V, Packed>(p, i, j0, w);
       tail<V, Packed, R - 1>(p, i, rows, j0, w);
     } else {
       (void)p, (void)i, (void)rows, (void)j0, (void)w;
     }
   }
+};
 
+/// \brief PanelKernel's tiles on Eigen's SIMD packets, for the width the program is built
+/// for (see the file comment).
+template <class Scalar>
+struct EigenTiles {
+  using Packet = typename Eigen::internal::packet_traits<Scalar>::type;  ///< One SIMD register.
+  static constexpr int kPacket = Eigen::internal::unpacket_traits<Packet>::size;  ///< Scalars per packet.
+  static constexpr int kRegisters = EIGEN_ARCH_DEFAULT_NUMBER_OF_REGISTERS;        ///< SIMD registers.
+  /// Packets per panel row and rows per tile: kRows · kPackets accumulators, kPackets panel
+  /// packets and one broadcast must fit the registers (AVX-512: 24 + 4 + 1 of 32; SSE and
+  /// AVX2: 12 + 3 + 1 of 16).
+  static constexpr int kPackets = kRegisters >= 32 ? 4 : 3;
+  static constexpr int kRows = kRegisters >= 32 ? 6 : kRegisters >= 16 ? 4 : 1;  ///< \copydoc kPackets
+
+  /// Rows [i, i + R) by the panel at column j0 of V packets, packed at w; A's rows where they
+  /// are, or packed into tiles of R columns (Packed: A(r, k) at a[k · R + r]).
   // Never inlined: compiled on its own, the accumulators stay in registers. Inlined into a
   // large caller, GCC has been seen to store them to the stack at every k, three times slower.
   template <int R, int V, bool Packed>
-  EIGEN_DONT_INLINE static void tile(const Product& p, Index i, Index j0, const Scalar* w) {
+  EIGEN_DONT_INLINE static void tile(const PanelProduct<Scalar>& p, Index i, Index j0, const Scalar* w) {
     using namespace Eigen::internal;
     constexpr Index width = Index(V) * kPacket;  // this panel's row stride
     Packet acc[R][V];
@@ -343,8 +336,46 @@ struct PanelKernel {
       for (Index col = 0; col < columns; ++col) c[col] = epilogue(p, lanes[col], j0 + col, c + col);
     }
   }
+
+  /// A narrow() product of exactly J columns: each element of C is a dot product of its row
+  /// of A and its column of W, summed in packets from k = 0 (the J columns side by side, so
+  /// that their sums overlap), the packet reduced, then the scalars past the last whole
+  /// packet; then epilogue(), as a tile's last columns.
+  template <int J>
+  static void dots(const PanelProduct<Scalar>& p) {
+    using namespace Eigen::internal;
+    const Index whole = p.K / kPacket * kPacket;
+    for (Index i = 0; i < p.n; ++i) {
+      const Scalar* a = p.a + i * p.lda;
+      Packet acc[J];
+      for (int j = 0; j < J; ++j) acc[j] = pset1<Packet>(Scalar(0));
+      for (Index k = 0; k < whole; k += kPacket) {
+        const Packet ak = ploadu<Packet>(a + k);
+        for (int j = 0; j < J; ++j) acc[j] = pmadd(ak, ploadu<Packet>(p.w + j * p.K + k), acc[j]);
+      }
+      Scalar* c = p.c + i * p.ldc;
+      for (int j = 0; j < J; ++j) {
+        const Scalar* w = p.w + j * p.K;
+        Scalar sum = predux(acc[j]);
+        for (Index k = whole; k < p.K; ++k) sum += a[k] * w[k];
+        c[j] = epilogue(p, sum, j, c + j);
+      }
+    }
+  }
+
+
+ private:
+  // One element of C, column j, from its sum along K, as the scalar paths write it (a tile's
+  // full packets do the same in packets): alpha · sum (+ bias[j]) (+ beta · *c, read only
+  // when beta is not 0).
+  static Scalar epilogue(const PanelProduct<Scalar>& p, Scalar sum, Index j, const Scalar* c) {
+    Scalar out = p.alpha * sum;
+    if (p.bias) out = out + p.bias[j];
+    if (p.beta != Scalar(0)) out = out + p.beta * *c;
+    return out;
+  }
+
 };
 
 }  // namespace dynrnn::detail
 
-#undef DYNRNN_UNROLL

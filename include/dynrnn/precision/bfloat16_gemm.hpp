@@ -58,13 +58,6 @@ inline std::uint16_t bfloat16_bits(float x) { return Eigen::numext::bit_cast<std
 #ifdef DYNRNN_X86_KERNELS
 DYNRNN_BEGIN_AVX512_KERNELS
 #define DYNRNN_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-// Fully unrolls a tile's loops over rows and registers, so that its accumulators stay in
-// registers.
-#if defined(__clang__)
-#define DYNRNN_BF16_UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define DYNRNN_BF16_UNROLL _Pragma("GCC unroll 8")
-#endif
 
 /// The AVX-512 BF16 kernel; see the file comment and dot_panels.hpp. Sizes in bfloat16
 /// elements.
@@ -246,48 +239,31 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
   DYNRNN_TARGET_AVX512_BF16 __attribute__((noinline)) static void tile(const Product& p, Index i, Index j0,
                                                                        const std::uint16_t* w) {
     __m512 acc[R][V];
-    DYNRNN_BF16_UNROLL
+    DYNRNN_UNROLL
     for (int r = 0; r < R; ++r)
-      DYNRNN_BF16_UNROLL
+      DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
     const std::uint16_t* a = p.a + i * p.lda;
     prefetch_tile<R, V>(p.c, p.ldc, i, j0, p.N);
     const Index pairs = p.K / 2;
     for (Index q = 0; q < pairs; ++q, w += 2 * V * kPacket) {
       __m512i wq[V];
-      DYNRNN_BF16_UNROLL
+      DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) wq[v] = _mm512_loadu_si512(w + v * 2 * kPacket);
-      DYNRNN_BF16_UNROLL
+      DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
         std::int32_t pair;
         std::memcpy(&pair, a + r * p.lda + 2 * q, sizeof pair);
         const __m512i ar = _mm512_set1_epi32(pair);
-        DYNRNN_BF16_UNROLL
+        DYNRNN_UNROLL
         for (int v = 0; v < V; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)ar, (__m512bh)wq[v]);
       }
     }
-    const __m512 alpha = _mm512_set1_ps(p.alpha), beta = _mm512_set1_ps(p.beta);
-    // Every index a constant once unrolled, so that the accumulators stay in registers (a
-    // loop that could leave early keeps a copy of them on the stack at every k).
-    DYNRNN_BF16_UNROLL
-    for (int v = 0; v < V; ++v) {
-      const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, p.N - j);  // > 0: the panel has V packets
-      const __mmask16 mask = first_lanes(lanes);
-      const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + j) : _mm512_setzero_ps();
-      DYNRNN_BF16_UNROLL
-      for (int r = 0; r < R; ++r) {
-        float* c = p.c + (i + r) * p.ldc + j;
-        __m512 out = _mm512_mul_ps(alpha, acc[r][v]);
-        if (p.bias) out = _mm512_add_ps(out, bias);
-        if (p.beta != 0.0f) out = _mm512_add_ps(out, _mm512_mul_ps(beta, _mm512_maskz_loadu_ps(mask, c)));
-        _mm512_mask_storeu_ps(c, mask, out);
-      }
-    }
+    store_tile<R, V>(acc, p.c, p.ldc, i, j0, p.N, p.bias, p.alpha, p.beta);
   }
 };
 
 #undef DYNRNN_TARGET_AVX512_BF16
-#undef DYNRNN_BF16_UNROLL
 DYNRNN_END_AVX512_KERNELS
 #endif  // DYNRNN_X86_KERNELS
 

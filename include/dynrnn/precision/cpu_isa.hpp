@@ -1,10 +1,12 @@
-// dynrnn: which reduced-precision instructions this CPU has, and the limit on those used.
+// dynrnn: which AVX-512 instructions this CPU has, and the limit on those used.
 //
-// The bfloat16 and int8 kernels (bfloat16_gemm.hpp, int8_gemm.hpp) are compiled for their instructions
-// with __attribute__((target(...))) whatever flags the program is built with, and chosen
-// at run time: a program built for any x86-64 uses AVX-512 BF16 where the CPU and the
-// operating system support it, and the portable kernels elsewhere. Nothing is decided at
-// configure time.
+// The bfloat16 and int8 kernels (bfloat16_gemm.hpp, int8_gemm.hpp), the float32 tiles of a
+// program built for a narrower SIMD width (core/float_avx512_tiles.hpp) and the LSTM's gate
+// pass (cells/lstm_gates.hpp) are compiled for their instructions with
+// __attribute__((target(...))) whatever flags the program is built with, and chosen at run
+// time: a program built for any x86-64 uses AVX-512 where the CPU and the operating system
+// support it, and the portable kernels elsewhere. The float32 tiles and the gate pass run at
+// any level above CpuIsa::portable. Nothing is decided at configure time.
 //
 //   CpuIsa::portable          any CPU: the kernels built with the program's own flags
 //   CpuIsa::avx512_core_vnni  AVX-512 F, BW, VL and VNNI (vpdpbusd: int8 products), with the
@@ -34,7 +36,7 @@
 
 namespace dynrnn {
 
-/// \brief Instruction-set levels of dynrnn's reduced-precision kernels, lowest first.
+/// \brief Instruction-set levels of dynrnn's kernels chosen at run time, lowest first.
 enum class CpuIsa {
   portable = 0,          ///< Any CPU: kernels built with the program's own compiler flags.
   avx512_core_vnni = 1,  ///< AVX-512 F, BW, VL and VNNI: int8 dot products (vpdpbusd).

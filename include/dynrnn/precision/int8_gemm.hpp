@@ -70,11 +70,6 @@ inline std::int32_t quantize_int8(float x, float inverse_scale) {
 #ifdef DYNRNN_X86_KERNELS
 DYNRNN_BEGIN_AVX512_KERNELS
 #define DYNRNN_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
-#if defined(__clang__)
-#define DYNRNN_VNNI_UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define DYNRNN_VNNI_UNROLL _Pragma("GCC unroll 8")
-#endif
 
 /// The AVX-512 VNNI kernel; see the file comment and dot_panels.hpp. Sizes in bytes.
 struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
@@ -168,37 +163,37 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
     // of __m512i (64-bit lanes), accessed as int32 lanes, on the stack at every k.
     using Lanes = std::int32_t __attribute__((vector_size(64)));
     Lanes acc[R][V];
-    DYNRNN_VNNI_UNROLL
+    DYNRNN_UNROLL
     for (int r = 0; r < R; ++r)
-      DYNRNN_VNNI_UNROLL
+      DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = Lanes(_mm512_setzero_si512());
     const std::uint8_t* a = p.a + i * p.lda;
     prefetch_tile<R, V>(p.c, p.ldc, i, j0, p.N);
     const Index quads = p.K / 4;
     for (Index q = 0; q < quads; ++q, w += 4 * V * kPacket) {
       __m512i wq[V];
-      DYNRNN_VNNI_UNROLL
+      DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) wq[v] = _mm512_loadu_si512(w + v * 4 * kPacket);
-      DYNRNN_VNNI_UNROLL
+      DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
         std::int32_t quad;
         std::memcpy(&quad, a + r * p.lda + 4 * q, sizeof quad);
         const __m512i ar = _mm512_set1_epi32(quad);
-        DYNRNN_VNNI_UNROLL
+        DYNRNN_UNROLL
         for (int v = 0; v < V; ++v) acc[r][v] = Lanes(_mm512_dpbusd_epi32(__m512i(acc[r][v]), ar, wq[v]));
       }
     }
     const __m512 beta = _mm512_set1_ps(p.beta);
     // Every index a constant once unrolled, so that the accumulators stay in registers (a
     // loop that could leave early keeps a copy of them on the stack at every k).
-    DYNRNN_VNNI_UNROLL
+    DYNRNN_UNROLL
     for (int v = 0; v < V; ++v) {
       const Index j = j0 + v * kPacket, lanes = std::min<Index>(kPacket, p.N - j);  // > 0: the panel has V packets
       const __mmask16 mask = first_lanes(lanes);
       const __m512i offset = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, p.column_sums + j), 7);  // 128 · sum
       const __m512 scale = _mm512_maskz_loadu_ps(mask, p.scale + j);
       const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + j) : _mm512_setzero_ps();
-      DYNRNN_VNNI_UNROLL
+      DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
         float* c = p.c + (i + r) * p.ldc + j;
         __m512 out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(__m512i(acc[r][v]), offset)), scale, bias);
@@ -210,7 +205,6 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
 };
 
 #undef DYNRNN_TARGET_AVX512_VNNI
-#undef DYNRNN_VNNI_UNROLL
 DYNRNN_END_AVX512_KERNELS
 #endif  // DYNRNN_X86_KERNELS
 
