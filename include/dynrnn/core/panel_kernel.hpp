@@ -363,7 +363,6 @@ struct EigenTiles {
     }
   }
 
-
  private:
   // One element of C, column j, from its sum along K, as the scalar paths write it (a tile's
   // full packets do the same in packets): alpha · sum (+ bias[j]) (+ beta · *c, read only
@@ -374,7 +373,6 @@ struct EigenTiles {
     if (p.beta != Scalar(0)) out = out + p.beta * *c;
     return out;
   }
-
 };
 
 }  // namespace dynrnn::detail
