@@ -5,6 +5,8 @@
 #include "reduced_precision_support.hpp"  // WithIsa
 #include "support.hpp"
 
+#include <algorithm>
+#include <iterator>
 #include <vector>
 
 namespace dynrnn::test {
@@ -25,15 +27,22 @@ double max_abs(const Matrix<Scalar>& m) {
   return m.size() ? double(m.cwiseAbs().maxCoeff()) : 0.0;
 }
 
-// Runs check() at every kernel level of this program: CpuIsa::portable (the program's own
-// tiles) and the level in use, when that is another.
+// Runs check() at every level of this program's float tiles (core/float_tiles.hpp): its own
+// (CpuIsa::portable), and AVX2's and AVX-512's where the CPU has them and they are wider.
 template <class Check>
 void at_every_level(Check&& check) {
-  std::vector<CpuIsa> levels{CpuIsa::portable};
-  if (cpu_isa() != CpuIsa::portable) levels.push_back(cpu_isa());
-  for (CpuIsa isa : levels) {
-    SCOPED_TRACE(testing::Message() << "kernels at " << to_string(isa));
+  std::vector<CpuIsa> levels;
+  CpuIsa last_tiles = CpuIsa::portable;
+  for (CpuIsa isa : kCpuIsaLevels) {
+    if (isa > cpu_isa()) break;
     WithIsa limit(isa);
+    if (levels.empty() || detail::float_tiles() != last_tiles) levels.push_back(isa);
+    last_tiles = detail::float_tiles();
+  }
+  for (CpuIsa isa : levels) {
+    WithIsa limit(isa);
+    SCOPED_TRACE(testing::Message() << "kernels at " << to_string(isa) << ", float tiles "
+                                    << to_string(detail::float_tiles()));
     check();
   }
 }
@@ -222,34 +231,47 @@ TYPED_TEST(GemmTyped, ResultDoesNotDependOnEarlierShapes) {
   }
 }
 
-// In a build whose own float tiles are narrower than AVX-512 (no -march: SSE2), float
-// products run on AVX-512 tiles chosen at run time where the CPU has them, and
-// set_max_cpu_isa(CpuIsa::portable) returns them to the program's own; products of double
-// always run on the program's own. (The tests above check both against Eigen.)
-TEST(FloatAvx512Tiles, ChosenAtRunTimeInANarrowerBuild) {
+// In a build whose own float tiles are narrower than AVX2's or AVX-512's (no -march: SSE2),
+// float products run on AVX2 or AVX-512 tiles chosen at run time where the CPU has them, and
+// set_max_cpu_isa() returns them to narrower ones; products of double always run on the
+// program's own. (The tests above check every level against Eigen.)
+TEST(FloatTiles, ChosenAtRunTimeInANarrowerBuild) {
   if (detail::external_gemm<float>())
     GTEST_SKIP() << "float products go to the external GEMM library (DYNRNN_GEMM_OPENBLAS or DYNRNN_GEMM_ONEDNN), "
                     "which brings its own kernels";
-  if (!detail::kRuntimeFloatTiles)
-    GTEST_SKIP() << "this program's own float tiles are AVX-512 wide (built with -mavx512f or -march=native "
-                    "on such a CPU), or its compiler cannot build AVX-512 tiles: nothing is chosen at run time";
-  if (detected_cpu_isa() == CpuIsa::portable)
-    GTEST_SKIP() << "this CPU or operating system has no AVX-512 F, BW, VL and VNNI: float products run on "
-                    "the program's own tiles, which the tests above check";
-  if (cpu_isa() == CpuIsa::portable)
-    GTEST_SKIP() << "the kernels are limited to CpuIsa::portable (DYNRNN_MAX_CPU_ISA or set_max_cpu_isa)";
+  struct Level {
+    CpuIsa isa;
+    bool wider;  // than the program's own tiles
+  };
+  const Level levels[] = {{CpuIsa::avx2, detail::kRuntimeFloatAvx2Tiles},
+                          {CpuIsa::avx512_core, detail::kRuntimeFloatAvx512Tiles}};
+  if (std::none_of(std::begin(levels), std::end(levels),
+                   [](const Level& l) { return l.wider && cpu_isa() >= l.isa; }))
+    GTEST_SKIP() << "no tiles to choose at run time: cpu_isa() = " << to_string(cpu_isa())
+                 << " (detected " << to_string(detected_cpu_isa())
+                 << "), and this program's own float tiles are as wide as the CPU's or its compiler cannot build "
+                    "others; float products run on the program's own tiles, which the tests above check";
   Rng rng(45);
   const auto w = random_matrix<float>(40, 70, rng);
-  PackedRightGemm<float> gemm;
-  gemm.pack(w, Op::N);
-  EXPECT_EQ(gemm.isa(), cpu_isa());
-  EXPECT_NE(gemm.isa(), CpuIsa::portable);
-  {
-    WithIsa limit(CpuIsa::portable);
+  for (const Level& level : levels) {
+    if (!level.wider || cpu_isa() < level.isa) continue;
+    SCOPED_TRACE(to_string(level.isa));
+    WithIsa at(level.isa);
+    PackedRightGemm<float> gemm;
     gemm.pack(w, Op::N);
-    EXPECT_EQ(gemm.isa(), CpuIsa::portable);
+    EXPECT_EQ(gemm.isa(), level.isa);
+    {
+      WithIsa limit(CpuIsa::portable);
+      gemm.pack(w, Op::N);
+      EXPECT_EQ(gemm.isa(), CpuIsa::portable);
+    }
+    EXPECT_EQ(gemm.isa(), CpuIsa::portable) << "a packed operand keeps the kernels it was packed for";
   }
-  EXPECT_EQ(gemm.isa(), CpuIsa::portable) << "a packed operand keeps the kernels it was packed for";
+  if (detail::kRuntimeFloatAvx512Tiles && cpu_isa() >= CpuIsa::avx512_core) {
+    PackedRightGemm<float> gemm;  // the widest tiles the CPU has
+    gemm.pack(w, Op::N);
+    EXPECT_EQ(gemm.isa(), CpuIsa::avx512_core);
+  }
   PackedRightGemm<double> in_double;
   in_double.pack(random_matrix<double>(40, 70, rng), Op::N);
   EXPECT_EQ(in_double.isa(), CpuIsa::portable);

@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -26,6 +27,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -298,6 +300,20 @@ TEST(CpuIsa, SetMaxCpuIsaRefusesALevelThatDoesNotExist) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("got 7"), std::string::npos) << e.what();
   }
+}
+
+// The levels, lowest first, each with its own name (DYNRNN_MAX_CPU_ISA's), and a limit at any
+// of them gives the lower of it and the CPU's.
+TEST(CpuIsa, EveryLevelHasItsNameAndLimitsTheLevelInUse) {
+  std::vector<std::string> names;
+  for (CpuIsa isa : dynrnn::kCpuIsaLevels) {
+    EXPECT_EQ(int(isa), int(names.size())) << "levels are numbered from 0, lowest first";
+    names.push_back(dynrnn::to_string(isa));
+    WithIsa limit(isa);
+    EXPECT_EQ(dynrnn::cpu_isa(), std::min(isa, dynrnn::detected_cpu_isa())) << names.back();
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"portable", "avx2", "avx512_core", "avx512_core_vnni",
+                                             "avx512_core_bf16"}));
 }
 
 // The level in use is the lower of the CPU's and the limit. Run by ctest once more with

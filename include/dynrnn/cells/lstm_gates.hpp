@@ -10,10 +10,10 @@
 //        m (H)    o ⊙ tanh(c_t)
 //
 // Two versions compute the same: Eigen's array expressions, and for float on a CPU with
-// AVX-512 (cpu_isa() above CpuIsa::portable, whatever the program's own flags) one fused
-// loop over 32 units at a time (two packets, whose chains of dependent operations overlap)
-// with core/activations.hpp's functions, keeping the gates of those units in registers
-// from their load to the stores of c, tanh(c) and m.
+// AVX-512 (cpu_isa() at CpuIsa::avx512_core or above, whatever the program's own flags)
+// one fused loop over 32 units at a time (two packets, whose chains of dependent
+// operations overlap) with core/activations.hpp's functions, keeping the gates of those
+// units in registers from their load to the stores of c, tanh(c) and m.
 //
 // Its backward, one row of one step of backward() (lstm_gate_gradients()):
 //

@@ -19,9 +19,9 @@
 // returns logistic(−80), 1.8e-35), where Eigen's float logistic is within 7.1e-4 (near
 // x = −9). NaN stays NaN, and ±∞ gives the limits. tests/test_activations.cpp checks this.
 //
-// Where cpu_isa() is CpuIsa::portable (a CPU without AVX-512, a compiler that cannot build
-// the kernels, or set_max_cpu_isa(CpuIsa::portable)), and always for double, the functions
-// are Eigen's.
+// Where cpu_isa() is below CpuIsa::avx512_core (a CPU without AVX-512, a compiler that
+// cannot build the kernels, or a lower set_max_cpu_isa()), and always for double, the
+// functions are Eigen's.
 #pragma once
 
 #include "../precision/cpu_isa.hpp"
@@ -105,7 +105,7 @@ DYNRNN_END_AVX512_KERNELS
 
 /// \brief Whether logistic() and tanh() for float use the AVX-512 functions now (see the file
 /// comment): read it once per pass and pass it on.
-inline bool fast_activations() { return cpu_isa() != CpuIsa::portable; }
+inline bool fast_activations() { return cpu_isa() >= CpuIsa::avx512_core; }
 
 /// \brief y = logistic(x + bias), n elements; y may be x.
 /// \param fast fast_activations(), read by the caller.

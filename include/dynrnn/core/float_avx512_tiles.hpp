@@ -5,12 +5,9 @@
 // project that links dynrnn::dynrnn is by default, gets SSE2: 4 floats a register, 16
 // registers and no fused multiply-add, a small part of what an AVX-512 CPU can do. These
 // tiles are compiled for AVX-512 F with __attribute__((target(...))) whatever the program's
-// flags, and PackedRightGemm<float> (at pack()) and Gemm<float>'s products Aᵀ·B (at each
-// product) choose them when
-//
-//   - the program's own tiles are narrower than AVX-512's (kRuntimeFloatTiles), and
-//   - cpu_isa() is above CpuIsa::portable (precision/cpu_isa.hpp), so the CPU and the OS
-//     have AVX-512 and set_max_cpu_isa() or DYNRNN_MAX_CPU_ISA do not forbid it.
+// flags, and float_tiles.hpp chooses them when the program's own tiles are narrower than 16
+// floats and cpu_isa() is CpuIsa::avx512_core or above (precision/cpu_isa.hpp), so the CPU
+// and the OS have AVX-512 and set_max_cpu_isa() or DYNRNN_MAX_CPU_ISA do not forbid it.
 //
 // Their panels and tiles are those of a program built for AVX-512: panels of 64 columns
 // (4 registers of 16 floats), tiles of 6 rows by one panel in 24 accumulators for the whole
@@ -30,11 +27,10 @@
 #include "types.hpp"
 #include "unroll.hpp"
 
-#include "../precision/cpu_isa.hpp"    // DYNRNN_X86_KERNELS, cpu_isa()
-#include "../precision/dot_panels.hpp"  // DotPanels::prefetch_tile() and store_tile(), first_lanes(), kDotTileRows
+#include "../precision/cpu_isa.hpp"    // DYNRNN_X86_KERNELS
+#include "../precision/dot_panels.hpp"  // DotPanels::prefetch_tile() and store_tile(), fused_epilogue(), first_lanes(), kDotTileRows
 
 #include <algorithm>
-#include <type_traits>
 
 namespace dynrnn::detail {
 
@@ -89,41 +85,14 @@ struct FloatAvx512Tiles {
         for (int j = 0; j < J; ++j) acc[j] = _mm512_fmadd_ps(ak, _mm512_maskz_loadu_ps(mask, p.w + j * p.K + k), acc[j]);
       }
       float* c = p.c + i * p.ldc;
-      for (int j = 0; j < J; ++j) {
-        const __m128 sum = _mm_set_ss(_mm512_reduce_add_ps(acc[j])), alpha = _mm_set_ss(p.alpha);
-        __m128 out = p.bias ? _mm_fmadd_ss(alpha, sum, _mm_set_ss(p.bias[j])) : _mm_mul_ss(alpha, sum);
-        if (p.beta != 0.0f) out = _mm_fmadd_ss(_mm_set_ss(p.beta), _mm_set_ss(c[j]), out);
-        c[j] = _mm_cvtss_f32(out);
-      }
+      for (int j = 0; j < J; ++j)
+        c[j] = fused_epilogue(_mm512_reduce_add_ps(acc[j]), p.alpha, p.bias ? p.bias + j : nullptr, p.beta, c + j);
     }
   }
 };
 
 #undef DYNRNN_TARGET_AVX512F
 DYNRNN_END_AVX512_KERNELS
-
-/// True when the program's own float tiles are narrower than FloatAvx512Tiles, so that
-/// choosing these at run time pays: a program built without -march=native or -mavx512f.
-inline constexpr bool kRuntimeFloatTiles = PanelKernel<float>::kPacket < FloatAvx512Tiles::kPacket;
-#else
-/// Where the compiler cannot build AVX-512 tiles: the program's own, never chosen at run time.
-using FloatAvx512Tiles = EigenTiles<float>;
-inline constexpr bool kRuntimeFloatTiles = false;
-#endif
-
-/// Whether a float product set up now runs on FloatAvx512Tiles (see the file comment).
-inline bool float_avx512_tiles() { return kRuntimeFloatTiles && cpu_isa() != CpuIsa::portable; }
-
-/// Calls f(kernel) with a PanelKernel value of the kernel a product of Scalar runs on:
-/// PanelKernel<float, FloatAvx512Tiles> when Scalar is float and `avx512` (from
-/// float_avx512_tiles()), else PanelKernel<Scalar> with the program's own tiles.
-template <class Scalar, class F>
-void with_panel_kernel(bool avx512, F&& f) {
-  if constexpr (std::is_same_v<Scalar, float> && kRuntimeFloatTiles) {
-    if (avx512) return f(PanelKernel<float, FloatAvx512Tiles>{});
-  }
-  (void)avx512;
-  f(PanelKernel<Scalar>{});
-}
+#endif  // DYNRNN_X86_KERNELS
 
 }  // namespace dynrnn::detail

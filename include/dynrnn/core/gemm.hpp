@@ -14,8 +14,8 @@
 // Products Aᵀ·B (the weight gradients, Gemm::transposed_pair and op(A) = Aᵀ with op(B) = B)
 // and PackedRightGemm, for a right operand fixed over many products (a cell's weights), run
 // dynrnn's own kernel instead (panel_kernel.hpp), on Eigen's SIMD packets for the program's
-// own flags, or for float on AVX-512 tiles chosen at run time when the program is built for
-// a narrower SIMD width (float_avx512_tiles.hpp).
+// own flags, or for float on AVX2 or AVX-512 tiles chosen at run time when the program is
+// built for a narrower SIMD width (float_tiles.hpp).
 //
 // Backends: define DYNRNN_GEMM_OPENBLAS (and link OpenBLAS) or DYNRNN_GEMM_ONEDNN (and link
 // oneDNN) to hand the products to cblas_?gemm or dnnl_sgemm instead of those kernels; Eigen
@@ -32,7 +32,7 @@
 
 #include "check.hpp"
 #include "column_sums.hpp"
-#include "float_avx512_tiles.hpp"
+#include "float_tiles.hpp"
 #include "panel_kernel.hpp"
 #include "parallel.hpp"
 #include "types.hpp"
@@ -281,11 +281,11 @@ class Gemm {
   using Transposed = detail::PanelTransposed<Scalar>;
 
   // C_i = alpha·A_iᵀ·B + beta·C_i on dynrnn's kernel (PanelKernel::run_transposed), with the
-  // tiles detail::float_avx512_tiles() chooses for this product: the columns are shared
+  // tiles detail::float_tiles() chooses for this product: the columns are shared
   // between the threads in whole panels, each thread with a workspace of its own, so every
   // element is computed the same way on any thread count.
   void transposed(const Transposed* products, int count, const ConstMatrixRef& B, Scalar alpha) {
-    detail::with_panel_kernel<Scalar>(detail::float_avx512_tiles(), [&](auto kernel) {
+    detail::with_panel_kernel<Scalar>(detail::float_tiles(), [&](auto kernel) {
       transposed_on<decltype(kernel)>(products, count, B, alpha);
     });
   }
@@ -412,8 +412,8 @@ Gemm<Scalar>& thread_gemm() {
 /// rows of `A` are read where they are, and `C` is written once, with the bias added and
 /// without being read first when beta is 0. Every row of `C` is computed the same way
 /// however the rows are split between calls and threads. In float, a program built for a
-/// SIMD width narrower than AVX-512 (no -march, say) runs AVX-512 tiles on a CPU that has
-/// them, chosen at pack() (core/float_avx512_tiles.hpp; isa() tells which).
+/// SIMD width narrower than the CPU's (no -march, say) runs AVX2 or AVX-512 tiles, chosen at
+/// pack() (core/float_tiles.hpp; isa() tells which).
 ///
 /// \tparam Scalar element type.
 ///
@@ -441,8 +441,8 @@ class PackedRightGemm {
       w_stride_ = W.outerStride();
       w_op_ = op;
     } else {
-      isa_ = std::is_same_v<Scalar, float> && detail::float_avx512_tiles() ? cpu_isa() : CpuIsa::portable;
-      detail::with_panel_kernel<Scalar>(avx512(), [&](auto kernel) {
+      isa_ = std::is_same_v<Scalar, float> ? detail::float_tiles() : CpuIsa::portable;
+      detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) {
         using Kernel = decltype(kernel);
         const Index size = Kernel::packed_size(K_, N_);
         if (packed_w_.size() < size) packed_w_.resize(size);
@@ -462,7 +462,8 @@ class PackedRightGemm {
       rows(C, A, alpha, beta, bias);  // the external libraries bring their own threads
     } else {
       const Index n = A.rows();
-      const Index granule = avx512() ? Index(detail::FloatAvx512Tiles::kRows) : kRowGranule;
+      Index granule = 1;  // the rows of the tiles chosen at pack()
+      detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) { granule = decltype(kernel)::kRows; });
       detail::for_row_shares(n, double(n) * double(N_) * double(K_), granule, [&](Index begin, Index end) {
         rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
       });
@@ -483,7 +484,7 @@ class PackedRightGemm {
       detail::external_gemm(Op::N, w_op_, n, N_, K_, alpha, A.data(), A.outerStride(), w_data_, w_stride_, C.data(),
                             C.outerStride());
     } else {
-      detail::with_panel_kernel<Scalar>(avx512(), [&](auto kernel) {
+      detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) {
         decltype(kernel)::run({C.data(), C.outerStride(), A.data(), A.outerStride(), packed_w_.data(), bias, n, K_,
                                N_, alpha, beta});
       });
@@ -491,18 +492,18 @@ class PackedRightGemm {
   }
 
   /// \brief The tiles of the last pack(): CpuIsa::portable for the kernel built with the
-  /// program's own flags, or the level at which AVX-512 tiles were chosen at run time.
+  /// program's own flags, CpuIsa::avx2 or CpuIsa::avx512_core for the AVX2 or AVX-512 tiles
+  /// chosen at run time (core/float_tiles.hpp).
   CpuIsa isa() const { return isa_; }
 
   /// \brief Splitting the rows between threads on multiples of this keeps the program's own
-  /// kernel on whole register tiles (the AVX-512 tiles chosen at run time take 6 rows). Any
+  /// kernel on whole register tiles (the tiles chosen at run time take 6 rows). Any
   /// split gives the same results.
   static constexpr Index kRowGranule = detail::PanelKernel<Scalar>::kRows;
 
  private:
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (PanelKernel::pack)
-  CpuIsa isa_ = CpuIsa::portable;  // above portable: packed for FloatAvx512Tiles
-  bool avx512() const { return isa_ != CpuIsa::portable; }
+  CpuIsa isa_ = CpuIsa::portable;  // the tiles packed for: float_tiles()
   Index K_ = 0, N_ = 0;
   const Scalar* w_data_ = nullptr;  // external backends: W as given to pack()
   Index w_stride_ = 0;

@@ -32,8 +32,8 @@
 //
 // The loops above are PanelKernel's; the tiles (and the narrow dot products) are its Tiles
 // parameter's: EigenTiles on Eigen's packets for the width the program is built for, or
-// FloatAvx512Tiles (float_avx512_tiles.hpp), chosen at run time for float in a program built
-// for a narrower one.
+// FloatAvx2Tiles and FloatAvx512Tiles, chosen at run time for float in a program built for a
+// narrower one (float_tiles.hpp).
 #pragma once
 
 #include "types.hpp"
@@ -80,7 +80,8 @@ struct EigenTiles;
 ///   packets (A's rows where they are, or packed by pack_columns() when Packed), and
 ///   `template <int J> static void dots(const PanelProduct&)` for a narrow() product of J
 ///   columns. EigenTiles (the default) are built on Eigen's packets for the program's own
-///   SIMD width; FloatAvx512Tiles (float_avx512_tiles.hpp) are AVX-512 tiles chosen at run time.
+///   SIMD width; FloatAvx2Tiles and FloatAvx512Tiles are tiles chosen at run time
+///   (float_tiles.hpp).
 template <class Scalar, class Tiles = EigenTiles<Scalar>>
 struct PanelKernel {
   static constexpr int kPacket = Tiles::kPacket;    ///< Scalars per packet.

@@ -1,22 +1,27 @@
-// dynrnn: which AVX-512 instructions this CPU has, and the limit on those used.
+// dynrnn: which SIMD instructions this CPU has, and the limit on those used.
 //
 // The bfloat16 and int8 kernels (bfloat16_gemm.hpp, int8_gemm.hpp), the float32 tiles of a
-// program built for a narrower SIMD width (core/float_avx512_tiles.hpp) and the LSTM's gate
-// pass (cells/lstm_gates.hpp) are compiled for their instructions with
+// program built for a narrower SIMD width (core/float_tiles.hpp) and the LSTM's gate pass
+// (cells/lstm_gates.hpp) are compiled for their instructions with
 // __attribute__((target(...))) whatever flags the program is built with, and chosen at run
-// time: a program built for any x86-64 uses AVX-512 where the CPU and the operating system
-// support it, and the portable kernels elsewhere. The float32 tiles and the gate pass run at
-// any level above CpuIsa::portable. Nothing is decided at configure time.
+// time: a program built for any x86-64 uses AVX2 or AVX-512 where the CPU and the operating
+// system support them, and the portable kernels elsewhere. Nothing is decided at configure
+// time.
 //
 //   CpuIsa::portable          any CPU: the kernels built with the program's own flags
-//   CpuIsa::avx512_core_vnni  AVX-512 F, BW, VL and VNNI (vpdpbusd: int8 products), with the
-//                             OS saving the AVX-512 registers
+//   CpuIsa::avx2              AVX2 and FMA, with the OS saving the AVX registers: float32
+//                             tiles of 8 lanes (most desktop CPUs of the last ten years)
+//   CpuIsa::avx512_core       AVX-512 F, BW and VL, with the OS saving the AVX-512
+//                             registers: float32 tiles of 16 lanes and the LSTM's gate pass
+//   CpuIsa::avx512_core_vnni  all of those and VNNI (vpdpbusd: int8 products)
 //   CpuIsa::avx512_core_bf16  all of those and BF16 (vdpbf16ps: bfloat16 products)
 //
-// set_max_cpu_isa() lowers the level used, as oneDNN's dnnl_set_max_cpu_isa does: a test
-// forces the portable kernels on a CPU that has the instructions, and a benchmark compares
-// the two. The environment variable DYNRNN_MAX_CPU_ISA (read once, at the first use) sets
-// the same limit from outside the program.
+// Each level has every instruction of the levels below it; a kernel runs at its own level
+// and above. set_max_cpu_isa() lowers the level used, as oneDNN's dnnl_set_max_cpu_isa does:
+// a test forces the portable kernels on a CPU that has the instructions, and a benchmark
+// compares the two, or runs an AVX-512 machine as an AVX2 one. The environment variable
+// DYNRNN_MAX_CPU_ISA (read once, at the first use) sets the same limit from outside the
+// program.
 #pragma once
 
 #include <atomic>
@@ -28,8 +33,8 @@
     (defined(__clang__) ? __clang_major__ >= 9 : (defined(__GNUC__) && __GNUC__ >= 10))
 #include <cpuid.h>
 #include <immintrin.h>
-/// Defined when the compiler can build dynrnn's AVX-512 BF16 and VNNI kernels (GCC 10 or
-/// clang 9 on x86); they are used only where the CPU has the instructions
+/// Defined when the compiler can build dynrnn's AVX2, AVX-512, BF16 and VNNI kernels (GCC 10
+/// or clang 9 on x86); they are used only where the CPU has the instructions
 /// (detected_cpu_isa()).
 #define DYNRNN_X86_KERNELS 1
 #endif
@@ -39,14 +44,22 @@ namespace dynrnn {
 /// \brief Instruction-set levels of dynrnn's kernels chosen at run time, lowest first.
 enum class CpuIsa {
   portable = 0,          ///< Any CPU: kernels built with the program's own compiler flags.
-  avx512_core_vnni = 1,  ///< AVX-512 F, BW, VL and VNNI: int8 dot products (vpdpbusd).
-  avx512_core_bf16 = 2,  ///< The above and BF16: bfloat16 dot products (vdpbf16ps).
+  avx2 = 1,              ///< AVX2 and FMA: float32 tiles of 8 lanes.
+  avx512_core = 2,       ///< AVX-512 F, BW and VL: float32 tiles of 16 lanes, the LSTM's gate pass.
+  avx512_core_vnni = 3,  ///< The above and VNNI: int8 dot products (vpdpbusd).
+  avx512_core_bf16 = 4,  ///< The above and BF16: bfloat16 dot products (vdpbf16ps).
 };
 
-/// \brief The level's name, as DYNRNN_MAX_CPU_ISA takes it: "portable", "avx512_core_vnni"
-/// or "avx512_core_bf16".
+/// \brief Every level, lowest first.
+inline constexpr CpuIsa kCpuIsaLevels[] = {CpuIsa::portable, CpuIsa::avx2, CpuIsa::avx512_core,
+                                           CpuIsa::avx512_core_vnni, CpuIsa::avx512_core_bf16};
+
+/// \brief The level's name, as DYNRNN_MAX_CPU_ISA takes it: "portable", "avx2",
+/// "avx512_core", "avx512_core_vnni" or "avx512_core_bf16".
 inline const char* to_string(CpuIsa isa) {
   switch (isa) {
+    case CpuIsa::avx2: return "avx2";
+    case CpuIsa::avx512_core: return "avx512_core";
     case CpuIsa::avx512_core_vnni: return "avx512_core_vnni";
     case CpuIsa::avx512_core_bf16: return "avx512_core_bf16";
     default: return "portable";
@@ -60,12 +73,15 @@ inline CpuIsa detected_cpu_isa() {
 #ifdef DYNRNN_X86_KERNELS
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return CpuIsa::portable;  // OSXSAVE
+    const bool fma = c & (1u << 12);
     unsigned xcr0_low = 0, xcr0_high = 0;
     __asm__ volatile("xgetbv" : "=a"(xcr0_low), "=d"(xcr0_high) : "c"(0));
-    if ((xcr0_low & 0xe6) != 0xe6) return CpuIsa::portable;  // SSE, AVX, opmask and ZMM state saved
+    if ((xcr0_low & 0x6) != 0x6) return CpuIsa::portable;  // SSE and AVX state saved
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return CpuIsa::portable;
+    if (!fma || !(b & (1u << 5))) return CpuIsa::portable;  // AVX2
     const bool avx512_core = (b & (1u << 16)) && (b & (1u << 30)) && (b & (1u << 31));  // F, BW, VL
-    if (!avx512_core || !(c & (1u << 11))) return CpuIsa::portable;  // VNNI
+    if (!avx512_core || (xcr0_low & 0xe0) != 0xe0) return CpuIsa::avx2;  // opmask and ZMM state saved
+    if (!(c & (1u << 11))) return CpuIsa::avx512_core;                    // VNNI
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5))) return CpuIsa::avx512_core_bf16;
     return CpuIsa::avx512_core_vnni;
 #endif
@@ -95,11 +111,12 @@ inline CpuIsa max_cpu_isa() {
     if (const char* env = std::getenv("DYNRNN_MAX_CPU_ISA"); env && *env) {
       const std::string name = env;
       value = -1;
-      for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni, CpuIsa::avx512_core_bf16})
+      for (CpuIsa isa : kCpuIsaLevels)
         if (name == to_string(isa)) value = int(isa);
       if (value < 0)
         throw std::invalid_argument(
-            "dynrnn: DYNRNN_MAX_CPU_ISA: expected \"portable\", \"avx512_core_vnni\" or \"avx512_core_bf16\", got \"" +
+            "dynrnn: DYNRNN_MAX_CPU_ISA: expected \"portable\", \"avx2\", \"avx512_core\", \"avx512_core_vnni\" or "
+            "\"avx512_core_bf16\", got \"" +
             name + "\"");
     }
     int unset = -1;  // a set_max_cpu_isa() meanwhile wins
@@ -114,7 +131,7 @@ inline CpuIsa max_cpu_isa() {
 /// \throws std::invalid_argument when `isa` is not one of CpuIsa's levels.
 inline void set_max_cpu_isa(CpuIsa isa) {
   if (int(isa) < int(CpuIsa::portable) || int(isa) > int(CpuIsa::avx512_core_bf16))
-    throw std::invalid_argument("dynrnn: set_max_cpu_isa: isa: expected a CpuIsa level (0, 1 or 2), got " +
+    throw std::invalid_argument("dynrnn: set_max_cpu_isa: isa: expected a CpuIsa level (0 to 4), got " +
                                 std::to_string(int(isa)));
   detail::max_cpu_isa_limit().store(int(isa), std::memory_order_relaxed);
 }

@@ -41,6 +41,20 @@ namespace dynrnn::detail {
 inline __mmask16 first_lanes(Index lanes) { return __mmask16(lanes >= 16 ? 0xffffu : (1u << lanes) - 1); }
 #endif
 
+#ifdef DYNRNN_X86_KERNELS
+/// The epilogue of one element of C from its float32 sum, as DotPanels::store_tile() gives a
+/// lane of a tile: out = alpha · sum (+ *bias) in one fused multiply-add, then
+/// beta · *c + out in another, *c read only when beta is not 0. For the float32 tiles' narrow
+/// dot products (core/float_avx2_tiles.hpp, core/float_avx512_tiles.hpp).
+__attribute__((target("fma"), always_inline)) inline float fused_epilogue(float sum, float alpha, const float* bias,
+                                                                         float beta, const float* c) {
+  const __m128 alpha_v = _mm_set_ss(alpha), sum_v = _mm_set_ss(sum);
+  __m128 out = bias ? _mm_fmadd_ss(alpha_v, sum_v, _mm_set_ss(*bias)) : _mm_mul_ss(alpha_v, sum_v);
+  if (beta != 0.0f) out = _mm_fmadd_ss(_mm_set_ss(beta), _mm_set_ss(*c), out);
+  return _mm_cvtss_f32(out);
+}
+#endif
+
 /// Rows of C per tile of the dot-product kernels: also the granule in which their callers
 /// share rows between threads, so that every share but the last fills whole tiles.
 inline constexpr int kDotTileRows = 6;
