@@ -1,7 +1,8 @@
 // What the reduced-precision tests share: their own bfloat16 rounding, a relative error, an
 // LSTM reference whose products the test supplies, written from the
 // format's definition independently of the library (which rounds through Eigen::bfloat16 and
-// vcvtneps2bf16), and a scope that limits the kernels' instruction-set level.
+// vcvtneps2bf16), a scope that limits the kernels' instruction-set level, and the levels at
+// which the float32 tiles differ.
 #pragma once
 
 #include <dynrnn/dynrnn.hpp>
@@ -104,5 +105,23 @@ class WithIsa {
  private:
   CpuIsa saved_;
 };
+
+/// The levels up to `highest` (and the CPU's) at which this program's float32 tiles differ
+/// (core/float_tiles.hpp), lowest first: CpuIsa::portable (the program's own tiles), then
+/// CpuIsa::avx2 and CpuIsa::avx512_core where the CPU has them and they are wider. The
+/// float32 products run on those tiles, and so do the portable kernels of the bfloat16 and
+/// int8 products below their own levels.
+inline std::vector<CpuIsa> float_tile_levels(CpuIsa highest) {
+  std::vector<CpuIsa> levels;
+  CpuIsa last = CpuIsa::portable;
+  for (CpuIsa isa : kCpuIsaLevels) {
+    if (isa > highest || isa > detected_cpu_isa()) break;
+    WithIsa limit(isa);
+    const CpuIsa tiles = detail::float_tiles();
+    if (levels.empty() || tiles != last) levels.push_back(isa);
+    last = tiles;
+  }
+  return levels;
+}
 
 }  // namespace dynrnn::test

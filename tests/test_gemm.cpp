@@ -2,7 +2,7 @@
 // orientation, odd shapes, alpha and beta, reuse across shapes, and row shares; each at every
 // kernel level this program can run (the program's own tiles, and in float the AVX-512 tiles
 // chosen at run time in a build narrower than AVX-512).
-#include "reduced_precision_support.hpp"  // WithIsa
+#include "reduced_precision_support.hpp"  // WithIsa, float_tile_levels
 #include "support.hpp"
 
 #include <algorithm>
@@ -31,15 +31,7 @@ double max_abs(const Matrix<Scalar>& m) {
 // (CpuIsa::portable), and AVX2's and AVX-512's where the CPU has them and they are wider.
 template <class Check>
 void at_every_level(Check&& check) {
-  std::vector<CpuIsa> levels;
-  CpuIsa last_tiles = CpuIsa::portable;
-  for (CpuIsa isa : kCpuIsaLevels) {
-    if (isa > cpu_isa()) break;
-    WithIsa limit(isa);
-    if (levels.empty() || detail::float_tiles() != last_tiles) levels.push_back(isa);
-    last_tiles = detail::float_tiles();
-  }
-  for (CpuIsa isa : levels) {
+  for (CpuIsa isa : float_tile_levels(cpu_isa())) {
     WithIsa limit(isa);
     SCOPED_TRACE(testing::Message() << "kernels at " << to_string(isa) << ", float tiles "
                                     << to_string(detail::float_tiles()));

@@ -27,6 +27,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -37,7 +38,28 @@ using dynrnn::Op;
 using Mat = dynrnn::Matrix<float>;
 
 using dynrnn::test::bf16;
+using dynrnn::test::float_tile_levels;
 using dynrnn::test::WithIsa;
+
+// The kernels a product of Gemm (Bf16PackedRightGemm or Int8PackedRightGemm) packs for under
+// the limit `limit`: its instructions' at or above their level, else the portable kernel, on
+// the float32 tiles of that limit (core/float_tiles.hpp).
+template <class Gemm>
+constexpr CpuIsa kernel_at(CpuIsa limit) {
+  constexpr CpuIsa fast = std::is_same_v<Gemm, dynrnn::Bf16PackedRightGemm> ? CpuIsa::avx512_core_bf16
+                                                                             : CpuIsa::avx512_core_vnni;
+  return limit >= fast ? fast : CpuIsa::portable;
+}
+
+// The limits under which a product of Gemm runs its portable kernel on each float32 tile
+// level the program has (float_tile_levels), then its instructions' level.
+template <class Gemm>
+std::vector<CpuIsa> portable_levels_and_fast() {
+  constexpr CpuIsa fast = kernel_at<Gemm>(CpuIsa::avx512_core_bf16);
+  std::vector<CpuIsa> levels = float_tile_levels(CpuIsa(int(fast) - 1));
+  levels.push_back(fast);
+  return levels;
+}
 
 // C = alpha · A · W (+ bias) + beta · C0 as the file comment defines it; W is (K, N).
 Mat reference(const Mat& A, const Mat& W, float alpha, float beta, const Mat& C0, const float* bias) {
@@ -104,7 +126,7 @@ void expect_reference_bits(CpuIsa isa, std::initializer_list<ProductCase> cases,
     const float* b = c.bias ? bias.data() : nullptr;
     Gemm gemm;
     gemm.pack(c.op == Op::N ? W : Mat(W.transpose()), c.op);
-    ASSERT_EQ(gemm.isa(), isa);
+    ASSERT_EQ(gemm.isa(), kernel_at<Gemm>(isa));
     Mat C = C0;
     product(gemm, C, A, c, b);
     const Mat want = reference(A, W, c, C0, b);
@@ -139,7 +161,14 @@ void expect_bf16_reference_bits(CpuIsa isa) {
       });
 }
 
-TEST(Bf16Gemm, PortableKernelGivesTheReferenceBits) { expect_bf16_reference_bits(CpuIsa::portable); }
+// The portable kernel at every float32 tile level below BF16's (the program's own tiles,
+// and AVX2's and AVX-512's where the CPU has them).
+TEST(Bf16Gemm, PortableKernelGivesTheReferenceBits) {
+  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core_vnni)) {
+    SCOPED_TRACE(dynrnn::to_string(isa));
+    expect_bf16_reference_bits(isa);
+  }
+}
 
 TEST(Bf16Gemm, Avx512Bf16KernelGivesTheReferenceBits) {
   SKIP_WITHOUT_BF16();
@@ -184,7 +213,7 @@ void expect_transposed_left_reference_bits(CpuIsa isa) {
     const Mat A = normal(K, m, rng), W = normal(K, N, rng, 0.1f), C0 = normal(m, N, rng);
     dynrnn::Bf16PackedRightGemm gemm;
     gemm.pack(W, Op::N);
-    ASSERT_EQ(gemm.isa(), isa);
+    ASSERT_EQ(gemm.isa(), kernel_at<dynrnn::Bf16PackedRightGemm>(isa));
     for (const float beta : {0.0f, 1.0f}) {
       Mat C = C0;
       gemm.transposed_left(C, A, 1.0f, beta);
@@ -200,7 +229,10 @@ void expect_transposed_left_reference_bits(CpuIsa isa) {
 }
 
 TEST(Bf16Gemm, PortableTransposedLeftGivesTheReferenceBits) {
-  expect_transposed_left_reference_bits(CpuIsa::portable);
+  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core_vnni)) {
+    SCOPED_TRACE(dynrnn::to_string(isa));
+    expect_transposed_left_reference_bits(isa);
+  }
 }
 
 TEST(Bf16Gemm, Avx512Bf16TransposedLeftGivesTheReferenceBits) {
@@ -224,7 +256,7 @@ void expect_pack_adds_column_sums(CpuIsa isa) {
   Mat sums = start, with(5, N), without(5, N);
   dynrnn::Bf16PackedRightGemm gemm;
   gemm.pack(W, Op::N, sums.data());
-  ASSERT_EQ(gemm.isa(), isa);
+  ASSERT_EQ(gemm.isa(), kernel_at<dynrnn::Bf16PackedRightGemm>(isa));
   gemm(with, A);
   EXPECT_TRUE(sums == want) << "largest difference " << (sums - want).cwiseAbs().maxCoeff();
   gemm.pack(W, Op::N);
@@ -233,7 +265,12 @@ void expect_pack_adds_column_sums(CpuIsa isa) {
   EXPECT_THROW(gemm.pack(W.transpose(), Op::T, sums.data()), std::invalid_argument);
 }
 
-TEST(Bf16Gemm, PortablePackAddsTheColumnSums) { expect_pack_adds_column_sums(CpuIsa::portable); }
+TEST(Bf16Gemm, PortablePackAddsTheColumnSums) {
+  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core_vnni)) {
+    SCOPED_TRACE(dynrnn::to_string(isa));
+    expect_pack_adds_column_sums(isa);
+  }
+}
 
 TEST(Bf16Gemm, Avx512Bf16PackAddsTheColumnSums) {
   SKIP_WITHOUT_BF16();
@@ -264,7 +301,7 @@ TEST(Bf16Gemm, AgreesWithFloat32Within1e2) {
 TEST(Bf16Gemm, ThreadCountChangesNoBit) {
   std::mt19937 rng(5);
   const Mat A = normal(1000, 256, rng), W = normal(256, 512, rng, 0.05f);
-  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
+  for (CpuIsa isa : portable_levels_and_fast<dynrnn::Bf16PackedRightGemm>()) {
     WithIsa limit(isa);
     dynrnn::Bf16PackedRightGemm gemm;
     gemm.pack(W, Op::N);
@@ -274,7 +311,7 @@ TEST(Bf16Gemm, ThreadCountChangesNoBit) {
     dynrnn::set_num_threads(2);
     gemm(two, A);
     dynrnn::set_num_threads(dynrnn::max_threads());
-    EXPECT_TRUE(one == two) << dynrnn::to_string(gemm.isa());
+    EXPECT_TRUE(one == two) << "limit " << dynrnn::to_string(isa);
   }
 }
 
@@ -395,7 +432,13 @@ void expect_int8_reference_bits(CpuIsa isa) {
       });
 }
 
-TEST(Int8Gemm, PortableKernelGivesTheReferenceBits) { expect_int8_reference_bits(CpuIsa::portable); }
+// The portable kernel at every float32 tile level below VNNI's.
+TEST(Int8Gemm, PortableKernelGivesTheReferenceBits) {
+  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core)) {
+    SCOPED_TRACE(dynrnn::to_string(isa));
+    expect_int8_reference_bits(isa);
+  }
+}
 
 TEST(Int8Gemm, Avx512VnniKernelGivesTheReferenceBits) {
   SKIP_WITHOUT_VNNI();
@@ -405,7 +448,7 @@ TEST(Int8Gemm, Avx512VnniKernelGivesTheReferenceBits) {
 // The largest sums there can be (every product 127 · 127), past 2^24 where float32 stops
 // holding every integer: still exact, with either kernel.
 TEST(Int8Gemm, TheLargestSumsStayExact) {
-  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni}) {
+  for (CpuIsa isa : portable_levels_and_fast<dynrnn::Int8PackedRightGemm>()) {
     WithIsa limit(isa);
     for (Index K : {Index(1040), Index(1041), Index(3001)}) {
       const Mat A = Mat::Ones(5, K), W = -Mat::Ones(K, 3);
@@ -414,7 +457,7 @@ TEST(Int8Gemm, TheLargestSumsStayExact) {
       Mat C(5, 3);
       gemm(C, A, dynrnn::int8_scale(1.0f));
       const Mat want = int8_reference(A, W, dynrnn::int8_scale(1.0f), 1.0f, 0.0f, C, nullptr);
-      EXPECT_TRUE(C == want) << dynrnn::to_string(gemm.isa()) << " K=" << K << ": " << C(0, 0) << " against "
+      EXPECT_TRUE(C == want) << "limit " << dynrnn::to_string(isa) << " K=" << K << ": " << C(0, 0) << " against "
                              << want(0, 0);
     }
   }
@@ -460,7 +503,7 @@ TEST(Int8Gemm, AgreesWithFloat32Within5e2) {
 TEST(Int8Gemm, ThreadCountChangesNoBit) {
   std::mt19937 rng(9);
   const Mat A = normal(1000, 256, rng), W = normal(256, 512, rng, 0.05f);
-  for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_vnni}) {
+  for (CpuIsa isa : portable_levels_and_fast<dynrnn::Int8PackedRightGemm>()) {
     WithIsa limit(isa);
     dynrnn::Int8PackedRightGemm gemm;
     gemm.pack(W, Op::N);
@@ -470,7 +513,7 @@ TEST(Int8Gemm, ThreadCountChangesNoBit) {
     dynrnn::set_num_threads(2);
     gemm(two, A, 0.05f);
     dynrnn::set_num_threads(dynrnn::max_threads());
-    EXPECT_TRUE(one == two) << dynrnn::to_string(gemm.isa());
+    EXPECT_TRUE(one == two) << "limit " << dynrnn::to_string(isa);
   }
 }
 

@@ -462,9 +462,7 @@ class PackedRightGemm {
       rows(C, A, alpha, beta, bias);  // the external libraries bring their own threads
     } else {
       const Index n = A.rows();
-      Index granule = 1;  // the rows of the tiles chosen at pack()
-      detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) { granule = decltype(kernel)::kRows; });
-      detail::for_row_shares(n, double(n) * double(N_) * double(K_), granule, [&](Index begin, Index end) {
+      detail::for_row_shares(n, double(n) * double(N_) * double(K_), row_granule(), [&](Index begin, Index end) {
         rows(C.middleRows(begin, end - begin), A.middleRows(begin, end - begin), alpha, beta, bias);
       });
     }
@@ -497,9 +495,17 @@ class PackedRightGemm {
   CpuIsa isa() const { return isa_; }
 
   /// \brief Splitting the rows between threads on multiples of this keeps the program's own
-  /// kernel on whole register tiles (the tiles chosen at run time take 6 rows). Any
-  /// split gives the same results.
+  /// kernel on whole register tiles (the tiles chosen at run time take 6 rows: row_granule()).
+  /// Any split gives the same results.
   static constexpr Index kRowGranule = detail::PanelKernel<Scalar>::kRows;
+
+  /// \brief Rows of C the tiles of the last pack() take at a time: sharing rows between
+  /// threads on multiples of this keeps every share but the last on whole tiles.
+  Index row_granule() const {
+    Index rows = kRowGranule;
+    detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) { rows = decltype(kernel)::kRows; });
+    return rows;
+  }
 
  private:
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (PanelKernel::pack)

@@ -11,7 +11,9 @@
 //                     registers for the whole depth, and each row's pair (A(r, 2q),
 //                     A(r, 2q + 1)) is broadcast as one 32-bit word.
 //   portable          dynrnn's float kernel (core/panel_kernel.hpp) on bfloat16-rounded
-//                     copies of A and W, built with the program's own flags.
+//                     copies of A and W, on the float32 tiles float_tiles() chooses at
+//                     pack() (core/float_tiles.hpp): AVX2 or AVX-512 ones on a CPU without
+//                     BF16 that has them, else those built with the program's own flags.
 //
 // Both give the same bits (for alpha 1 or a power of two and beta 0 or 1, what a layer's
 // products need; other values may differ by a rounding of the epilogue, whose
@@ -33,6 +35,7 @@
 
 #include "../core/check.hpp"
 #include "../core/column_sums.hpp"
+#include "../core/float_tiles.hpp"
 #include "../core/gemm.hpp"
 #include "../core/panel_kernel.hpp"
 #include "../core/parallel.hpp"
@@ -303,6 +306,7 @@ class Bf16PackedRightGemm {
     Kp_ = (K_ + 1) / 2 * 2;
     reserved_ = 0;  // the workspaces' rows were sized for the last depth
     isa_ = cpu_isa() >= CpuIsa::avx512_core_bf16 ? CpuIsa::avx512_core_bf16 : CpuIsa::portable;
+    tiles_ = isa_ == CpuIsa::portable ? detail::float_tiles() : CpuIsa::portable;
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_bf16) {
       const Index size = Fast::packed_size(K_, N_);
@@ -326,9 +330,11 @@ class Bf16PackedRightGemm {
         const Index from = k ^ 1;  // the other row of the pair
         staged_.data()[k * N_ + j] = from >= K_ ? 0.0f : detail::round_to_bfloat16(op == Op::N ? W(from, j) : W(j, from));
       }
-    const Index size = Portable::packed_size(Kp_, N_);
-    detail::grow_flat(packed_float_, size);
-    Portable::pack_panels(packed_float_.data(), staged_.data(), N_, false, Kp_, N_);
+    detail::with_panel_kernel<float>(tiles_, [&](auto kernel) {
+      using Portable = decltype(kernel);
+      detail::grow_flat(packed_float_, Portable::packed_size(Kp_, N_));
+      Portable::pack_panels(packed_float_.data(), staged_.data(), N_, false, Kp_, N_);
+    });
   }
 
   /// \brief `C = alpha·A·op(W) + beta·C`, plus `bias` on every row of C when it is not
@@ -378,15 +384,19 @@ class Bf16PackedRightGemm {
   }
 
   /// \brief The kernels chosen at the last pack(): CpuIsa::avx512_core_bf16 or
-  /// CpuIsa::portable.
+  /// CpuIsa::portable (on the float32 tiles of float_tiles(), core/float_tiles.hpp).
   CpuIsa isa() const { return isa_; }
 
   /// \brief Rows of C the kernels take at a time: sharing rows between threads on multiples
   /// of this keeps every share but the last on whole tiles. Any split gives the same bits.
-  Index row_granule() const { return isa_ == CpuIsa::avx512_core_bf16 ? detail::kDotTileRows : Portable::kRows; }
+  Index row_granule() const {
+    Index rows = detail::kDotTileRows;
+    if (isa_ == CpuIsa::portable)
+      detail::with_panel_kernel<float>(tiles_, [&](auto kernel) { rows = decltype(kernel)::kRows; });
+    return rows;
+  }
 
  private:
-  using Portable = detail::PanelKernel<float>;
 #ifdef DYNRNN_X86_KERNELS
   using Fast = detail::Bf16Avx512Kernel;
 #endif
@@ -427,11 +437,14 @@ class Bf16PackedRightGemm {
         a_float_.data()[(first + i) * Kp_ + k] =
             from >= K_ ? 0.0f : detail::round_to_bfloat16(transposed ? a[from * lda + i] : a[i * lda + from]);
       }
-    Portable::run_panels({c, ldc, a_float_.data() + first * Kp_, Kp_, packed_float_.data(), bias, n, Kp_, N_, alpha,
-                          beta});
+    detail::with_panel_kernel<float>(tiles_, [&](auto kernel) {
+      decltype(kernel)::run_panels(
+          {c, ldc, a_float_.data() + first * Kp_, Kp_, packed_float_.data(), bias, n, Kp_, N_, alpha, beta});
+    });
   }
 
   CpuIsa isa_ = CpuIsa::portable;
+  CpuIsa tiles_ = CpuIsa::portable;         // the portable kernel's float32 tiles: float_tiles()
   Index K_ = 0, N_ = 0, Kp_ = 0;
   Index reserved_ = 0;                      // rows of A the workspace holds at this depth
   // Flat buffers from dynrnn's buffer cache (ReusableMatrix), as a result's matrices are: a

@@ -20,7 +20,10 @@
 //                     24 registers for the whole depth.
 //   portable          dynrnn's packed kernel (core/panel_kernel.hpp) on the quantised values:
 //                     in float32 while K <= 1040, where every partial sum is an integer
-//                     below 2^24 and so exact in any order, and in int32 beyond.
+//                     below 2^24 and so exact in any order, and in int32 beyond. The
+//                     float32 products run on the tiles PackedRightGemm<float> chooses
+//                     (core/float_tiles.hpp): AVX2 or AVX-512 on a CPU without VNNI that
+//                     has them.
 //
 // S is an exact integer either way, and the epilogue the same fused float operations, so
 // both give the same bits, on any split of the rows between threads. K may be at most
@@ -362,8 +365,8 @@ class Int8PackedRightGemm {
   /// of this keeps every share but the last on whole tiles. Any split gives the same bits.
   Index row_granule() const {
     return isa_ == CpuIsa::avx512_core_vnni ? detail::kDotTileRows
-           : float_sums()                   ? detail::PanelKernel<float>::kRows
-                                            : detail::PanelKernel<std::int32_t>::kRows;
+           : float_sums()                   ? portable_float_.gemm.row_granule()
+                                            : portable_int_.gemm.row_granule();
   }
 
   /// \brief scale_w, one per column of op(W), from the last pack().
