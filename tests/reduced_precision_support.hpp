@@ -7,6 +7,8 @@
 
 #include <dynrnn/dynrnn.hpp>
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -122,6 +124,21 @@ inline std::vector<CpuIsa> float_tile_levels(CpuIsa highest) {
     last = tiles;
   }
   return levels;
+}
+
+/// Calls f(isa) for each level of float_tile_levels(highest), under a trace that names it
+/// and its float32 tiles; f sets the limit itself (WithIsa) where it needs it.
+template <class F>
+void at_float_tile_levels(CpuIsa highest, F&& f) {
+  for (CpuIsa isa : float_tile_levels(highest)) {
+    CpuIsa tiles;
+    {
+      WithIsa limit(isa);
+      tiles = detail::float_tiles();
+    }
+    SCOPED_TRACE(testing::Message() << "limit " << to_string(isa) << ", float tiles " << to_string(tiles));
+    f(isa);
+  }
 }
 
 }  // namespace dynrnn::test

@@ -2,7 +2,7 @@
 // orientation, odd shapes, alpha and beta, reuse across shapes, and row shares; each at every
 // kernel level this program can run (the program's own tiles, and in float the AVX-512 tiles
 // chosen at run time in a build narrower than AVX-512).
-#include "reduced_precision_support.hpp"  // WithIsa, float_tile_levels
+#include "reduced_precision_support.hpp"  // WithIsa, at_float_tile_levels
 #include "support.hpp"
 
 #include <algorithm>
@@ -36,12 +36,10 @@ void at_every_level(Check&& check) {
   if constexpr (!std::is_same_v<Scalar, float>) {
     check();
   } else {
-    for (CpuIsa isa : float_tile_levels(cpu_isa())) {
+    at_float_tile_levels(cpu_isa(), [&](CpuIsa isa) {
       WithIsa limit(isa);
-      SCOPED_TRACE(testing::Message() << "kernels at " << to_string(isa) << ", float tiles "
-                                      << to_string(detail::float_tiles()));
       check();
-    }
+    });
   }
 }
 

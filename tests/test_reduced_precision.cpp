@@ -38,6 +38,7 @@ using dynrnn::Op;
 using Mat = dynrnn::Matrix<float>;
 
 using dynrnn::test::bf16;
+using dynrnn::test::at_float_tile_levels;
 using dynrnn::test::float_tile_levels;
 using dynrnn::test::WithIsa;
 
@@ -164,10 +165,7 @@ void expect_bf16_reference_bits(CpuIsa isa) {
 // The portable kernel at every float32 tile level below BF16's (the program's own tiles,
 // and AVX2's and AVX-512's where the CPU has them).
 TEST(Bf16Gemm, PortableKernelGivesTheReferenceBits) {
-  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core_vnni)) {
-    SCOPED_TRACE(dynrnn::to_string(isa));
-    expect_bf16_reference_bits(isa);
-  }
+  at_float_tile_levels(CpuIsa::avx512_core_vnni, expect_bf16_reference_bits);
 }
 
 TEST(Bf16Gemm, Avx512Bf16KernelGivesTheReferenceBits) {
@@ -229,10 +227,7 @@ void expect_transposed_left_reference_bits(CpuIsa isa) {
 }
 
 TEST(Bf16Gemm, PortableTransposedLeftGivesTheReferenceBits) {
-  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core_vnni)) {
-    SCOPED_TRACE(dynrnn::to_string(isa));
-    expect_transposed_left_reference_bits(isa);
-  }
+  at_float_tile_levels(CpuIsa::avx512_core_vnni, expect_transposed_left_reference_bits);
 }
 
 TEST(Bf16Gemm, Avx512Bf16TransposedLeftGivesTheReferenceBits) {
@@ -266,10 +261,7 @@ void expect_pack_adds_column_sums(CpuIsa isa) {
 }
 
 TEST(Bf16Gemm, PortablePackAddsTheColumnSums) {
-  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core_vnni)) {
-    SCOPED_TRACE(dynrnn::to_string(isa));
-    expect_pack_adds_column_sums(isa);
-  }
+  at_float_tile_levels(CpuIsa::avx512_core_vnni, expect_pack_adds_column_sums);
 }
 
 TEST(Bf16Gemm, Avx512Bf16PackAddsTheColumnSums) {
@@ -434,10 +426,7 @@ void expect_int8_reference_bits(CpuIsa isa) {
 
 // The portable kernel at every float32 tile level below VNNI's.
 TEST(Int8Gemm, PortableKernelGivesTheReferenceBits) {
-  for (CpuIsa isa : float_tile_levels(CpuIsa::avx512_core)) {
-    SCOPED_TRACE(dynrnn::to_string(isa));
-    expect_int8_reference_bits(isa);
-  }
+  at_float_tile_levels(CpuIsa::avx512_core, expect_int8_reference_bits);
 }
 
 TEST(Int8Gemm, Avx512VnniKernelGivesTheReferenceBits) {

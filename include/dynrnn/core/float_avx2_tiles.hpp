@@ -26,7 +26,7 @@
 #include "unroll.hpp"
 
 #include "../precision/cpu_isa.hpp"    // DYNRNN_X86_KERNELS
-#include "../precision/dot_panels.hpp"  // DYNRNN_BEGIN_AVX512_KERNELS, fused_epilogue()
+#include "../precision/dot_panels.hpp"  // DYNRNN_BEGIN_AVX512_KERNELS, prefetch_c_tile(), fused_epilogue()
 
 #include <algorithm>
 
@@ -59,12 +59,7 @@ struct FloatAvx2Tiles {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
     const float* a = Packed ? p.a + i * p.K : p.a + i * p.lda;
-    // C's lines, fetched while the products run (only those inside C).
-    DYNRNN_UNROLL
-    for (int r = 0; r < R; ++r)
-      DYNRNN_UNROLL
-      for (int v = 0; v < V; ++v)
-        if (j0 + v * kPacket < p.N) __builtin_prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket, 1);
+    prefetch_c_tile<R, V, kPacket>(p.c, p.ldc, i, j0, p.N);  // C's lines, while the products run
     for (Index k = 0; k < p.K; ++k, w += V * kPacket) {
       __m256 wk[V];
       DYNRNN_UNROLL

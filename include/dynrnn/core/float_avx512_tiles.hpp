@@ -28,7 +28,7 @@
 #include "unroll.hpp"
 
 #include "../precision/cpu_isa.hpp"    // DYNRNN_X86_KERNELS
-#include "../precision/dot_panels.hpp"  // DotPanels::prefetch_tile() and store_tile(), fused_epilogue(), first_lanes(), kDotTileRows
+#include "../precision/dot_panels.hpp"  // prefetch_c_tile(), DotPanels::store_tile(), fused_epilogue(), first_lanes(), kDotTileRows
 
 #include <algorithm>
 
@@ -55,7 +55,7 @@ struct FloatAvx512Tiles {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
     const float* a = Packed ? p.a + i * p.K : p.a + i * p.lda;
-    DotPanels<FloatAvx512Tiles, 1>::prefetch_tile<R, V>(p.c, p.ldc, i, j0, p.N);  // C's lines, while the products run
+    prefetch_c_tile<R, V, kPacket>(p.c, p.ldc, i, j0, p.N);  // C's lines, while the products run
     for (Index k = 0; k < p.K; ++k, w += V * kPacket) {
       __m512 wk[V];
       DYNRNN_UNROLL

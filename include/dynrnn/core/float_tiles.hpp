@@ -72,4 +72,14 @@ void with_panel_kernel(CpuIsa tiles, F&& f) {
   f(PanelKernel<Scalar>{});
 }
 
+/// Rows per tile of the kernel with_panel_kernel<Scalar>(tiles, f) runs: the granule in
+/// which its callers share rows between threads, so that every share but the last fills
+/// whole tiles.
+template <class Scalar>
+Index tile_rows(CpuIsa tiles) {
+  Index rows = 0;
+  with_panel_kernel<Scalar>(tiles, [&](auto kernel) { rows = decltype(kernel)::kRows; });
+  return rows;
+}
+
 }  // namespace dynrnn::detail

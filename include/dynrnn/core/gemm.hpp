@@ -501,11 +501,7 @@ class PackedRightGemm {
 
   /// \brief Rows of C the tiles of the last pack() take at a time: sharing rows between
   /// threads on multiples of this keeps every share but the last on whole tiles.
-  Index row_granule() const {
-    Index rows = kRowGranule;
-    detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) { rows = decltype(kernel)::kRows; });
-    return rows;
-  }
+  Index row_granule() const { return detail::tile_rows<Scalar>(isa_); }
 
  private:
   Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (PanelKernel::pack)

@@ -247,7 +247,7 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
     const std::uint16_t* a = p.a + i * p.lda;
-    prefetch_tile<R, V>(p.c, p.ldc, i, j0, p.N);
+    prefetch_c_tile<R, V, kPacket>(p.c, p.ldc, i, j0, p.N);
     const Index pairs = p.K / 2;
     for (Index q = 0; q < pairs; ++q, w += 2 * V * kPacket) {
       __m512i wq[V];
@@ -390,10 +390,7 @@ class Bf16PackedRightGemm {
   /// \brief Rows of C the kernels take at a time: sharing rows between threads on multiples
   /// of this keeps every share but the last on whole tiles. Any split gives the same bits.
   Index row_granule() const {
-    Index rows = detail::kDotTileRows;
-    if (isa_ == CpuIsa::portable)
-      detail::with_panel_kernel<float>(tiles_, [&](auto kernel) { rows = decltype(kernel)::kRows; });
-    return rows;
+    return isa_ == CpuIsa::avx512_core_bf16 ? detail::kDotTileRows : detail::tile_rows<float>(tiles_);
   }
 
  private:

@@ -55,6 +55,25 @@ __attribute__((target("fma"), always_inline)) inline float fused_epilogue(float 
 }
 #endif
 
+/// Fetches the cache lines of C (row stride ldc, N columns) that a tile at rows [i, i + R)
+/// by the V packets of Packet floats at column j0 stores, and reads when its beta is not 0,
+/// so that they arrive while the tile's products run rather than when it stores. A time
+/// loop's step adds its product to the input projection computed before the loop, whose
+/// lines are then in no cache. Only lines inside C are named. For every tile of 32-bit
+/// lanes: the bfloat16 and int8 kernels' and the float32 tiles chosen at run time.
+///
+/// Always inlined, and unrolled: a call that GCC at -O2 leaves out of line is dropped
+/// altogether (a function of prefetches alone has no effect it must keep), and a program
+/// built with -O2 lost 20% of its bfloat16 and int8 speed at M to the misses on C.
+template <int R, int V, int Packet>
+__attribute__((always_inline)) inline void prefetch_c_tile(const float* c, Index ldc, Index i, Index j0, Index N) {
+  DYNRNN_UNROLL
+  for (int r = 0; r < R; ++r)
+    DYNRNN_UNROLL
+    for (int v = 0; v < V; ++v)
+      if (j0 + v * Packet < N) __builtin_prefetch(c + (i + r) * ldc + j0 + v * Packet, 1);
+}
+
 /// Rows of C per tile of the dot-product kernels: also the granule in which their callers
 /// share rows between threads, so that every share but the last fills whole tiles.
 inline constexpr int kDotTileRows = 6;
@@ -97,25 +116,6 @@ struct DotPanels {
           panel[(k / Group) * Group * width + Group * c + k % Group] =
               k < K && j0 + c < N ? value(k, j0 + c) : T(0);
     }
-  }
-
-  /// Fetches the cache lines of C (row stride ldc, N columns) that the tile at rows [i,
-  /// i + R) by the V packets at column j0 stores, and reads when its beta is not 0, so that
-  /// they arrive while the tile's products run rather than when it stores. A time loop's
-  /// step adds its product to the input projection computed before the loop, whose lines
-  /// are then in no cache. Only lines inside C are named.
-  ///
-  /// Always inlined, and unrolled: a call that GCC at -O2 leaves out of line is dropped
-  /// altogether (a function of prefetches alone has no effect it must keep), and a program
-  /// built with -O2 lost 20% of its bfloat16 and int8 speed at M to the misses on C.
-  template <int R, int V>
-  __attribute__((always_inline)) static inline void prefetch_tile(const float* c, Index ldc, Index i, Index j0,
-                                                                  Index N) {
-    DYNRNN_UNROLL
-    for (int r = 0; r < R; ++r)
-      DYNRNN_UNROLL
-      for (int v = 0; v < V; ++v)
-        if (j0 + v * kPacket < N) __builtin_prefetch(c + (i + r) * ldc + j0 + v * kPacket, 1);
   }
 
 #ifdef DYNRNN_X86_KERNELS

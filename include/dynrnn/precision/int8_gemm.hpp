@@ -171,7 +171,7 @@ struct Int8Avx512Kernel : DotPanels<Int8Avx512Kernel, 4> {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = Lanes(_mm512_setzero_si512());
     const std::uint8_t* a = p.a + i * p.lda;
-    prefetch_tile<R, V>(p.c, p.ldc, i, j0, p.N);
+    prefetch_c_tile<R, V, kPacket>(p.c, p.ldc, i, j0, p.N);
     const Index quads = p.K / 4;
     for (Index q = 0; q < quads; ++q, w += 4 * V * kPacket) {
       __m512i wq[V];
