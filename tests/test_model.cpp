@@ -231,6 +231,28 @@ TEST(SequenceModel, BadInputNamesTheArgument) {
   EXPECT_TRUE(identical(model.cell().kernel(), kernel));  // nothing changed
   expect_invalid_argument([&] { model.predict_steps(batch); }, {"model", "Output::Head::last_step"});
 
+  // Another kind of optimiser assigned through optimizer() has no compiled update: refused
+  // before anything changes, until set_optimizer chooses it.
+  *model.optimizer() = RMSProp<Scalar>(0.01f);
+  const auto expect_refused = [](const auto& call) {
+    try {
+      call();
+      ADD_FAILURE() << "no exception";
+    } catch (const std::logic_error& e) {
+      EXPECT_NE(std::string(e.what()).find("replaced through optimizer(); choose it with set_optimizer"),
+                std::string::npos)
+          << e.what();
+    }
+  };
+  expect_refused([&] { model.train_step(batch); });
+  Checkpoint<Scalar> checkpoint;
+  expect_refused([&] { model.add_to(checkpoint); });
+  EXPECT_TRUE(identical(model.cell().kernel(), kernel));
+  EXPECT_EQ(model.progress().step, 0);
+  model.set_optimizer(RMSProp<Scalar>(0.01f));
+  model.train_step(batch);
+  EXPECT_FALSE(identical(model.cell().kernel(), kernel));
+
   Model features(Input::features(4), LSTMCell<Scalar>(4, 8), Output::values(2));
   features.set_optimizer(SGD<Scalar>(0.1f));
   auto fb = feature_batch(rng, 5, 3, 4);

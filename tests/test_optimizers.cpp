@@ -141,6 +141,54 @@ TEST(Optimizers, MatchGoldenValuesThroughColumnMajorBlocksAndFloat) {
   }
 }
 
+// A plain matrix is updated as one flat array, in chunks of entries shared between threads;
+// a block of the same values is updated a block of rows at a time. Every rule must update
+// every entry once, the same on 1 and 2 threads, on a parameter large enough to be split.
+// The two paths agree to rounding, not bit for bit: Eigen's packet square root (a reciprocal
+// estimate refined once, under EIGEN_FAST_MATH) can differ by an ulp from its scalar one,
+// and where the chunks start decides which entries take which.
+TEST(Optimizers, FlatAndBlockUpdatesAgree) {
+  Rng rng(5);
+  Matrix<float> flat(300, 301);  // 90300 entries: more than one thread's chunk
+  fill_uniform(flat, rng, 1.0f);
+  std::vector<Matrix<float>> grads(3, Matrix<float>(300, 301));
+  for (auto& g : grads) fill_uniform(g, rng, 1.0f);
+  AdamOptions<float> amsgrad;
+  amsgrad.amsgrad = true;
+  amsgrad.weight_decay = 0.01f;
+  SGDOptions<float> nesterov;
+  nesterov.momentum = 0.9f;
+  nesterov.nesterov = true;
+  auto centered = RMSPropOptions<float>::pytorch(0.01f);
+  centered.centered = true;
+  centered.momentum = 0.5f;
+  const std::vector<AnyOptimizer<float>> kinds = {Adam<float>(amsgrad), AdamW<float>(0.01f), SGD<float>(nesterov),
+                                                  Adagrad<float>(0.1f), RMSProp<float>(centered)};
+  const int threads = max_threads();
+  for (const auto& kind : kinds) {
+    std::vector<Matrix<float>> flat_runs;
+    for (int t : {1, 2}) {
+      set_num_threads(t);
+      AnyOptimizer<float> opt = kind;
+      Matrix<float> p = flat;
+      for (const auto& g : grads) std::visit([&](auto& o) { o.apply(p, g); }, opt);
+      flat_runs.push_back(p);
+    }
+    set_num_threads(threads);
+    EXPECT_TRUE(test::identical(flat_runs[0], flat_runs[1])) << kind.index();
+
+    AnyOptimizer<float> opt = kind;
+    Matrix<float> outer = Matrix<float>::Zero(302, 301);
+    outer.middleRows(1, 300) = flat;
+    auto block = outer.middleRows(1, 300);
+    for (const auto& g : grads) std::visit([&](auto& o) { o.apply(block, g); }, opt);
+    const Matrix<float> moved_by_block = Matrix<float>(block) - flat, moved_flat = flat_runs[0] - flat;
+    EXPECT_GT(moved_flat.cwiseAbs().minCoeff(), 0.0f) << kind.index();  // every entry updated
+    EXPECT_LE((moved_flat - moved_by_block).cwiseAbs().maxCoeff(), 1e-6f * moved_by_block.cwiseAbs().maxCoeff())
+        << kind.index();
+  }
+}
+
 TEST(Optimizers, LayerApplyEqualsApplyingEachParameter) {
   LSTMCell<double> a(2, 3), b(2, 3);
   b.kernel() = a.kernel();

@@ -45,24 +45,24 @@ struct FloatAvx512Tiles {
   static constexpr int kRows = kDotTileRows;   ///< Rows per tile.
 
   /// Rows [i, i + R) by the panel at column j0 of V registers, packed at w; A's rows where
-  /// they are, or packed into tiles of R columns (Packed: A(r, k) at a[k · R + r]).
-  template <int R, int V, bool Packed>
+  /// they are, or packed into tiles of R columns (`packed`: A(r, k) at a[k · R + r]).
+  template <int R, int V>
   DYNRNN_TARGET_AVX512F __attribute__((noinline)) static void tile(const PanelProduct<float>& p, Index i, Index j0,
-                                                                   const float* w) {
+                                                                   const float* w, bool packed) {
     __m512 acc[R][V];
     DYNRNN_UNROLL
     for (int r = 0; r < R; ++r)
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
-    const float* a = Packed ? p.a + i * p.K : p.a + i * p.lda;
+    const TileRows<R> a(p, i, packed);
     prefetch_c_tile<R, V, kPacket>(p.c, p.ldc, i, j0, p.N);  // C's lines, while the products run
-    for (Index k = 0; k < p.K; ++k, w += V * kPacket) {
+    for (Index k = 0, ak = 0; k < p.K; ++k, ak += a.k_stride, w += V * kPacket) {
       __m512 wk[V];
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) wk[v] = _mm512_loadu_ps(w + v * kPacket);
       DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
-        const __m512 ar = _mm512_set1_ps(Packed ? a[k * R + r] : a[r * p.lda + k]);
+        const __m512 ar = _mm512_set1_ps(a.row[r][ak]);
         DYNRNN_UNROLL
         for (int v = 0; v < V; ++v) acc[r][v] = _mm512_fmadd_ps(ar, wk[v], acc[r][v]);
       }

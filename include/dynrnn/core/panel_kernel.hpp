@@ -69,15 +69,31 @@ struct PanelTransposed {
   Scalar beta;      ///< C = alpha · Aᵀ · B + beta · C; C is not read when beta is 0.
 };
 
+/// Where a tile's R rows of A are: row r's scalar k at row[r][k · k_stride]. Rows where they
+/// are in A have k_stride 1 and rows lda apart; rows packed into tiles of R columns
+/// (PanelKernel::run_transposed) have A(r, k) at a[k · R + r]: k_stride R, rows 1 apart.
+/// One tile serves both, the choice made once per tile rather than compiled twice.
+template <int R, class Scalar = float>
+struct TileRows {
+  const Scalar* row[R];  ///< Row r's scalar 0.
+  Index k_stride;        ///< Scalars from one k to the next.
+  /// The rows [i, i + R) of p.a, packed or not.
+  TileRows(const PanelProduct<Scalar>& p, Index i, bool packed) : k_stride(packed ? R : 1) {
+    const Scalar* a = packed ? p.a + i * p.K : p.a + i * p.lda;
+    const Index row_stride = packed ? 1 : p.lda;
+    for (int r = 0; r < R; ++r) row[r] = a + r * row_stride;
+  }
+};
+
 template <class Scalar>
 struct EigenTiles;
 
 /// \brief The packed right-operand kernel; see the file comment.
 /// \tparam Scalar element type (float or double, or any type Eigen vectorises or not).
 /// \tparam Tiles its register tiles: the shape of a tile and of a panel (kPacket, kPackets,
-///   kRows), `template <int R, int V, bool Packed> static void tile(const PanelProduct&,
-///   Index i, Index j0, const Scalar* w)` for rows [i, i + R) by the panel at column j0 of V
-///   packets (A's rows where they are, or packed by pack_columns() when Packed), and
+///   kRows), `template <int R, int V> static void tile(const PanelProduct&, Index i,
+///   Index j0, const Scalar* w, bool packed)` for rows [i, i + R) by the panel at column j0
+///   of V packets (A's rows where they are, or packed by pack_columns() when `packed`), and
 ///   `template <int J> static void dots(const PanelProduct&)` for a narrow() product of J
 ///   columns. EigenTiles (the default) are built on Eigen's packets for the program's own
 ///   SIMD width; FloatAvx2Tiles and FloatAvx512Tiles are tiles chosen at run time
@@ -162,7 +178,7 @@ struct PanelKernel {
     const Index block = ((p.n + blocks - 1) / blocks + kRows - 1) / kRows * kRows;
     for (Index i0 = 0; i0 < p.n; i0 += block)
       for (Index j0 = 0; j0 < p.N; j0 += kWidth)
-        panel<false>(p, i0, std::min(p.n, i0 + block), j0, packets_at(j0, p.N), p.w + j0 * p.K);
+        panel(p, i0, std::min(p.n, i0 + block), j0, packets_at(j0, p.N), p.w + j0 * p.K, false);
   }
 
   using Transposed = PanelTransposed<Scalar>;  ///< One product of run_transposed().
@@ -209,7 +225,7 @@ struct PanelKernel {
         for (int i = 0; i < count; ++i) {
           const Transposed& t = products[i];
           const Product p{t.c, t.ldc, a, 0, nullptr, nullptr, t.m, depth, N, alpha, k0 == 0 ? t.beta : Scalar(1)};
-          panel<true>(p, 0, t.m, j0, packets, packed_b);
+          panel(p, 0, t.m, j0, packets, packed_b, true);
           a += depth * t.m;
         }
       }
@@ -233,15 +249,15 @@ struct PanelKernel {
   }
 
   // Rows [i0, i1) by the panel at column j0, which has `packets` packets (V) and is packed at
-  // w. A's rows are read where they are, or from tiles packed by pack_columns (Packed).
-  template <bool Packed, int V = kPackets>
-  static void panel(const Product& p, Index i0, Index i1, Index j0, int packets, const Scalar* w) {
+  // w. A's rows are read where they are, or from tiles packed by pack_columns (`packed`).
+  template <int V = kPackets>
+  static void panel(const Product& p, Index i0, Index i1, Index j0, int packets, const Scalar* w, bool packed) {
     if constexpr (V > 1) {
-      if (packets < V) return panel<Packed, V - 1>(p, i0, i1, j0, packets, w);
+      if (packets < V) return panel<V - 1>(p, i0, i1, j0, packets, w, packed);
     }
     Index i = i0;
-    for (; i + kRows <= i1; i += kRows) Tiles::template tile<kRows, V, Packed>(p, i, j0, w);
-    tail<V, Packed>(p, i, i1 - i, j0, w);
+    for (; i + kRows <= i1; i += kRows) Tiles::template tile<kRows, V>(p, i, j0, w, packed);
+    tail<V>(p, i, i1 - i, j0, w, packed);
   }
 
   // A narrow product (narrow()) of exactly J columns, or fewer: Tiles::dots<J>.
@@ -254,13 +270,13 @@ struct PanelKernel {
   }
 
   // The rows < kRows left at the end of a row block.
-  template <int V, bool Packed, int R = kRows - 1>
-  static void tail(const Product& p, Index i, Index rows, Index j0, const Scalar* w) {
+  template <int V, int R = kRows - 1>
+  static void tail(const Product& p, Index i, Index rows, Index j0, const Scalar* w, bool packed) {
     if constexpr (R > 0) {
-      if (rows == R) return Tiles::template tile<R, V, Packed>(p, i, j0, w);
-      tail<V, Packed, R - 1>(p, i, rows, j0, w);
+      if (rows == R) return Tiles::template tile<R, V>(p, i, j0, w, packed);
+      tail<V, R - 1>(p, i, rows, j0, w, packed);
     } else {
-      (void)p, (void)i, (void)rows, (void)j0, (void)w;
+      (void)p, (void)i, (void)rows, (void)j0, (void)w, (void)packed;
     }
   }
 };
@@ -279,11 +295,11 @@ struct EigenTiles {
   static constexpr int kRows = kRegisters >= 32 ? 6 : kRegisters >= 16 ? 4 : 1;  ///< \copydoc kPackets
 
   /// Rows [i, i + R) by the panel at column j0 of V packets, packed at w; A's rows where they
-  /// are, or packed into tiles of R columns (Packed: A(r, k) at a[k · R + r]).
+  /// are, or packed into tiles of R columns (`packed`: A(r, k) at a[k · R + r]).
   // Never inlined: compiled on its own, the accumulators stay in registers. Inlined into a
   // large caller, GCC has been seen to store them to the stack at every k, three times slower.
-  template <int R, int V, bool Packed>
-  EIGEN_DONT_INLINE static void tile(const PanelProduct<Scalar>& p, Index i, Index j0, const Scalar* w) {
+  template <int R, int V>
+  EIGEN_DONT_INLINE static void tile(const PanelProduct<Scalar>& p, Index i, Index j0, const Scalar* w, bool packed) {
     using namespace Eigen::internal;
     constexpr Index width = Index(V) * kPacket;  // this panel's row stride
     Packet acc[R][V];
@@ -291,8 +307,7 @@ struct EigenTiles {
     for (int r = 0; r < R; ++r)
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) acc[r][v] = pset1<Packet>(Scalar(0));
-    // Row r's scalar k is at a[r · lda + k], or at a[k · R + r] in a packed tile.
-    const Scalar* a = Packed ? p.a + i * p.K : p.a + i * p.lda;
+    const TileRows<R, Scalar> a(p, i, packed);
     // C's lines of the tile are fetched while the products run, not when the tile is stored
     // (only those inside C: a pointer past it would be undefined even unread).
     DYNRNN_UNROLL
@@ -300,13 +315,13 @@ struct EigenTiles {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v)
         if (j0 + v * kPacket < p.N) prefetch(p.c + (i + r) * p.ldc + j0 + v * kPacket);
-    for (Index k = 0; k < p.K; ++k, w += width) {
+    for (Index k = 0, ak = 0; k < p.K; ++k, ak += a.k_stride, w += width) {
       Packet wk[V];
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) wk[v] = ploadu<Packet>(w + v * kPacket);
       DYNRNN_UNROLL
       for (int r = 0; r < R; ++r) {
-        const Packet ar = pset1<Packet>(Packed ? a[k * R + r] : a[r * p.lda + k]);
+        const Packet ar = pset1<Packet>(a.row[r][ak]);
         DYNRNN_UNROLL
         for (int v = 0; v < V; ++v) acc[r][v] = pmadd(ar, wk[v], acc[r][v]);
       }
@@ -333,8 +348,7 @@ struct EigenTiles {
     for (int r = 0; r < R; ++r) {
       DYNRNN_UNROLL
       for (int v = 0; v < V; ++v) pstore(lanes + v * kPacket, acc[r][v]);
-      Scalar* c = p.c + (i + r) * p.ldc + j0;
-      for (Index col = 0; col < columns; ++col) c[col] = epilogue(p, lanes[col], j0 + col, c + col);
+      store_lanes(p, lanes, i + r, j0, columns);
     }
   }
 
@@ -365,6 +379,16 @@ struct EigenTiles {
   }
 
  private:
+  // The first `columns` of a tile row's lanes into row `row` of C at column j0, through
+  // epilogue() one scalar at a time: a last panel that ends inside a packet. Out of line,
+  // one copy serves every tile; inlined, GCC at -O3 vectorised the loop once per row of every
+  // tile, which made each tile up to ten times larger (22 KB at 6 rows) and slow to compile.
+  EIGEN_DONT_INLINE static void store_lanes(const PanelProduct<Scalar>& p, const Scalar* lanes, Index row, Index j0,
+                                            Index columns) {
+    Scalar* c = p.c + row * p.ldc + j0;
+    for (Index col = 0; col < columns; ++col) c[col] = epilogue(p, lanes[col], j0 + col, c + col);
+  }
+
   // One element of C, column j, from its sum along K, as the scalar paths write it (a tile's
   // full packets do the same in packets): alpha · sum (+ bias[j]) (+ beta · *c, read only
   // when beta is not 0).

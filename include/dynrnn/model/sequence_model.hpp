@@ -223,10 +223,16 @@ class SequenceModel {
   /// before add_to(), whose checkpoint then refers to it.
   template <class Optimizer>
   SequenceModel& set_optimizer(Optimizer optimizer) {
+    static_assert(std::is_constructible_v<AnyOptimizer<Scalar>, Optimizer>,
+                  "set_optimizer takes one of AnyOptimizer's optimisers, of the model's Scalar");
     if (registered_)
       throw std::logic_error("dynrnn::SequenceModel::set_optimizer: a checkpoint refers to the current optimizer "
                              "(add_to was called); choose the optimizer first");
     optimizer_.emplace(std::move(optimizer));
+    // The update and the checkpoint entry are compiled for this optimiser alone.
+    optimizer_index_ = optimizer_->index();
+    update_ = &SequenceModel::update<Optimizer>;
+    add_optimizer_ = &SequenceModel::add_optimizer<Optimizer>;
     return *this;
   }
   /// \brief Clips all gradients together to this global L2 norm before each update; 0: no clipping.
@@ -269,7 +275,7 @@ class SequenceModel {
   /// model is then unchanged.
   /// \throws std::logic_error when no optimiser was chosen.
   Scalar train_step(const SequenceBatch<Scalar>& batch, bool* stop = nullptr) {
-    if (!optimizer_) throw std::logic_error("dynrnn::SequenceModel::train_step: no optimizer; call set_optimizer first");
+    check_optimizer("train_step");
     if (comm_ && batch.batch() == 0)
       detail::throw_argument("SequenceModel::train_step", "batch", "at least one sequence on every rank", "0");
     set_training(true);
@@ -295,13 +301,7 @@ class SequenceModel {
       const Scalar lr = schedule_(progress_.step);
       std::visit([&](auto& opt) { opt.set_learning_rate(lr); }, *optimizer_);
     }
-    std::visit(
-        [&](auto& opt) {
-          opt.apply(cell_, d_cell_);
-          opt.apply(head_, d_head_);
-          if (embedding_) opt.apply(*embedding_, d_embedding_);
-        },
-        *optimizer_);
+    (this->*update_)();
     ++progress_.step;
     return loss;
   }
@@ -386,10 +386,10 @@ class SequenceModel {
   /// The model must be given its optimiser first.
   /// \throws std::logic_error without an optimiser; std::invalid_argument when `prefix` is taken.
   void add_to(Checkpoint<Scalar>& checkpoint, const std::string& prefix = "model") {
-    if (!optimizer_) throw std::logic_error("dynrnn::SequenceModel::add_to: no optimizer; call set_optimizer first");
+    check_optimizer("add_to");
     if (embedding_) checkpoint.add(prefix + "/embedding", *embedding_);
     checkpoint.add(prefix + "/cell", cell_).add(prefix + "/head", head_);
-    std::visit([&](auto& opt) { checkpoint.add(prefix + "/" + std::decay_t<decltype(opt)>::name, opt); }, *optimizer_);
+    (this->*add_optimizer_)(checkpoint, prefix);
     checkpoint.add_state(
         prefix, [this](typename Checkpoint<Scalar>::Metadata& meta, const std::string& p) { save_progress(meta, p); },
         [this](const typename Checkpoint<Scalar>::Metadata& meta, const std::string& p, bool assign) {
@@ -439,7 +439,9 @@ class SequenceModel {
   const Dense<Scalar>& head() const { return head_; }  ///< \copydoc head()
   /// \brief The embedding of a token model; null for dense inputs.
   Embedding<Scalar>* embedding() { return embedding_ ? &*embedding_ : nullptr; }
-  /// \brief The optimiser, or null before set_optimizer.
+  /// \brief The optimiser, or null before set_optimizer. Its options and state may be changed
+  /// through it; another optimiser is chosen with set_optimizer() only (train_step and add_to
+  /// refuse one assigned here).
   AnyOptimizer<Scalar>* optimizer() { return optimizer_ ? &*optimizer_ : nullptr; }
   /// \brief The output specification.
   const Output& output() const { return output_; }
@@ -454,6 +456,31 @@ class SequenceModel {
   }
 
  private:
+  // Throws std::logic_error without an optimiser, or when optimizer() was assigned another
+  // kind of optimiser than set_optimizer chose (its update was not compiled).
+  void check_optimizer(const char* fn) const {
+    if (!optimizer_)
+      throw std::logic_error(std::string("dynrnn::SequenceModel::") + fn + ": no optimizer; call set_optimizer first");
+    if (optimizer_->index() != optimizer_index_)
+      throw std::logic_error(std::string("dynrnn::SequenceModel::") + fn +
+                             ": the optimizer was replaced through optimizer(); choose it with set_optimizer");
+  }
+
+  // One update of every parameter by the chosen optimiser, and its checkpoint entry: one
+  // instantiation per optimiser a program chooses, where a visit of AnyOptimizer would
+  // compile all five into every program.
+  template <class Optimizer>
+  void update() {
+    Optimizer& opt = std::get<Optimizer>(*optimizer_);
+    opt.apply(cell_, d_cell_);
+    opt.apply(head_, d_head_);
+    if (embedding_) opt.apply(*embedding_, d_embedding_);
+  }
+  template <class Optimizer>
+  void add_optimizer(Checkpoint<Scalar>& checkpoint, const std::string& prefix) {
+    checkpoint.add(prefix + "/" + Optimizer::name, std::get<Optimizer>(*optimizer_));
+  }
+
   static Index positive_output(const Output& output) {
     detail::check_positive("SequenceModel", "output.size", output.size);
     return output.size;
@@ -702,6 +729,9 @@ class SequenceModel {
   Dense<Scalar> head_;
   std::optional<Embedding<Scalar>> embedding_;
   std::optional<AnyOptimizer<Scalar>> optimizer_;
+  std::size_t optimizer_index_ = 0;                                                 // set_optimizer's choice
+  void (SequenceModel::*update_)() = nullptr;                                      // update<its type>
+  void (SequenceModel::*add_optimizer_)(Checkpoint<Scalar>&, const std::string&) = nullptr;  // add_optimizer<its type>
   Scalar clip_norm_ = Scalar(0);
   std::function<Scalar(std::int64_t)> schedule_;
   TrainingProgress progress_;

@@ -11,7 +11,7 @@
 //     SlotNames slot_names() const;              // "m", "v", nullptr for an unused slot
 //     bool slot_is_state(int k) const;           // whether checkpoints must keep slot k
 //     Scalar slot_start(int k) const;            // the value slot k starts at
-//     void update(theta, g, SlotBlocks& s, std::int64_t step) const;  // one block of rows
+//     void update(theta, g, SlotBlocks& s, std::int64_t step) const;  // one block of entries
 //   };
 //
 // Which parameter a state belongs to. The state of a parameter object (a Matrix or Vector,
@@ -96,24 +96,27 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
     if (param.size() == 0) return;
     Slots& s = slots(param);
     ++s.step;
-
-    constexpr int order = P::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor;
-    using Map = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, order>>;
-    const Index rows = param.rows(), cols = param.cols();
-    // An unused slot maps no storage; the rule never reads it.
-    const auto map = [&](int k) { return Map(s.arrays[k].data(), s.arrays[k].size() ? rows : 0, cols); };
-    std::array<Map, 3> maps{map(0), map(1), map(2)};
-    // Elementwise, so large parameters are updated a block of rows per thread.
-    const Index chunk = std::max<Index>(1, kParallelChunk / std::max<Index>(cols, 1));
-    const Index chunks = (rows + chunk - 1) / chunk;
-    const Derived& rule = derived();
-    const std::int64_t step = s.step;
-    detail::for_each_row(chunks, chunks > 1, [&](Index c) {
-      const Index r0 = c * chunk, n = std::min(chunk, rows - r0);
-      const auto block = [&](int k) { return maps[k].middleRows(maps[k].rows() ? r0 : 0, maps[k].rows() ? n : 0); };
-      std::array<decltype(block(0)), 3> blocks{block(0), block(1), block(2)};
-      rule.update(param.derived().middleRows(r0, n).array(), grad.derived().middleRows(r0, n).array(), blocks, step);
-    });
+    if constexpr (same_storage_order<P, G>()) {
+      apply_flat(s, param.derived().data(), grad.derived().data(), param.size());
+    } else {
+      constexpr int order = P::IsRowMajor ? Eigen::RowMajor : Eigen::ColMajor;
+      using Map = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, order>>;
+      const Index rows = param.rows(), cols = param.cols();
+      // An unused slot maps no storage; the rule never reads it.
+      const auto map = [&](int k) { return Map(s.arrays[k].data(), s.arrays[k].size() ? rows : 0, cols); };
+      std::array<Map, 3> maps{map(0), map(1), map(2)};
+      // Elementwise, so large parameters are updated a block of rows per thread.
+      const Index chunk = std::max<Index>(1, kParallelChunk / std::max<Index>(cols, 1));
+      const Index chunks = (rows + chunk - 1) / chunk;
+      const Derived& rule = derived();
+      const std::int64_t step = s.step;
+      detail::for_each_row(chunks, chunks > 1, [&](Index c) {
+        const Index r0 = c * chunk, n = std::min(chunk, rows - r0);
+        const auto block = [&](int k) { return maps[k].middleRows(maps[k].rows() ? r0 : 0, maps[k].rows() ? n : 0); };
+        std::array<decltype(block(0)), 3> blocks{block(0), block(1), block(2)};
+        rule.update(param.derived().middleRows(r0, n).array(), grad.derived().middleRows(r0, n).array(), blocks, step);
+      });
+    }
   }
 
   /// \brief Updates every parameter of a layer or cell from a matching gradient struct, e.g.
@@ -188,6 +191,35 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
 
  private:
   static constexpr Index kParallelChunk = 1 << 16;  // entries per thread's block of rows
+
+  // Whether param and grad are matrices, vectors or arrays of their own (every layer's
+  // parameters and gradients) whose storage lists their entries in the same order.
+  template <class P, class G>
+  static constexpr bool same_storage_order() {
+    if constexpr (std::is_base_of_v<Eigen::PlainObjectBase<P>, P> && std::is_base_of_v<Eigen::PlainObjectBase<G>, G>)
+      return bool(P::IsRowMajor) == bool(G::IsRowMajor) || P::IsVectorAtCompileTime || G::IsVectorAtCompileTime;
+    else
+      return false;
+  }
+
+  // apply() on storage in the same order, as flat arrays (a slot's storage has that order
+  // too): each rule is compiled once for every plain parameter, whatever its shape or kind,
+  // where blocks of rows would compile it once per parameter type. Entry by entry the same
+  // arithmetic, so the same bits.
+  void apply_flat(Slots& s, Scalar* param, const Scalar* grad, Index size) {
+    using Flat = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+    using ConstFlat = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
+    const Index chunks = (size + kParallelChunk - 1) / kParallelChunk;
+    const Derived& rule = derived();
+    const std::int64_t step = s.step;
+    detail::for_each_row(chunks, chunks > 1, [&](Index c) {
+      const Index i0 = c * kParallelChunk, n = std::min(kParallelChunk, size - i0);
+      // An unused slot maps no storage; the rule never reads it.
+      const auto slot = [&](int k) { return s.arrays[k].size() ? Flat(s.arrays[k].data() + i0, n) : Flat(nullptr, 0); };
+      std::array<Flat, 3> blocks{slot(0), slot(1), slot(2)};
+      rule.update(Flat(param + i0, n), ConstFlat(grad + i0, n), blocks, step);
+    });
+  }
 
   struct Entry {
     const void* object = nullptr;  // the parameter object, or null for an expression
