@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace dynrnn::test {
@@ -117,16 +118,22 @@ bool identical(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
   return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
 }
 
-/// Expects `call` to throw std::invalid_argument whose message contains every fragment.
-template <class F>
-void expect_invalid_argument(F&& call, const std::vector<std::string>& fragments) {
+/// Expects `call` to throw an Exception whose message contains every fragment.
+template <class Exception, class F>
+void expect_throw(F&& call, const std::vector<std::string>& fragments) {
   try {
     call();
-    ADD_FAILURE() << "no std::invalid_argument was thrown";
-  } catch (const std::invalid_argument& e) {
+    ADD_FAILURE() << "no exception of the expected type was thrown";
+  } catch (const Exception& e) {
     const std::string what = e.what();
     for (const auto& f : fragments) EXPECT_NE(what.find(f), std::string::npos) << "'" << f << "' not in: " << what;
   }
+}
+
+/// Expects `call` to throw std::invalid_argument whose message contains every fragment.
+template <class F>
+void expect_invalid_argument(F&& call, const std::vector<std::string>& fragments) {
+  expect_throw<std::invalid_argument>(std::forward<F>(call), fragments);
 }
 
 /// B lengths for a batch of max_time T: row b has length b % (T + 1), so 0 and T both occur

@@ -273,7 +273,8 @@ class SequenceModel {
   /// \throws std::invalid_argument when the batch does not fit the model (shapes, label count,
   /// a label out of range, lengths outside [0, T], or an empty share of a global batch); the
   /// model is then unchanged.
-  /// \throws std::logic_error when no optimiser was chosen.
+  /// \throws std::logic_error when no optimiser was chosen, or optimizer() was assigned an
+  /// optimiser of another type than set_optimizer's.
   Scalar train_step(const SequenceBatch<Scalar>& batch, bool* stop = nullptr) {
     check_optimizer("train_step");
     if (comm_ && batch.batch() == 0)
@@ -384,7 +385,8 @@ class SequenceModel {
   /// cell, the head, the optimiser's slots and the training progress (step, epoch, data
   /// position, early-stopping record, dropout generator), so that loading it resumes exactly.
   /// The model must be given its optimiser first.
-  /// \throws std::logic_error without an optimiser; std::invalid_argument when `prefix` is taken.
+  /// \throws std::logic_error without an optimiser, or when optimizer() was assigned one of
+  /// another type than set_optimizer's; std::invalid_argument when `prefix` is taken.
   void add_to(Checkpoint<Scalar>& checkpoint, const std::string& prefix = "model") {
     check_optimizer("add_to");
     if (embedding_) checkpoint.add(prefix + "/embedding", *embedding_);

@@ -205,7 +205,9 @@ class OptimizerBase : public detail::OptimizerTag<Scalar> {
   // apply() on storage in the same order, as flat arrays (a slot's storage has that order
   // too): each rule is compiled once for every plain parameter, whatever its shape or kind,
   // where blocks of rows would compile it once per parameter type. Entry by entry the same
-  // arithmetic, so the same bits.
+  // formula, but not always the same bits as blocks of rows: Eigen's packet square root
+  // (EIGEN_FAST_MATH) can differ by an ulp from its scalar one, and where a chunk starts
+  // decides which entries take which. The chunks do not depend on the thread count.
   void apply_flat(Slots& s, Scalar* param, const Scalar* grad, Index size) {
     using Flat = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
     using ConstFlat = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
