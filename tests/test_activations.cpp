@@ -114,8 +114,9 @@ TEST(Activations, ThePortableLevelAndDoubleUseEigen) {
   }
 }
 
-// One row's gate pass both ways, for H units, with or without peepholes and a cell clip:
-// every output of the fused pass within 1e-6 of the portable one's.
+// Two rows' gate pass both ways, for H units, with or without peepholes and a cell clip:
+// every output of the fused pass within 1e-6 of the portable one's. The first row is
+// computed with next_row set (the fused pass fetches the second row's lines meanwhile).
 void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
   Rng rng(Index(H) * 7 + (peepholes ? 1 : 0));
   const auto draw = [&](Index n, double scale) {
@@ -123,22 +124,21 @@ void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
     for (float& e : v) e = float(uniform(rng, -scale, scale));
     return v;
   };
-  const std::vector<float> g0 = draw(4 * H, 6), cp = draw(H, 2), w = draw(3 * H, 1);
+  const Index rows = 2;
+  const std::vector<float> g0 = draw(rows * 4 * H, 6), cp = draw(rows * H, 2), w = draw(3 * H, 1);
   struct Out {
     std::vector<float> g, c, tc, m, c_raw;
   } out[2];
   for (int fast = 0; fast < 2; ++fast) {
     Out& o = out[fast];
     o.g = g0;
-    o.c.assign(std::size_t(H), 0);
-    o.tc.assign(std::size_t(H), 0);
-    o.m.assign(std::size_t(H), 0);
-    o.c_raw.assign(std::size_t(H), 0);
-    detail::lstm_gates<float>({o.g.data(), cp.data(), o.c.data(), o.tc.data(), o.m.data(),
-                               cell_clip > 0 ? o.c_raw.data() : nullptr, peepholes ? w.data() : nullptr,
-                               peepholes ? w.data() + H : nullptr, peepholes ? w.data() + 2 * H : nullptr, 1.0f,
-                               cell_clip},
-                              H, fast == 1);
+    for (auto* v : {&o.c, &o.tc, &o.m, &o.c_raw}) v->assign(std::size_t(rows * H), 0);
+    for (Index r = 0; r < rows; ++r)
+      detail::lstm_gates<float>({o.g.data() + r * 4 * H, cp.data() + r * H, o.c.data() + r * H, o.tc.data() + r * H,
+                                 o.m.data() + r * H, cell_clip > 0 ? o.c_raw.data() + r * H : nullptr,
+                                 peepholes ? w.data() : nullptr, peepholes ? w.data() + H : nullptr,
+                                 peepholes ? w.data() + 2 * H : nullptr, 1.0f, cell_clip, r + 1 < rows},
+                                H, fast == 1);
   }
   // Eigen's logistic is within 7.1e-4 relative of the exact one near x = -9 (an output of
   // about 1.2e-4), its tanh and the fused pass's functions within 4e-7: outputs agree within
@@ -181,7 +181,7 @@ TEST(LstmGates, ThePortablePassComputesTheCellsEquations) {
   const std::vector<float> g0 = g;
   const float clip = 0.9f, forget_bias = 1.0f;
   detail::lstm_gates<float>({g.data(), cp.data(), c.data(), tc.data(), m.data(), c_raw.data(), w.data(), w.data() + H,
-                             w.data() + 2 * H, forget_bias, clip},
+                             w.data() + 2 * H, forget_bias, clip, false},
                             H, false);
   for (Index u = 0; u < H; ++u) {
     const std::size_t k = std::size_t(u);

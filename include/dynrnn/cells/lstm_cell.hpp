@@ -378,7 +378,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
                                     cache.tanh_c.row(o + r).data(), m_out.row(o + r).data(),
                                     cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
                                     peep ? w_i_diag_.data() : nullptr, peep ? w_f_diag_.data() : nullptr,
-                                    peep ? w_o_diag_.data() : nullptr, forget_bias_, cell_clip},
+                                    peep ? w_o_diag_.data() : nullptr, forget_bias_, cell_clip, r + 1 < r1},
                                    H, fast);
       if (proj) {
         auto h = cache.h.middleRows(o + r0, r1 - r0);
