@@ -19,10 +19,17 @@
 
 namespace {
 std::atomic<long> g_allocations{0};
+// Allocations of at least 64 KiB (BufferCache::kMinCachedBytes): the blocks the C library
+// may hand back to the kernel, which the returning forms keep from it.
+std::atomic<long> g_large_allocations{0};
+void count(std::size_t bytes) {
+  ++g_allocations;
+  if (bytes >= (std::size_t(64) << 10)) ++g_large_allocations;
+}
 }  // namespace
 
 [[gnu::noinline]] void* operator new(std::size_t n) {
-  ++g_allocations;
+  count(n);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
@@ -40,27 +47,27 @@ void* __libc_realloc(void*, std::size_t);
 void* __libc_memalign(std::size_t, std::size_t);
 
 void* malloc(std::size_t n) {
-  ++g_allocations;
+  count(n);
   return __libc_malloc(n);
 }
 void* calloc(std::size_t n, std::size_t size) {
-  ++g_allocations;
+  count(n * size);
   return __libc_calloc(n, size);
 }
 void* realloc(void* p, std::size_t n) {
-  ++g_allocations;
+  count(n);
   return __libc_realloc(p, n);
 }
 void* aligned_alloc(std::size_t alignment, std::size_t n) {
-  ++g_allocations;
+  count(n);
   return __libc_memalign(alignment, n);
 }
 void* memalign(std::size_t alignment, std::size_t n) {
-  ++g_allocations;
+  count(n);
   return __libc_memalign(alignment, n);
 }
 int posix_memalign(void** out, std::size_t alignment, std::size_t n) {
-  ++g_allocations;
+  count(n);
   *out = __libc_memalign(alignment, n);
   return *out ? 0 : 12;  // ENOMEM
 }
@@ -231,6 +238,43 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   const long before = g_allocations;
   for (int k = 0; k < 5; ++k) dynamic_rnn(cell, x, lengths, s0, fwd);
   EXPECT_EQ(g_allocations - before, 0);
+}
+
+// The forms that return fresh results (auto fwd = dynamic_rnn(...), auto g =
+// dynamic_rnn_backward(...), and the bidirectional ones) allocate in every call, but after
+// the first step of a shape their large buffers are reused: the packed ones come from the
+// buffer cache and the padded tensors (outputs, input gradients, the bidirectional
+// scratch) from the tensor pool (core/buffer_cache.hpp), so that no step's memory goes
+// back to the kernel and comes again. The cells are small, so that every other block each
+// call allocates afresh (the packed weights, the parameter gradients) stays under 64 KiB.
+TEST(NoAllocation, ReturningFormsReuseTheirLargeBuffersAfterTheFirstStep) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  LSTMCell<Scalar> cell(8, 16), cell_bw(8, 12);
+  const Index T = 100, B = 64;  // every padded tensor at least 200 KiB
+  Tensor3<Scalar> x(T, B, 8), dy(T, B, 16), dy_bw(T, B, 12);
+  x.setConstant(0.25f);
+  dy.setConstant(0.5f);
+  dy_bw.setConstant(0.5f);
+  std::vector<int> lengths(std::size_t{64}, 100);
+  lengths[3] = 0;
+  lengths[7] = 41;
+  for (const Precision p : {Precision::float32, Precision::bfloat16}) {
+    cell.set_precision(p);
+    cell_bw.set_precision(p);
+    long large = 0;
+    for (int step = 0; step < 4; ++step) {
+      const long before = g_large_allocations;
+      {
+        const auto fwd = dynamic_rnn(cell, x, lengths);
+        const auto g = dynamic_rnn_backward(cell, fwd, dy);
+        const auto bi = bidirectional_dynamic_rnn(cell, cell_bw, x, lengths);
+        const auto bi_g = bidirectional_dynamic_rnn_backward(cell, cell_bw, bi, dy, dy_bw);
+        g_sink = const_cast<Scalar*>(g.inputs.data() + bi_g.inputs.size());
+      }
+      if (step > 0) large += g_large_allocations - before;
+    }
+    EXPECT_EQ(large, 0) << "precision " << int(p);
+  }
 }
 
 // The bfloat16 and int8 products, with each kernel: after the first product of the largest

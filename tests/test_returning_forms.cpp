@@ -91,6 +91,27 @@ TEST(BufferCache, FollowsAGrowingWorkingSet) {
   release_cached_buffers();
 }
 
+// The float products' packed weights and workspaces live in the buffer cache too, so the
+// products of a fresh result's cache take the memory of a dropped one's (with dynrnn's own
+// kernel: an external BLAS packs inside its own calls).
+TEST(BufferCache, HoldsThePackedWeightsOfDroppedProducts) {
+  if (detail::external_gemm<float>()) GTEST_SKIP() << "the external BLAS packs W itself";
+  release_cached_buffers();
+  Rng rng(8);
+  Matrix<float> W(256, 512), A(96, 256), C(96, 512);
+  for (auto* m : {&W, &A}) *m = random_matrix<float>(m->rows(), m->cols(), rng);
+  Gemm<float> gemm;
+  {
+    PackedRightGemm<float> product;
+    product.pack(W, Op::N);
+    product(C, A, 1.0f, 0.0f);
+    Matrix<float> dW(256, 512);
+    gemm(dW, A, Op::T, C, Op::N);  // Aᵀ·C, with its workspace
+  }
+  EXPECT_GE(cached_buffer_bytes(), std::size_t(256 * 512) * sizeof(float)) << "the packed W was freed";
+  release_cached_buffers();
+}
+
 // Results created and dropped step after step keep reusing the same memory: after the first
 // step the cache neither grows nor runs dry, and the packed buffers come from it.
 TEST(ReturningForms, ReuseCachedBuffersStepAfterStep) {
@@ -118,6 +139,48 @@ TEST(ReturningForms, ReuseCachedBuffersStepAfterStep) {
     EXPECT_EQ(cached_buffer_bytes(), cached_after_first) << "step " << step;
   }
   release_cached_buffers();
+}
+
+// The padded tensors (fwd.outputs, g.inputs) of results dropped step after step are reused
+// too: a destroyed result gives its tensor to the pool, and the next result of that size
+// takes it, with its memory. A reused tensor is wholly rewritten: the values, zeros at padded
+// steps included, are the reusing overload's, bit for bit.
+TEST(ReturningForms, ReuseThePaddedTensorsStepAfterStep) {
+  release_cached_buffers();
+  Rng rng(6);
+  LSTMCell<float> cell(32, 96);
+  cell.reset_parameters(rng);
+  const Index T = 20, B = 40;  // outputs 300 KiB, input gradients 100 KiB: both pooled
+  const auto x = random_tensor<float>(T, B, 32, rng);
+  const auto d_outputs = random_tensor<float>(T, B, 96, rng);
+  std::vector<int> lengths(B, int(T));  // step 0 fills every entry; later steps leave padding
+  DynamicRNNResult<LSTMCell<float>> kept;  // the reusing overloads' results, for the values
+  DynamicRNNGradients<LSTMCell<float>> kept_g(cell);
+  auto& pool = detail::TensorPool<float>::instance();
+  const std::size_t padded_bytes = std::size_t(T * B * (96 + 32)) * sizeof(float);
+  for (int step = 0; step < 3; ++step) {
+    {
+      const auto fwd = dynamic_rnn(cell, x, lengths);
+      const auto g = dynamic_rnn_backward(cell, fwd, d_outputs);
+      EXPECT_EQ(pool.cached_bytes(), 0u) << "step " << step << ": the results took the pooled tensors";
+      dynamic_rnn(cell, x, lengths, cell.zero_state(B), kept);
+      kept_g.setZero();
+      dynamic_rnn_backward(cell, kept, d_outputs, cell.zero_state(B), kept_g);
+      EXPECT_TRUE(identical(fwd.outputs, kept.outputs)) << "step " << step;
+      EXPECT_TRUE(identical(g.inputs, kept_g.inputs)) << "step " << step;
+    }
+    EXPECT_EQ(pool.cached_bytes(), padded_bytes) << "step " << step << ": the dropped results gave them back";
+    EXPECT_GE(cached_buffer_bytes(), padded_bytes) << "step " << step;
+    for (int& len : lengths) len = int(uniform_int(rng, 0, T + 1));
+  }
+  EXPECT_GT(release_cached_buffers(), 0u);
+  EXPECT_EQ(cached_buffer_bytes(), 0u);
+
+  set_buffer_cache_limit(0);  // caching off: a dropped result's tensors are freed
+  { const auto fwd = dynamic_rnn(cell, x, lengths); }
+  EXPECT_EQ(pool.cached_bytes(), 0u);
+  EXPECT_EQ(cached_buffer_bytes(), 0u);
+  set_buffer_cache_limit(std::numeric_limits<std::size_t>::max());
 }
 
 // The returning and reusing overloads compute the same values, bit for bit.

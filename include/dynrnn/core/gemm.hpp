@@ -35,6 +35,7 @@
 #include "float_tiles.hpp"
 #include "panel_kernel.hpp"
 #include "parallel.hpp"
+#include "reusable_matrix.hpp"
 #include "types.hpp"
 
 #include <Eigen/Core>
@@ -309,8 +310,7 @@ class Gemm {
     const int threads = detail::split_threads(work, panels);
     const std::size_t space = std::size_t(Kernel::transposed_space(m));
     if (spaces_.size() < std::size_t(threads)) spaces_.resize(std::size_t(threads));
-    for (int t = 0; t < threads; ++t)
-      if (spaces_[std::size_t(t)].size() < space) spaces_[std::size_t(t)].resize(space);
+    for (int t = 0; t < threads; ++t) detail::grow_flat(spaces_[std::size_t(t)], Index(space));
     // While the cores are contended and the product is small, the caller runs it whole.
     const int running = detail::threads_for(work, panels);
     detail::parallel_parts(running, running, [&](Index part, int slot) {
@@ -319,7 +319,9 @@ class Gemm {
                              std::min(N, end * Kernel::kWidth), alpha, spaces_[std::size_t(slot)].data());
     });
   }
-  std::vector<std::vector<Scalar>> spaces_;  // run_transposed's workspace, one per thread slot
+  // run_transposed's workspace, one per thread slot, from the buffer cache (a fresh result's
+  // workspace takes the memory of one dropped before).
+  std::vector<ReusableMatrix<Scalar>> spaces_;
 
   std::array<Index, 4> prepared_{};  // the last (M, N, K, threads) the slots were made ready for
 
@@ -377,14 +379,14 @@ class Gemm {
       this->m_kc = kc;
       this->m_mc = mc;
       this->m_nc = nc;
-      if (a_.size() < std::size_t(kc * mc)) a_.resize(std::size_t(kc * mc));
-      if (b_.size() < std::size_t(kc * nc)) b_.resize(std::size_t(kc * nc));
+      detail::grow_flat(a_, kc * mc);
+      detail::grow_flat(b_, kc * nc);
       this->m_blockA = a_.data();
       this->m_blockB = b_.data();
     }
 
    private:
-    std::vector<Scalar, Eigen::aligned_allocator<Scalar>> a_, b_;
+    ReusableMatrix<Scalar> a_, b_;  // from the buffer cache
   };
   std::vector<std::unique_ptr<Blocking>> blocking_;  // one per thread slot
 #endif
@@ -445,7 +447,7 @@ class PackedRightGemm {
       detail::with_panel_kernel<Scalar>(isa_, [&](auto kernel) {
         using Kernel = decltype(kernel);
         const Index size = Kernel::packed_size(K_, N_);
-        if (packed_w_.size() < size) packed_w_.resize(size);
+        detail::grow_flat(packed_w_, size);
         Kernel::pack(packed_w_.data(), W.data(), W.outerStride(), op == Op::T, K_, N_);
       });
     }
@@ -504,7 +506,7 @@ class PackedRightGemm {
   Index row_granule() const { return detail::tile_rows<Scalar>(isa_); }
 
  private:
-  Eigen::Matrix<Scalar, Eigen::Dynamic, 1> packed_w_;  // op(W) in panels (PanelKernel::pack)
+  ReusableMatrix<Scalar> packed_w_;  // op(W) in panels (PanelKernel::pack), from the buffer cache
   CpuIsa isa_ = CpuIsa::portable;  // the tiles packed for: float_tiles()
   Index K_ = 0, N_ = 0;
   const Scalar* w_data_ = nullptr;  // external backends: W as given to pack()

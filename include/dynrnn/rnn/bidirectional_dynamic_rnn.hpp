@@ -11,6 +11,7 @@
 // direction, after reading x(0).
 #pragma once
 
+#include "../core/buffer_cache.hpp"
 #include "../core/check.hpp"
 #include "../core/types.hpp"
 #include "dynamic_rnn.hpp"
@@ -45,6 +46,14 @@ struct BidirectionalResult {
   DynamicRNNResult<CellFw> fw;  ///< Forward direction: outputs [T, B, R_fw], final state, cache.
   DynamicRNNResult<CellBw> bw;  ///< Backward direction: outputs [T, B, R_bw] in input order, final state, cache.
   Tensor3<Scalar> reversed;     ///< Scratch: the inputs as the backward cell reads them.
+
+  BidirectionalResult() = default;
+  BidirectionalResult(const BidirectionalResult&) = default;             ///< Copies every member.
+  BidirectionalResult(BidirectionalResult&&) = default;                  ///< Moves every member.
+  BidirectionalResult& operator=(const BidirectionalResult&) = default;  ///< Copies every member.
+  BidirectionalResult& operator=(BidirectionalResult&&) = default;       ///< Moves every member.
+  /// \brief Gives the padded tensors' memory to the next result of their size (core/buffer_cache.hpp).
+  ~BidirectionalResult() { detail::TensorPool<Scalar>::instance().give(reversed); }
 };
 
 /// \brief Gradients from bidirectional_dynamic_rnn_backward.
@@ -62,6 +71,15 @@ struct BidirectionalGradients {
   BidirectionalGradients() = default;
   /// \brief Zero parameter gradients for both cells.
   BidirectionalGradients(const CellFw& fw_cell, const CellBw& bw_cell) : fw(fw_cell), bw(bw_cell) {}
+  BidirectionalGradients(const BidirectionalGradients&) = default;             ///< Copies every member.
+  BidirectionalGradients(BidirectionalGradients&&) = default;                  ///< Moves every member.
+  BidirectionalGradients& operator=(const BidirectionalGradients&) = default;  ///< Copies every member.
+  BidirectionalGradients& operator=(BidirectionalGradients&&) = default;       ///< Moves every member.
+  /// \brief Gives the padded tensors' memory to the next result of their size (core/buffer_cache.hpp).
+  ~BidirectionalGradients() {
+    detail::TensorPool<Scalar>::instance().give(inputs);
+    detail::TensorPool<Scalar>::instance().give(reversed);
+  }
 };
 
 /// \brief Runs `cell_fw` forward and `cell_bw` backward in time over each row's valid steps,
@@ -78,7 +96,10 @@ void bidirectional_dynamic_rnn(const CellFw& cell_fw, const CellBw& cell_bw, con
   static_assert(std::is_same_v<typename CellFw::Scalar, typename CellBw::Scalar>,
                 "bidirectional_dynamic_rnn: both cells must have the same Scalar");
   dynamic_rnn(cell_fw, x, lengths, initial_fw, result.fw);  // checks x and lengths
-  result.reversed = x;  // reallocates only when the size changes
+  // The copy allocates only when the size changes; a dropped result's tensor is reused.
+  detail::TensorPool<typename CellFw::Scalar>::instance().resize(result.reversed, x.dimension(0), x.dimension(1),
+                                                                x.dimension(2));
+  result.reversed = x;
   reverse_sequences(result.reversed, lengths);
   dynamic_rnn(cell_bw, result.reversed, lengths, initial_bw, result.bw);
   reverse_sequences(result.bw.outputs, lengths);
@@ -168,14 +189,17 @@ void bidirectional_dynamic_rnn_backward(const CellFw& cell_fw, const CellBw& cel
   dynamic_rnn_backward(cell_fw, forward.fw, d_fw, d_final_fw, grads.fw, input_gradients);
   detail::check_shape("bidirectional_dynamic_rnn_backward", "d_bw", d_bw, forward.bw.outputs.dimension(0),
                       forward.bw.outputs.dimension(1), forward.bw.outputs.dimension(2));
+  auto& pool = detail::TensorPool<typename CellFw::Scalar>::instance();
+  pool.resize(grads.reversed, d_bw.dimension(0), d_bw.dimension(1), d_bw.dimension(2));  // as in the forward pass
   grads.reversed = d_bw;
   reverse_sequences(grads.reversed, lengths);
   dynamic_rnn_backward(cell_bw, forward.bw, grads.reversed, d_final_bw, grads.bw, input_gradients);
   if (input_gradients == InputGradients::skip) {
-    grads.inputs.resize(0, 0, 0);
+    pool.resize(grads.inputs, 0, 0, 0);
     return;
   }
   reverse_sequences(grads.bw.inputs, lengths);  // now in input order
+  pool.resize(grads.inputs, grads.fw.inputs.dimension(0), grads.fw.inputs.dimension(1), grads.fw.inputs.dimension(2));
   grads.inputs = grads.fw.inputs + grads.bw.inputs;
 }
 

@@ -26,6 +26,7 @@
 // buffers are ReusableMatrix objects, whose storage only grows).
 #pragma once
 
+#include "../core/buffer_cache.hpp"
 #include "../core/check.hpp"
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
@@ -49,6 +50,14 @@ struct DynamicRNNResult {
   typename Cell::Cache cache;     ///< Activations kept for dynamic_rnn_backward.
   State sorted_initial;           ///< Scratch: the initial state in packed row order.
   State sorted_final;             ///< Scratch: the final state in packed row order.
+
+  DynamicRNNResult() = default;
+  DynamicRNNResult(const DynamicRNNResult&) = default;             ///< Copies every member.
+  DynamicRNNResult(DynamicRNNResult&&) = default;                  ///< Moves every member.
+  DynamicRNNResult& operator=(const DynamicRNNResult&) = default;  ///< Copies every member.
+  DynamicRNNResult& operator=(DynamicRNNResult&&) = default;       ///< Moves every member.
+  /// \brief Gives `outputs`' memory to the next result of its size (core/buffer_cache.hpp).
+  ~DynamicRNNResult() { detail::TensorPool<Scalar>::instance().give(outputs); }
 };
 
 /// \brief Whether dynamic_rnn_backward computes dLoss/d inputs.
@@ -94,6 +103,12 @@ struct DynamicRNNGradients : Cell::Gradients {
   DynamicRNNGradients() = default;
   /// \brief Zero parameter gradients for `cell`; inputs and initial_state are left empty.
   explicit DynamicRNNGradients(const Cell& cell) : Cell::Gradients(cell.make_gradients()) {}
+  DynamicRNNGradients(const DynamicRNNGradients&) = default;             ///< Copies every member.
+  DynamicRNNGradients(DynamicRNNGradients&&) = default;                  ///< Moves every member.
+  DynamicRNNGradients& operator=(const DynamicRNNGradients&) = default;  ///< Copies every member.
+  DynamicRNNGradients& operator=(DynamicRNNGradients&&) = default;       ///< Moves every member.
+  /// \brief Gives `inputs`' memory to the next result of its size (core/buffer_cache.hpp).
+  ~DynamicRNNGradients() { detail::TensorPool<Scalar>::instance().give(inputs); }
 };
 
 /// \brief Runs `cell` over a batch of variable-length sequences from an initial state.
@@ -145,7 +160,7 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
   });
   cell.forward(s, result.sorted_initial, result.cache, result.sorted_final);
 
-  result.outputs.resize(T, B, H);  // reallocates only when the size changes
+  detail::TensorPool<Scalar>::instance().resize(result.outputs, T, B, H);  // allocates only when the size changes
   auto out = detail::as_matrix(result.outputs);
   detail::unpack_rows(s, Cell::packed_outputs(result.cache), out);
   result.final_state.zip(result.sorted_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
@@ -204,11 +219,11 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
   cell.backward(s, forward.cache, ws.d_outputs, ws.d_state, grads, want_inputs ? &ws.d_inputs : nullptr, ws.cell);
 
   if (want_inputs) {
-    grads.inputs.resize(T, B, I);  // reallocates only when the size changes
+    detail::TensorPool<Scalar>::instance().resize(grads.inputs, T, B, I);  // allocates only when the size changes
     auto dx = detail::as_matrix(grads.inputs);
     detail::unpack_rows(s, ws.d_inputs, dx);
   } else {
-    grads.inputs.resize(0, 0, 0);
+    detail::TensorPool<Scalar>::instance().resize(grads.inputs, 0, 0, 0);
   }
   grads.initial_state.zip(ws.d_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
     detail::unsort_rows(s, src, dst);
