@@ -47,7 +47,7 @@ struct BidirectionalResult {
   DynamicRNNResult<CellBw> bw;  ///< Backward direction: outputs [T, B, R_bw] in input order, final state, cache.
   Tensor3<Scalar> reversed;     ///< Scratch: the inputs as the backward cell reads them.
 
-  BidirectionalResult() = default;
+  BidirectionalResult() = default;  ///< An empty result, for the overload that fills one.
   BidirectionalResult(const BidirectionalResult&) = default;             ///< Copies every member.
   BidirectionalResult(BidirectionalResult&&) = default;                  ///< Moves every member.
   BidirectionalResult& operator=(const BidirectionalResult&) = default;  ///< Copies every member.

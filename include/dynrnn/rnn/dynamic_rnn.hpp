@@ -51,7 +51,7 @@ struct DynamicRNNResult {
   State sorted_initial;           ///< Scratch: the initial state in packed row order.
   State sorted_final;             ///< Scratch: the final state in packed row order.
 
-  DynamicRNNResult() = default;
+  DynamicRNNResult() = default;  ///< An empty result, for the overload that fills one.
   DynamicRNNResult(const DynamicRNNResult&) = default;             ///< Copies every member.
   DynamicRNNResult(DynamicRNNResult&&) = default;                  ///< Moves every member.
   DynamicRNNResult& operator=(const DynamicRNNResult&) = default;  ///< Copies every member.
