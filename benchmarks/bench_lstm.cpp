@@ -1,5 +1,8 @@
 // dynrnn benchmarks: LSTM forward inference and a full training step, in float, at 1 and
-// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L). The rows named
+// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L). The forward rows run
+// inference passes (dynrnn::ForwardMode::inference), as oneDNN's forward_inference rows do;
+// the rows named ...-training/forward run the same pass in the default ForwardMode::training,
+// which keeps the cache for backward. The rows named
 // dynrnn-bf16... run the same steps with the cell's products in bfloat16
 // (cell.set_precision(dynrnn::Precision::bfloat16), or the model's), on the kernels
 // cpu_isa() allows; in each form the float32 rows have. The rows named dynrnn-int8 run
@@ -53,7 +56,8 @@ void set_counters(benchmark::State& state, const Workload& w, double flops) {
 enum class Form { reusing, returning };
 
 template <class Scalar>
-void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precision precision) {
+void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precision precision,
+                dynrnn::ForwardMode mode) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
@@ -69,10 +73,10 @@ void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precisio
   dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // reused: no allocation per step
   const auto step = [&] {
     if (form == Form::reusing) {
-      dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd);
+      dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd, mode);
       benchmark::DoNotOptimize(fwd.outputs.data());
     } else {
-      const auto result = dynrnn::dynamic_rnn(cell, x, lengths, s0);
+      const auto result = dynrnn::dynamic_rnn(cell, x, lengths, s0, mode);
       benchmark::DoNotOptimize(result.outputs.data());
     }
     benchmark::ClobberMemory();
@@ -202,17 +206,20 @@ int main(int argc, char** argv) {
   };
   using dynrnn::InputGradients;
   using dynrnn::Precision;
+  using Mode = dynrnn::ForwardMode;
   // Every form at each precision: dynrnn... in float32, dynrnn-bf16... in bfloat16.
   for (const auto& [system, precision] : {std::pair<std::string, Precision>{"dynrnn", Precision::float32},
                                           std::pair<std::string, Precision>{"dynrnn-bf16", Precision::bfloat16}}) {
     for (const Workload& w : bench::kWorkloads)
-      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision);
+      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::inference);
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "-training/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::training);
     for (const Workload& w : bench::kWorkloads)
       add(system + "/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::reusing, precision);
     for (const Workload& w : bench::kWorkloads)
       add(system + "-dx/train/" + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing, precision);
     for (const Workload& w : bench::kWorkloads)
-      add(system + "-returning/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision);
+      add(system + "-returning/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision, Mode::inference);
     for (const Workload& w : bench::kWorkloads)
       add(system + "-returning/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning,
           precision);
@@ -220,9 +227,11 @@ int main(int argc, char** argv) {
       add(system + "-model/train/" + w.name, BM_ModelTrainStep<float>, w, precision);
   }
   for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-int8/forward/") + w.name, BM_Forward<float>, w, Form::reusing, Precision::int8);
+    add(std::string("dynrnn-int8/forward/") + w.name, BM_Forward<float>, w, Form::reusing, Precision::int8,
+        Mode::inference);
   for (const Workload& w : bench::kWorkloads)
-    add(std::string("dynrnn-int8-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning, Precision::int8);
+    add(std::string("dynrnn-int8-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning, Precision::int8,
+        Mode::inference);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

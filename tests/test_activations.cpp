@@ -117,6 +117,7 @@ TEST(Activations, ThePortableLevelAndDoubleUseEigen) {
 // Two rows' gate pass both ways, for H units, with or without peepholes and a cell clip:
 // every output of the fused pass within 1e-6 of the portable one's. The first row is
 // computed with next_row set (the fused pass fetches the second row's lines meanwhile).
+// Then each pass again without keep, in place, as an inference pass runs it.
 void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
   Rng rng(Index(H) * 7 + (peepholes ? 1 : 0));
   const auto draw = [&](Index n, double scale) {
@@ -137,7 +138,7 @@ void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
       detail::lstm_gates<float>({o.g.data() + r * 4 * H, cp.data() + r * H, o.c.data() + r * H, o.tc.data() + r * H,
                                  o.m.data() + r * H, cell_clip > 0 ? o.c_raw.data() + r * H : nullptr,
                                  peepholes ? w.data() : nullptr, peepholes ? w.data() + H : nullptr,
-                                 peepholes ? w.data() + 2 * H : nullptr, 1.0f, cell_clip, r + 1 < rows},
+                                 peepholes ? w.data() + 2 * H : nullptr, 1.0f, cell_clip, r + 1 < rows, true},
                                 H, fast == 1);
   }
   // Eigen's logistic is within 7.1e-4 relative of the exact one near x = -9 (an output of
@@ -153,6 +154,20 @@ void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
   expect_near("tanh_c", out[1].tc, out[0].tc);
   expect_near("m", out[1].m, out[0].m);
   expect_near("c_raw", out[1].c_raw, out[0].c_raw);
+  // Without keep (an inference pass), c updated in place over c_{t-1}: c and m the same bits
+  // as the pass that keeps everything, on both paths, and tanh(c) and c_raw not needed.
+  for (int fast = 0; fast < 2; ++fast) {
+    std::vector<float> g = g0, c = cp, m(std::size_t(rows * H), 0);
+    for (Index r = 0; r < rows; ++r)
+      detail::lstm_gates<float>({g.data() + r * 4 * H, c.data() + r * H, c.data() + r * H, nullptr, m.data() + r * H,
+                                 nullptr, peepholes ? w.data() : nullptr, peepholes ? w.data() + H : nullptr,
+                                 peepholes ? w.data() + 2 * H : nullptr, 1.0f, cell_clip, r + 1 < rows, false},
+                                H, fast == 1);
+    for (std::size_t k = 0; k < c.size(); ++k) {
+      ASSERT_EQ(c[k], out[fast].c[k]) << "in place, fast " << fast << ", c[" << k << "], H = " << H;
+      ASSERT_EQ(m[k], out[fast].m[k]) << "in place, fast " << fast << ", m[" << k << "], H = " << H;
+    }
+  }
   if (cell_clip > 0) {
     bool clipped = false;
     for (float v : out[1].c_raw) clipped = clipped || std::abs(v) > cell_clip;
@@ -181,7 +196,7 @@ TEST(LstmGates, ThePortablePassComputesTheCellsEquations) {
   const std::vector<float> g0 = g;
   const float clip = 0.9f, forget_bias = 1.0f;
   detail::lstm_gates<float>({g.data(), cp.data(), c.data(), tc.data(), m.data(), c_raw.data(), w.data(), w.data() + H,
-                             w.data() + 2 * H, forget_bias, clip, false},
+                             w.data() + 2 * H, forget_bias, clip, false, true},
                             H, false);
   for (Index u = 0; u < H; ++u) {
     const std::size_t k = std::size_t(u);

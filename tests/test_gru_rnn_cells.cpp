@@ -1,6 +1,7 @@
 // GRUCell (both variants) and RNNCell (tanh and relu) through dynamic_rnn: values against
 // independent scalar references written from the equations, finite-difference gradients in
-// double with mixed lengths including 0, the masking semantics, and thread-count invariance.
+// double with mixed lengths including 0, the masking semantics, thread-count invariance, and
+// the inference pass against the training pass.
 #include "support.hpp"
 
 #include <string>
@@ -243,6 +244,34 @@ TYPED_TEST(CellTest, SkippingInputGradientsChangesNothingElse) {
   Rng rng(13);
   expect_skipping_input_gradients_changes_nothing_else(random_cell<TypeParam, float>(3, 5, rng), 6, 7, rng);
   expect_skipping_input_gradients_changes_nothing_else(random_cell<TypeParam, double>(2, 4, rng), 5, 4, rng);
+}
+
+// An inference pass (ForwardMode::inference) gives the training pass's outputs and final
+// state bit for bit, keeps no h_{t-1}, and no backward pass follows it. A two-layer stack of
+// the cell passes the mode to each layer.
+TYPED_TEST(CellTest, InferencePassIsTheTrainingPassWithoutHPrev) {
+  Rng rng(14);
+  const Index T = 6, B = 7, I = 3, H = 5;
+  const auto cell = random_cell<TypeParam, float>(I, H, rng);
+  const auto x = random_tensor<float>(T, B, I, rng);
+  const auto s0 = random_hidden_state<float>(B, H, rng);
+  const std::vector<int> lengths = {6, 2, 0, 5, 1, 6, 3};
+  const auto train = dynamic_rnn(cell, x, lengths, s0);
+  const auto infer = dynamic_rnn(cell, x, lengths, s0, ForwardMode::inference);
+  for (Index e = 0; e < train.outputs.size(); ++e) ASSERT_EQ(infer.outputs.data()[e], train.outputs.data()[e]) << e;
+  EXPECT_TRUE(infer.final_state.h == train.final_state.h);
+  EXPECT_EQ(infer.cache.h_prev.rows(), 0);
+  EXPECT_EQ(train.cache.h_prev.rows(), train.schedule.total());
+  expect_invalid_argument([&] { dynamic_rnn_backward(cell, infer, random_tensor<float>(T, B, H, rng)); },
+                          {"dynamic_rnn_backward", "'forward'", "ForwardMode::inference"});
+
+  using Cell = typename TypeParam::template Cell<float>;
+  const StackedCell<Cell> stack({random_cell<TypeParam, float>(I, H, rng), random_cell<TypeParam, float>(H, H, rng)});
+  const auto stack_train = dynamic_rnn(stack, x, lengths);
+  const auto stack_infer = dynamic_rnn(stack, x, lengths, ForwardMode::inference);
+  for (Index e = 0; e < stack_train.outputs.size(); ++e)
+    ASSERT_EQ(stack_infer.outputs.data()[e], stack_train.outputs.data()[e]) << e;
+  for (const auto& layer : stack_infer.cache.layers) EXPECT_EQ(layer.h_prev.rows(), 0);
 }
 
 TYPED_TEST(CellTest, CheckpointRoundTripAndDescription) {

@@ -1,7 +1,9 @@
 // LSTMCell's TensorFlow options (peepholes, cell_clip, num_proj, proj_clip, forget_bias)
 // through dynamic_rnn: values against an independent scalar reference, finite-difference
 // gradients in double with mixed lengths including 0, the clips' subgradient at their
-// boundary derived by hand, and argument checks.
+// boundary derived by hand, argument checks, and the inference pass (ForwardMode::inference)
+// against the scalar reference and against the training pass, bit for bit.
+#include "reduced_precision_support.hpp"
 #include "support.hpp"
 
 #include <string>
@@ -86,7 +88,7 @@ LSTMState<Scalar> random_cell_state(const LSTMCell<Scalar>& cell, Index B, Rng& 
 }
 
 template <class Scalar>
-void expect_matches_reference(const LSTMOptions& options) {
+void expect_matches_reference(const LSTMOptions& options, ForwardMode mode) {
   Rng rng(1);
   const Index T = 7, B = 5, I = 3, H = 4;
   const auto cell = random_cell<Scalar>(I, H, options, rng);
@@ -94,7 +96,7 @@ void expect_matches_reference(const LSTMOptions& options) {
   const auto x = random_tensor<Scalar>(T, B, I, rng);
   const auto s0 = random_cell_state(cell, B, rng);
   const std::vector<int> lengths = {7, 2, 0, 5, 1};
-  const auto fwd = dynamic_rnn(cell, x, lengths, s0);
+  const auto fwd = dynamic_rnn(cell, x, lengths, s0, mode);
   const double tol = tolerance<Scalar>();
   ASSERT_EQ(fwd.outputs.dimension(2), R);
   for (Index b = 0; b < B; ++b) {
@@ -114,10 +116,95 @@ void expect_matches_reference(const LSTMOptions& options) {
 
 TEST(LSTMOptionsTest, MatchScalarReference) {
   for (const OptionsCase& c : cases()) {
-    SCOPED_TRACE(c.name);
-    expect_matches_reference<double>(c.options);
-    expect_matches_reference<float>(c.options);
+    for (ForwardMode mode : {ForwardMode::training, ForwardMode::inference}) {
+      SCOPED_TRACE(testing::Message() << c.name << (mode == ForwardMode::inference ? ", inference" : ", training"));
+      expect_matches_reference<double>(c.options, mode);
+      expect_matches_reference<float>(c.options, mode);
+    }
   }
+}
+
+// An inference pass computes what a training pass computes, bit for bit, and keeps nothing
+// for backward: no tanh(c), h_{t-1} or values before the clips, c (and m with a projection)
+// one row per sequence. Every option, both gate passes (the fused one and Eigen's), float32
+// and bfloat16 products, 1 and 2 threads, lengths with 0 and a changing batch in one result.
+template <class Scalar>
+void expect_inference_pass_is_the_training_pass(const LSTMOptions& options, Precision precision, Rng& rng) {
+  auto cell = random_cell<Scalar>(3, 37, options, rng);
+  cell.set_precision(precision);
+  const Index T = 6, B = 9, R = cell.output_size();
+  const auto x = random_tensor<Scalar>(T, B, 3, rng);
+  const auto s0 = random_cell_state(cell, B, rng);
+  const std::vector<int> lengths = {6, 2, 0, 5, 1, 6, 3, 0, 4};
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    const auto train = dynamic_rnn(cell, x, lengths, s0);
+    DynamicRNNResult<LSTMCell<Scalar>> infer;
+    for (int round = 0; round < 2; ++round) {  // the second reuses the result's buffers
+      dynamic_rnn(cell, x, lengths, s0, infer, ForwardMode::inference);
+      SCOPED_TRACE(testing::Message() << threads << " threads, round " << round);
+      ASSERT_EQ(infer.outputs.dimension(2), R);
+      for (Index e = 0; e < train.outputs.size(); ++e) ASSERT_EQ(infer.outputs.data()[e], train.outputs.data()[e]) << e;
+      EXPECT_TRUE(infer.final_state.c == train.final_state.c);
+      EXPECT_TRUE(infer.final_state.h == train.final_state.h);
+      EXPECT_EQ(infer.mode, ForwardMode::inference);
+      EXPECT_EQ(infer.cache.tanh_c.rows(), 0);
+      EXPECT_EQ(infer.cache.h_prev.rows(), 0);
+      EXPECT_EQ(infer.cache.c_raw.rows(), 0);
+      EXPECT_EQ(infer.cache.h_raw.rows(), 0);
+      EXPECT_EQ(infer.cache.c.rows(), B);
+      EXPECT_EQ(infer.cache.m.rows(), options.num_proj > 0 ? B : 0);
+      if (round == 0) {  // a shorter batch in the same result, then the full one again
+        const std::vector<int> short_lengths = {2, 2, 1, 0, 2, 1, 2, 2, 0};
+        dynamic_rnn(cell, x, short_lengths, s0, infer, ForwardMode::inference);
+        const auto short_train = dynamic_rnn(cell, x, short_lengths, s0);
+        EXPECT_TRUE(infer.final_state.c == short_train.final_state.c);
+        EXPECT_TRUE(infer.final_state.h == short_train.final_state.h);
+      }
+    }
+    set_num_threads(1);
+  }
+}
+
+TEST(LSTMOptionsTest, InferencePassIsTheTrainingPassWithoutTheCache) {
+  Rng rng(31);
+  std::vector<OptionsCase> all = cases();
+  all.push_back({"no options", LSTMOptions{}});
+  for (const OptionsCase& c : all) {
+    SCOPED_TRACE(c.name);
+    expect_inference_pass_is_the_training_pass<double>(c.options, Precision::float32, rng);
+    for (CpuIsa isa : {CpuIsa::portable, detected_cpu_isa()}) {  // Eigen's gate pass, then the CPU's
+      WithIsa limit(isa);
+      SCOPED_TRACE(to_string(isa));
+      expect_inference_pass_is_the_training_pass<float>(c.options, Precision::float32, rng);
+      expect_inference_pass_is_the_training_pass<float>(c.options, Precision::bfloat16, rng);
+    }
+  }
+}
+
+// No backward pass can follow an inference pass: dynamic_rnn_backward says so, and the same
+// result object trains again after a training pass.
+TEST(LSTMOptionsTest, BackwardAfterAnInferencePassThrows) {
+  Rng rng(32);
+  const auto cell = random_cell<double>(3, 4, LSTMOptions{}, rng);
+  const auto x = random_tensor<double>(5, 2, 3, rng);
+  const std::vector<int> lengths = {5, 3};
+  auto fwd = dynamic_rnn(cell, x, lengths, ForwardMode::inference);
+  const auto d_out = random_tensor<double>(5, 2, 4, rng);
+  expect_invalid_argument([&] { dynamic_rnn_backward(cell, fwd, d_out); },
+                          {"dynamic_rnn_backward", "'forward'", "ForwardMode::training", "ForwardMode::inference"});
+  // The cell's own backward, called directly on an inference cache, names what is missing.
+  DynamicRNNGradients<LSTMCell<double>> g(cell);
+  LSTMState<double> dstate = cell.zero_state(2);
+  ReusableMatrix<double> dh(fwd.schedule.total(), 4);
+  dh.setZero();
+  expect_invalid_argument([&] { cell.backward(fwd.schedule, fwd.cache, dh, dstate, g, nullptr, g.workspace.cell); },
+                          {"cache.h_prev", "ForwardMode::inference"});
+  dynamic_rnn(cell, x, lengths, cell.zero_state(2), fwd);
+  EXPECT_EQ(fwd.mode, ForwardMode::training);
+  EXPECT_NO_THROW(dynamic_rnn_backward(cell, fwd, d_out));
+  expect_invalid_argument([&] { dynamic_rnn(cell, x, lengths, static_cast<ForwardMode>(7)); },
+                          {"dynamic_rnn", "'mode'", "ForwardMode::training or ForwardMode::inference", "7"});
 }
 
 // InputGradients::skip leaves out only dLoss/dx: every option's parameter gradients (the

@@ -233,11 +233,13 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   x.setConstant(0.25f);
   const std::vector<int> lengths = {10, 2, 7, 0, 10};
   const auto s0 = cell.zero_state(5);
-  DynamicRNNResult<LSTMCell<Scalar>> fwd;
-  dynamic_rnn(cell, x, lengths, s0, fwd);
-  const long before = g_allocations;
-  for (int k = 0; k < 5; ++k) dynamic_rnn(cell, x, lengths, s0, fwd);
-  EXPECT_EQ(g_allocations - before, 0);
+  for (ForwardMode mode : {ForwardMode::training, ForwardMode::inference}) {
+    DynamicRNNResult<LSTMCell<Scalar>> fwd;
+    dynamic_rnn(cell, x, lengths, s0, fwd, mode);
+    const long before = g_allocations;
+    for (int k = 0; k < 5; ++k) dynamic_rnn(cell, x, lengths, s0, fwd, mode);
+    EXPECT_EQ(g_allocations - before, 0) << (mode == ForwardMode::inference ? "inference" : "training");
+  }
 }
 
 // The forms that return fresh results (auto fwd = dynamic_rnn(...), auto g =

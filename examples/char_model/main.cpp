@@ -129,7 +129,7 @@ std::vector<std::string> sample(Model& m, const Corpus& c, int count, double tem
   dynrnn::Tensor3<Scalar> x;
   for (int t = 0; t < 40; ++t) {
     m.embedding()->forward_sequences(token, 1, count, x);
-    dynrnn::dynamic_rnn(lstm, x, lengths, state, r);
+    dynrnn::dynamic_rnn(lstm, x, lengths, state, r, dynrnn::ForwardMode::inference);  // no backward follows
     state = r.final_state;
     const dynrnn::Matrix<Scalar> logits = m.head().forward(dynrnn::detail::as_matrix(r.outputs));
     for (int b = 0; b < count; ++b) {

@@ -93,7 +93,7 @@ struct GRUGradients {
 template <class Scalar>
 struct GRUCache {
   ReusableMatrix<Scalar> x;        ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  ReusableMatrix<Scalar> h_prev;   ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0); 0 rows in int8.
+  ReusableMatrix<Scalar> h_prev;   ///< (P, H)  h_{t-1} fed into each step (the initial h at step 0); 0 rows after an inference pass.
   ReusableMatrix<Scalar> gates;    ///< (P, 3H) r, u, c after their nonlinearities.
   ReusableMatrix<Scalar> h;        ///< (P, H)  h_t, the outputs.
   ReusableMatrix<Scalar> reset_h;  ///< (P, H)  reset_before: r ⊙ h_{t-1}, the candidate's recurrent input.
@@ -225,11 +225,14 @@ class GRUCell : public PrecisionSetting<Scalar_> {
   /// \param s0     initial state, rows in sorted order, (B, H).
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
+  /// \param mode   ForwardMode::inference keeps no h_{t-1} for backward().
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
-  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
+  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
+               ForwardMode mode = ForwardMode::training) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
+    detail::check_forward_mode(fn, mode);
     const bool after = variant_ == GRUVariant::reset_after;
     cache.gates.resize(P, 3 * H);
     cache.h.resize(P, H);
@@ -252,7 +255,7 @@ class GRUCell : public PrecisionSetting<Scalar_> {
       cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, precision(), rows);
       cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, precision(), rows);
     }
-    detail::start_h_prev(s, precision(), s0.h, cache.h_prev);
+    detail::start_h_prev(s, detail::keeps_for_backward(mode, precision()), s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
       const auto h_prev = detail::step_h_prev(s, t, r0, r1, s0.h, cache.h, cache.h_prev);

@@ -139,17 +139,17 @@ struct LSTMGradients {
 template <class Scalar>
 struct LSTMCache {
   ReusableMatrix<Scalar> x;       ///< (P, I)  inputs x_t, filled by dynamic_rnn before forward().
-  ReusableMatrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0); 0 rows in int8.
+  ReusableMatrix<Scalar> h_prev;  ///< (P, R)  h_{t-1} fed into each step (the initial h at step 0); 0 rows after an inference pass.
   ReusableMatrix<Scalar> gates;   ///< (P, 4H) gate activations after the nonlinearity:
                           ///<         sigmoid(i), tanh(j), sigmoid(f + forget_bias), sigmoid(o)
-                          ///<         (peephole terms included).
-  ReusableMatrix<Scalar> c;       ///< (P, H)  c_t (after cell_clip).
-  ReusableMatrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t).
+                          ///<         (peephole terms included). Scratch after an inference pass.
+  ReusableMatrix<Scalar> c;       ///< (P, H)  c_t (after cell_clip); (B, H), the last c_t of each row, after an inference pass.
+  ReusableMatrix<Scalar> tanh_c;  ///< (P, H)  tanh(c_t); 0 rows after an inference pass.
   ReusableMatrix<Scalar> h;       ///< (P, R)  h_t, the outputs.
   Matrix<Scalar> c0;      ///< (B, H)  initial c, sorted order.
-  ReusableMatrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip.
-  ReusableMatrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection.
-  ReusableMatrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip.
+  ReusableMatrix<Scalar> c_raw;   ///< (P, H)  cell_clip: c_t before the clip; 0 rows after an inference pass.
+  ReusableMatrix<Scalar> m;       ///< (P, H)  num_proj: m_t, the output before the projection; (B, H) after an inference pass.
+  ReusableMatrix<Scalar> h_raw;   ///< (P, R)  proj_clip: h_t before the clip; 0 rows after an inference pass.
   MixedRightGemm<Scalar> input_gemm;       ///< W_x, packed once per pass for the input projection.
   MixedRightGemm<Scalar> recurrent_gemm;   ///< W_h, packed once per pass for h_{t-1} · W_h.
   MixedRightGemm<Scalar> projection_gemm;  ///< num_proj: the projection, for m_t · projection.
@@ -335,21 +335,35 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
   /// \param s0     initial state, rows in sorted order: c (B, H), h (B, R).
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
+  /// \param mode   ForwardMode::inference (or a pass in int8) keeps only the outputs: c_t and
+  ///               m_t are updated in place in (B, H) rows, and the activations, tanh(c_t),
+  ///               h_{t-1} and the values before the clips are not written.
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
-  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
+  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
+               ForwardMode mode = ForwardMode::training) const {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
+    detail::check_forward_mode(fn, mode);
+    const bool keep = detail::keeps_for_backward(mode, precision());
     const bool peep = options_.use_peepholes, proj = projects();
     const Scalar cell_clip = Scalar(options_.cell_clip), proj_clip = Scalar(options_.proj_clip);
-    cache.c0 = s0.c;
+    // A training pass keeps c_t, tanh(c_t), m_t and the values before the clips for every
+    // (row, step). An inference pass keeps c and m in place, one row per sequence: a step's
+    // rows are the first rows of the step before, so row r always holds row r's c_{t-1},
+    // and the rows that have ended keep their last state.
     cache.gates.resize(P, 4 * H);
-    cache.c.resize(P, H);
-    cache.tanh_c.resize(P, H);
+    if (keep) {
+      cache.c0 = s0.c;
+      cache.c.resize(P, H);
+    } else {
+      cache.c = s0.c;  // (B, H), updated in place
+    }
+    cache.tanh_c.resize(keep ? P : 0, H);
     cache.h.resize(P, R);
-    cache.c_raw.resize(cell_clip > 0 ? P : 0, H);
-    cache.m.resize(proj ? P : 0, H);
-    cache.h_raw.resize(proj_clip > 0 ? P : 0, R);
+    cache.c_raw.resize(keep && cell_clip > 0 ? P : 0, H);
+    cache.m.resize(proj ? (keep ? P : s.batch) : 0, H);
+    cache.h_raw.resize(keep && proj_clip > 0 ? P : 0, R);
 
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
     cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
@@ -363,7 +377,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision(), rows,
                               proj ? this->state_bound_ : 1.0f);                  // W_h, (R, 4H)
     if (proj) cache.projection_gemm.pack(projection_, Op::N, precision(), rows);  // (H, R)
-    detail::start_h_prev(s, precision(), s0.h, cache.h_prev);
+    detail::start_h_prev(s, keep, s0.h, cache.h_prev);
     const bool fast = detail::fast_activations();
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
     ReusableMatrix<Scalar>& m_out = proj ? cache.m : cache.h;
@@ -371,20 +385,23 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
       cache.recurrent_gemm.rows(cache.gates.middleRows(o + r0, r1 - r0),
                                 detail::step_h_prev(s, t, r0, r1, s0.h, cache.h, cache.h_prev), Scalar(1),
                                 Scalar(1), r0);
-      // c_{t-1} of the continuing rows: the first rows of the previous step's block.
-      const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
+      // Where step t's rows read c_{t-1} and write c_t (and m_t when it is kept apart from h):
+      // a training pass reads the first rows of the previous step's block (c0 at step 0) and
+      // writes the step's own block; an inference pass reads and writes its rows in place.
+      const Index oc = keep ? o : 0, om = keep || !proj ? o : 0;
+      const Scalar* c_prev = !keep ? cache.c.data() : t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       for (Index r = r0; r < r1; ++r)  // one pass over the four gates of each row
-        detail::lstm_gates<Scalar>({cache.gates.row(o + r).data(), c_prev + r * H, cache.c.row(o + r).data(),
-                                    cache.tanh_c.row(o + r).data(), m_out.row(o + r).data(),
-                                    cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
+        detail::lstm_gates<Scalar>({cache.gates.row(o + r).data(), c_prev + r * H, cache.c.row(oc + r).data(),
+                                    keep ? cache.tanh_c.row(o + r).data() : nullptr, m_out.row(om + r).data(),
+                                    keep && cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
                                     peep ? w_i_diag_.data() : nullptr, peep ? w_f_diag_.data() : nullptr,
-                                    peep ? w_o_diag_.data() : nullptr, forget_bias_, cell_clip, r + 1 < r1},
+                                    peep ? w_o_diag_.data() : nullptr, forget_bias_, cell_clip, r + 1 < r1, keep},
                                    H, fast);
       if (proj) {
         auto h = cache.h.middleRows(o + r0, r1 - r0);
-        cache.projection_gemm.rows(h, cache.m.middleRows(o + r0, r1 - r0), Scalar(1), Scalar(0), r0);
+        cache.projection_gemm.rows(h, cache.m.middleRows(om + r0, r1 - r0), Scalar(1), Scalar(0), r0);
         if (proj_clip > 0) {
-          cache.h_raw.middleRows(o + r0, r1 - r0) = h;
+          if (keep) cache.h_raw.middleRows(o + r0, r1 - r0) = h;
           h = h.cwiseMin(proj_clip).cwiseMax(-proj_clip);
         }
       }
@@ -393,7 +410,10 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
 
     this->observe_int8(cache.x, proj ? &cache.h : nullptr);
     // A row's final state is its state at its last valid step; rows of length 0 keep s0.
-    detail::gather_final(s, cache.c, s0.c, final.c);
+    if (keep)
+      detail::gather_final(s, cache.c, s0.c, final.c);
+    else
+      final.c = cache.c;
     detail::gather_final(s, cache.h, s0.h, final.h);
   }
 

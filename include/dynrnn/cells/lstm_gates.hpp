@@ -5,9 +5,12 @@
 //   out  g (4H)   [sigmoid(i + w_i ⊙ c_{t-1}), tanh(j), sigmoid(f + forget_bias + w_f ⊙ c_{t-1}),
 //                  sigmoid(o + w_o ⊙ c_t)], the activations backward() needs
 //        c (H)    c_t = f ⊙ c_{t-1} + i ⊙ j, clipped to [-cell_clip, cell_clip] with a cell clip
-//        c_raw    c_t before the clip (only with a cell clip)
-//        tc (H)   tanh(c_t)
+//        c_raw    c_t before the clip (only when kept, with a cell clip)
+//        tc (H)   tanh(c_t) (only when kept)
 //        m (H)    o ⊙ tanh(c_t)
+//
+// An inference pass keeps nothing for backward (LstmGateRow::keep false): the activations
+// need not be stored back into g, nor tanh(c_t) anywhere, and c may be cp, updated in place.
 //
 // Two versions compute the same: Eigen's array expressions, and for float on a CPU with
 // AVX-512 (cpu_isa() at CpuIsa::avx512_core or above, whatever the program's own flags)
@@ -37,13 +40,17 @@
 namespace dynrnn::detail {
 
 /// \brief The arguments of one row's gate pass (see the file comment); the peephole weights
-/// are null without peepholes, and `c_raw` is null without a cell clip (`cell_clip` 0).
+/// are null without peepholes, `cell_clip` is 0 without a cell clip, and `c_raw` is null
+/// when c_t before the clip is not kept.
 /// `next_row`: the next row of every array but the peephole weights follows this one (g 4H
 /// further on, the others H) and is the next to be computed, so the fused loop fetches its
 /// inputs and the lines of its outputs while it computes this one. The gates come from the
 /// step's product, c_{t-1} from the step before, and c, tanh(c) and m go to the forward
 /// cache; when each row is reached only by the loads and stores of its own computation, the
 /// pass waits on memory for about a quarter of its time.
+/// `keep`: the pass is followed by backward(), so the activations go back into g and
+/// tanh(c_t) into tc. When false, tc may be null, g's values afterwards are unspecified, and
+/// c may equal cp (each unit of c_{t-1} is read before its c_t is written).
 template <class Scalar>
 struct LstmGateRow {
   Scalar* g;
@@ -51,7 +58,7 @@ struct LstmGateRow {
   Scalar *c, *tc, *m, *c_raw;
   const Scalar *w_i, *w_f, *w_o;
   Scalar forget_bias, cell_clip;
-  bool next_row;
+  bool next_row, keep;
 };
 
 /// \brief The arguments of one row's gate gradients (see the file comment); the peephole
@@ -106,12 +113,14 @@ __attribute__((target("avx512f"))) inline void lstm_gates_avx512(const LstmGateR
     f[v] = logistic_avx512(f[v]);
   }
   for (int v = 0; v < V; ++v) {
-    store_packet<V>(g, v, mask, i[v]);
-    store_packet<V>(g + H, v, mask, j[v]);
-    store_packet<V>(g + 2 * H, v, mask, f[v]);
+    if (a.keep) {
+      store_packet<V>(g, v, mask, i[v]);
+      store_packet<V>(g + H, v, mask, j[v]);
+      store_packet<V>(g + 2 * H, v, mask, f[v]);
+    }
     c[v] = _mm512_fmadd_ps(f[v], cp[v], _mm512_mul_ps(i[v], j[v]));
-    if (a.c_raw) {
-      store_packet<V>(a.c_raw + k, v, mask, c[v]);
+    if (a.cell_clip > 0) {
+      if (a.c_raw) store_packet<V>(a.c_raw + k, v, mask, c[v]);
       c[v] = clamp_avx512(c[v], -a.cell_clip, a.cell_clip);
     }
     store_packet<V>(a.c + k, v, mask, c[v]);
@@ -121,14 +130,16 @@ __attribute__((target("avx512f"))) inline void lstm_gates_avx512(const LstmGateR
     tc[v] = tanh_avx512(c[v]);
   }
   for (int v = 0; v < V; ++v) {
-    store_packet<V>(g + 3 * H, v, mask, o[v]);
-    store_packet<V>(a.tc + k, v, mask, tc[v]);
+    if (a.keep) {
+      store_packet<V>(g + 3 * H, v, mask, o[v]);
+      store_packet<V>(a.tc + k, v, mask, tc[v]);
+    }
     store_packet<V>(a.m + k, v, mask, _mm512_mul_ps(o[v], tc[v]));
   }
 }
 
 /// Fetches the lines of the next row's units [k, k + 16·V) (LstmGateRow::next_row): its
-/// gates and c_{t-1} to read, its c, tanh(c), m (and c_raw) to write.
+/// gates and c_{t-1} to read, its c, m (and tanh(c) and c_raw when kept) to write.
 template <int V>
 __attribute__((target("avx512f"))) inline void prefetch_next_gate_row(const LstmGateRow<float>& a, Index H, Index k) {
   for (int v = 0; v < V; ++v) {
@@ -214,7 +225,8 @@ void lstm_gates(const LstmGateRow<Scalar>& a, Index H, bool fast) {
   (void)fast;
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
-  Array i(a.g, H), j(a.g + H, H), f(a.g + 2 * H, H), o(a.g + 3 * H, H), c(a.c, H), tc(a.tc, H);
+  // The activations go back into g whether kept or not: its values are scratch then.
+  Array i(a.g, H), j(a.g + H, H), f(a.g + 2 * H, H), o(a.g + 3 * H, H), c(a.c, H);
   const ConstArray cp(a.cp, H);
   if (a.w_i) {
     i += ConstArray(a.w_i, H) * cp;
@@ -223,15 +235,20 @@ void lstm_gates(const LstmGateRow<Scalar>& a, Index H, bool fast) {
   i = i.logistic();
   j = j.tanh();
   f = (f + a.forget_bias).logistic();
-  c = f * cp + i * j;
-  if (a.c_raw) {
-    Array(a.c_raw, H) = c;
+  c = f * cp + i * j;  // coefficient-wise: c may be cp
+  if (a.cell_clip > 0) {
+    if (a.c_raw) Array(a.c_raw, H) = c;
     c = c.min(a.cell_clip).max(-a.cell_clip);
   }
   if (a.w_o) o += ConstArray(a.w_o, H) * c;
   o = o.logistic();
-  tc = c.tanh();
-  Array(a.m, H) = o * tc;
+  if (a.keep) {
+    Array tc(a.tc, H);
+    tc = c.tanh();
+    Array(a.m, H) = o * tc;
+  } else {
+    Array(a.m, H) = o * c.tanh();
+  }
 }
 
 /// \brief One row's gate gradients over H units (see the file comment).

@@ -68,7 +68,7 @@ struct RNNGradients {
 template <class Scalar>
 struct RNNCache {
   ReusableMatrix<Scalar> x;       ///< (P, I) inputs x_t, filled by dynamic_rnn before forward().
-  ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0); 0 rows in int8.
+  ReusableMatrix<Scalar> h_prev;  ///< (P, H) h_{t-1} fed into each step (the initial h at step 0); 0 rows after an inference pass.
   ReusableMatrix<Scalar> h;       ///< (P, H) h_t, the outputs.
   MixedRightGemm<Scalar> input_gemm;      ///< W_x, packed once per pass for the input projection.
   MixedRightGemm<Scalar> recurrent_gemm;  ///< W_h, packed once per pass.
@@ -179,11 +179,14 @@ class RNNCell : public PrecisionSetting<Scalar_> {
   /// \param s0     initial state, rows in sorted order, (B, H).
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
+  /// \param mode   ForwardMode::inference keeps no h_{t-1} for backward().
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
-  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
+  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
+               ForwardMode mode = ForwardMode::training) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
+    detail::check_forward_mode(fn, mode);
     cache.h.resize(P, H);
 
     // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
@@ -196,7 +199,7 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     // In int8, h_{t-1} lies in [-1, 1] under tanh; under relu its bound is calibrated.
     cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision(), rows,
                               relu ? this->state_bound_ : 1.0f);  // W_h, (H, H)
-    detail::start_h_prev(s, precision(), s0.h, cache.h_prev);
+    detail::start_h_prev(s, detail::keeps_for_backward(mode, precision()), s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
       cache.recurrent_gemm.rows(h, detail::step_h_prev(s, t, r0, r1, s0.h, cache.h, cache.h_prev), Scalar(1),

@@ -203,9 +203,11 @@ class StackedCell {
       with_layer(k, [&] { layers_[k].check_gradients(function, g.layers[k]); });
   }
 
-  /// \brief Runs every layer over a packed batch. Used by dynamic_rnn; call that instead.
+  /// \brief Runs every layer over a packed batch, each in `mode`. Used by dynamic_rnn; call
+  /// that instead.
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and stack.
-  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final) const {
+  void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
+               ForwardMode mode = ForwardMode::training) const {
     constexpr const char* fn = "StackedCell::forward";
     check_state(fn, "s0", s0, s.batch);
     detail::check_shape(fn, "cache.x", cache.x, s.total(), input_size());
@@ -217,7 +219,7 @@ class StackedCell {
     const Scalar keep_scale = Scalar(1 / (1 - dropout_));
     cache.layers[0].x = cache.x;
     for (std::size_t k = 0; k < n; ++k) {
-      layers_[k].forward(s, s0.layers[k], cache.layers[k], final.layers[k]);
+      layers_[k].forward(s, s0.layers[k], cache.layers[k], final.layers[k], mode);
       if (k + 1 == n) break;
       ReusableMatrix<Scalar>& next = cache.layers[k + 1].x;
       next = Cell::packed_outputs(cache.layers[k]);

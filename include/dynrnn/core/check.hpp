@@ -71,6 +71,13 @@ void check_shape(const char* function, const char* argument, const Tensor3<Scala
                    shape_string({x.dimension(0), x.dimension(1), x.dimension(2)}));
 }
 
+/// Throws when `mode` is neither ForwardMode::training nor ForwardMode::inference.
+inline void check_forward_mode(const char* function, ForwardMode mode) {
+  if (mode != ForwardMode::training && mode != ForwardMode::inference)
+    throw_argument(function, "mode", "ForwardMode::training or ForwardMode::inference",
+                   std::to_string(static_cast<int>(mode)));
+}
+
 /// Requires a positive size (a layer dimension).
 inline void check_positive(const char* function, const char* argument, Index value) {
   if (value <= 0) throw_argument(function, argument, "positive", std::to_string(value));

@@ -31,6 +31,15 @@ using Vector = Eigen::Matrix<Scalar, Eigen::Dynamic, 1>;
 template <class Scalar>
 using Tensor3 = Eigen::Tensor<Scalar, 3, Eigen::RowMajor>;
 
+/// \brief What a forward pass keeps. A training pass keeps every activation the backward
+/// pass reads; an inference pass keeps only what its outputs and final state need (an LSTM
+/// then writes about a third of the memory per step), and no backward pass can follow it.
+/// A pass in Precision::int8 is always an inference pass.
+enum class ForwardMode {
+  training,   ///< Keep what backward needs (the default).
+  inference,  ///< Keep nothing for backward; the outputs and final state are the same.
+};
+
 namespace detail {
 
 /// Views a `[T, B, K]` tensor as a `(T*B, K)` row-major matrix: row t*B + b is

@@ -147,13 +147,14 @@ struct RecurrentRunner {
 
   static Gradients make_gradients(const Cell& cell) { return Gradients(cell); }
   static const Tensor3<Scalar>& outputs(const Result& r) { return r.outputs; }
-  void forward(const Cell& cell, const Tensor3<Scalar>& x, const std::vector<int>& lengths, Result& r) {
+  void forward(const Cell& cell, const Tensor3<Scalar>& x, const std::vector<int>& lengths, Result& r,
+               ForwardMode mode) {
     const Index B = x.dimension(1);
     if (rows != B) {
       zero = cell.zero_state(B);
       rows = B;
     }
-    dynamic_rnn(cell, x, lengths, zero, r);
+    dynamic_rnn(cell, x, lengths, zero, r, mode);
   }
   void backward(const Cell& cell, const Result& r, const Tensor3<Scalar>& d_outputs, Gradients& g,
                 InputGradients input_gradients) {
@@ -174,8 +175,9 @@ struct RecurrentRunner<BidirectionalStack<Cell>> {
 
   static Gradients make_gradients(const Stack& stack) { return stack.make_gradients(); }
   static const Tensor3<Scalar>& outputs(const Result& r) { return r.top(); }
-  void forward(const Stack& stack, const Tensor3<Scalar>& x, const std::vector<int>& lengths, Result& r) {
-    stack.forward(x, lengths, r);
+  void forward(const Stack& stack, const Tensor3<Scalar>& x, const std::vector<int>& lengths, Result& r,
+               ForwardMode mode) {
+    stack.forward(x, lengths, r, mode);
   }
   void backward(const Stack& stack, const Result& r, const Tensor3<Scalar>& d_outputs, Gradients& g,
                 InputGradients input_gradients) {
@@ -280,7 +282,7 @@ class SequenceModel {
     if (comm_ && batch.batch() == 0)
       detail::throw_argument("SequenceModel::train_step", "batch", "at least one sequence on every rank", "0");
     set_training(true);
-    Scalar loss = forward_loss(batch, "SequenceModel::train_step");
+    Scalar loss = forward_loss(batch, "SequenceModel::train_step", ForwardMode::training);
     if (comm_) {
       // Mean losses are means over this rank's samples: weigh each rank by its count.
       const bool mean = output_.reduction == Reduction::mean;
@@ -312,7 +314,7 @@ class SequenceModel {
   Metrics evaluate(const SequenceBatch<Scalar>& batch) {
     set_training(false);
     Metrics m;
-    m.loss = double(forward_loss(batch, "SequenceModel::evaluate"));
+    m.loss = double(forward_loss(batch, "SequenceModel::evaluate", ForwardMode::inference));
     const bool ce = output_.loss == Output::Loss::softmax_cross_entropy;
     // Every-step losses count the valid steps they reduced over.
     m.count = output_.head == Output::Head::every_step ? (ce ? step_ce_.steps : step_mse_.steps) : batch.batch();
@@ -362,7 +364,7 @@ class SequenceModel {
       detail::throw_argument("SequenceModel::predict", "model", "a model with Output::Head::last_step",
                              "Output::Head::every_step (use predict_steps)");
     set_training(false);
-    run_forward(batch, "SequenceModel::predict");
+    run_forward(batch, "SequenceModel::predict", ForwardMode::inference);
     return y_;
   }
 
@@ -373,7 +375,7 @@ class SequenceModel {
       detail::throw_argument("SequenceModel::predict_steps", "model", "a model with Output::Head::every_step",
                              "Output::Head::last_step (use predict)");
     set_training(false);
-    run_forward(batch, "SequenceModel::predict_steps");
+    run_forward(batch, "SequenceModel::predict_steps", ForwardMode::inference);
     Tensor3<Scalar> y = y_steps_;
     for (Index b = 0; b < y.dimension(1); ++b)
       for (Index t = batch.lengths[std::size_t(b)]; t < y.dimension(0); ++t)
@@ -431,7 +433,7 @@ class SequenceModel {
     }
     set_training(false);
     cell_.begin_int8_calibration();
-    for (const SequenceBatch<Scalar>* batch : batches) run_forward(*batch, fn);
+    for (const SequenceBatch<Scalar>* batch : batches) run_forward(*batch, fn, ForwardMode::inference);
     cell_.end_int8_calibration();
   }
   /// \brief calibrate_int8() over one batch.
@@ -565,10 +567,11 @@ class SequenceModel {
   }
 
   // Forward through the head into y_ (B, K) or y_steps_ [T, B, K].
-  void run_forward(const SequenceBatch<Scalar>& batch, const char* fn, bool targets = false) {
+  // An inference pass (evaluate, predict, calibration) keeps nothing for backward.
+  void run_forward(const SequenceBatch<Scalar>& batch, const char* fn, ForwardMode mode, bool targets = false) {
     check_batch(batch, fn, targets);
     const Index B = batch.batch();
-    runner_.forward(cell_, inputs(batch), batch.lengths, fwd_);
+    runner_.forward(cell_, inputs(batch), batch.lengths, fwd_, mode);
     const Tensor3<Scalar>& outputs = Runner::outputs(fwd_);
     if (output_.head == Output::Head::last_step) {
       gather_last_outputs(outputs, batch.lengths, last_);
@@ -581,8 +584,8 @@ class SequenceModel {
   }
 
   // Forward and loss; keeps the loss's gradient for backward().
-  Scalar forward_loss(const SequenceBatch<Scalar>& batch, const char* fn) {
-    run_forward(batch, fn, true);
+  Scalar forward_loss(const SequenceBatch<Scalar>& batch, const char* fn, ForwardMode mode) {
+    run_forward(batch, fn, mode, true);
     const bool steps = output_.head == Output::Head::every_step;
     if (output_.loss == Output::Loss::softmax_cross_entropy) {
       if (steps) {

@@ -88,20 +88,22 @@ struct BidirectionalGradients {
 /// \param x        [T, B, I] time-major inputs; values at padded steps are never read.
 /// \param lengths  B lengths, each in [0, T].
 /// \param initial_fw, initial_bw each direction's initial state.
+/// \param mode     ForwardMode::inference when no backward pass will follow (dynamic_rnn).
 /// \throws std::invalid_argument naming the argument, the expected and the actual shape or value.
 template <class CellFw, class CellBw>
 void bidirectional_dynamic_rnn(const CellFw& cell_fw, const CellBw& cell_bw, const Tensor3<typename CellFw::Scalar>& x,
                                const std::vector<int>& lengths, const typename CellFw::State& initial_fw,
-                               const typename CellBw::State& initial_bw, BidirectionalResult<CellFw, CellBw>& result) {
+                               const typename CellBw::State& initial_bw, BidirectionalResult<CellFw, CellBw>& result,
+                               ForwardMode mode = ForwardMode::training) {
   static_assert(std::is_same_v<typename CellFw::Scalar, typename CellBw::Scalar>,
                 "bidirectional_dynamic_rnn: both cells must have the same Scalar");
-  dynamic_rnn(cell_fw, x, lengths, initial_fw, result.fw);  // checks x and lengths
+  dynamic_rnn(cell_fw, x, lengths, initial_fw, result.fw, mode);  // checks x, lengths and mode
   // The copy allocates only when the size changes; a dropped result's tensor is reused.
   detail::TensorPool<typename CellFw::Scalar>::instance().resize(result.reversed, x.dimension(0), x.dimension(1),
                                                                 x.dimension(2));
   result.reversed = x;
   reverse_sequences(result.reversed, lengths);
-  dynamic_rnn(cell_bw, result.reversed, lengths, initial_bw, result.bw);
+  dynamic_rnn(cell_bw, result.reversed, lengths, initial_bw, result.bw, mode);
   reverse_sequences(result.bw.outputs, lengths);
 }
 
@@ -111,9 +113,10 @@ BidirectionalResult<CellFw, CellBw> bidirectional_dynamic_rnn(const CellFw& cell
                                                               const Tensor3<typename CellFw::Scalar>& x,
                                                               const std::vector<int>& lengths,
                                                               const typename CellFw::State& initial_fw,
-                                                              const typename CellBw::State& initial_bw) {
+                                                              const typename CellBw::State& initial_bw,
+                                                              ForwardMode mode = ForwardMode::training) {
   BidirectionalResult<CellFw, CellBw> r;
-  bidirectional_dynamic_rnn(cell_fw, cell_bw, x, lengths, initial_fw, initial_bw, r);
+  bidirectional_dynamic_rnn(cell_fw, cell_bw, x, lengths, initial_fw, initial_bw, r, mode);
   return r;
 }
 
@@ -127,9 +130,10 @@ BidirectionalResult<CellFw, CellBw> bidirectional_dynamic_rnn(const CellFw& cell
 template <class CellFw, class CellBw>
 BidirectionalResult<CellFw, CellBw> bidirectional_dynamic_rnn(const CellFw& cell_fw, const CellBw& cell_bw,
                                                               const Tensor3<typename CellFw::Scalar>& x,
-                                                              const std::vector<int>& lengths) {
+                                                              const std::vector<int>& lengths,
+                                                              ForwardMode mode = ForwardMode::training) {
   const Index B = x.dimension(1);
-  return bidirectional_dynamic_rnn(cell_fw, cell_bw, x, lengths, cell_fw.zero_state(B), cell_bw.zero_state(B));
+  return bidirectional_dynamic_rnn(cell_fw, cell_bw, x, lengths, cell_fw.zero_state(B), cell_bw.zero_state(B), mode);
 }
 
 /// \brief The two directions' outputs side by side, [T, B, R_fw + R_bw], into `out` (forward

@@ -215,8 +215,10 @@ class BidirectionalStack {
   /// \brief Runs the layers over a padded batch from zero states, into `r` (reusing its buffers).
   /// \param x        [T, B, I_0] inputs; values at padded steps are never read.
   /// \param lengths  B lengths, each in [0, T].
+  /// \param mode     ForwardMode::inference when backward() will not follow (dynamic_rnn).
   /// \throws std::invalid_argument naming the argument, the expected and the actual shape or value.
-  void forward(const Tensor3<Scalar>& x, const std::vector<int>& lengths, Result& r) const {
+  void forward(const Tensor3<Scalar>& x, const std::vector<int>& lengths, Result& r,
+               ForwardMode mode = ForwardMode::training) const {
     const std::size_t n = fw_.size();
     const Index B = x.dimension(1);
     r.layers.resize(n);
@@ -232,7 +234,7 @@ class BidirectionalStack {
     }
     for (std::size_t k = 0; k < n; ++k) {
       const Tensor3<Scalar>& in = k == 0 ? x : r.outputs[k - 1];
-      bidirectional_dynamic_rnn(fw_[k], bw_[k], in, lengths, r.zero_fw[k], r.zero_bw[k], r.layers[k]);
+      bidirectional_dynamic_rnn(fw_[k], bw_[k], in, lengths, r.zero_fw[k], r.zero_bw[k], r.layers[k], mode);
       concat_outputs(r.layers[k], r.outputs[k]);
       if (k + 1 < n && training_ && dropout_ > 0) {
         Tensor3<Scalar>& mask = r.masks[k];
@@ -247,9 +249,10 @@ class BidirectionalStack {
   }
 
   /// \brief forward() into a new result.
-  Result forward(const Tensor3<Scalar>& x, const std::vector<int>& lengths) const {
+  Result forward(const Tensor3<Scalar>& x, const std::vector<int>& lengths,
+                 ForwardMode mode = ForwardMode::training) const {
     Result r;
-    forward(x, lengths, r);
+    forward(x, lengths, r, mode);
     return r;
   }
 

@@ -16,7 +16,7 @@
 // A Cell type provides: Scalar, State, Cache (with a member x, the packed
 // inputs), Gradients, BackwardWorkspace; input_size(), output_size(),
 // zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g),
-// check_state(fn, arg, state, B); forward(schedule, sorted s0, cache, sorted final);
+// check_state(fn, arg, state, B); forward(schedule, sorted s0, cache, sorted final, mode);
 // packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate, grads,
 // packed dx or null, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells.
 //
@@ -50,6 +50,7 @@ struct DynamicRNNResult {
   typename Cell::Cache cache;     ///< Activations kept for dynamic_rnn_backward.
   State sorted_initial;           ///< Scratch: the initial state in packed row order.
   State sorted_final;             ///< Scratch: the final state in packed row order.
+  ForwardMode mode = ForwardMode::training;  ///< The pass's mode: after ForwardMode::inference, `cache` holds nothing for backward.
 
   DynamicRNNResult() = default;  ///< An empty result, for the overload that fills one.
   DynamicRNNResult(const DynamicRNNResult&) = default;             ///< Copies every member.
@@ -118,6 +119,8 @@ struct DynamicRNNGradients : Cell::Gradients {
 /// \param x        [T, B, I] time-major inputs; values at padded steps are never read.
 /// \param lengths  B lengths, each in [0, T].
 /// \param initial_state (B, H) per member.
+/// \param mode     ForwardMode::inference when no dynamic_rnn_backward will follow: the same
+///                 outputs and final state, without writing what backward would read.
 /// \return outputs, final state and the cache for dynamic_rnn_backward.
 /// \throws std::invalid_argument naming the argument, the expected and the actual shape or value.
 ///
@@ -127,13 +130,14 @@ struct DynamicRNNGradients : Cell::Gradients {
 /// std::vector<int> lengths(50, 15);
 /// auto fwd = dynrnn::dynamic_rnn(cell, x, lengths);
 /// float y = fwd.outputs(3, 0, 7);                 // output unit 7 of row 0 at step 3
+/// auto out = dynrnn::dynamic_rnn(cell, x, lengths, dynrnn::ForwardMode::inference);  // prediction only
 /// \endcode
 template <class Cell>
 DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x,
-                                   const std::vector<int>& lengths,
-                                   const typename Cell::State& initial_state) {
+                                   const std::vector<int>& lengths, const typename Cell::State& initial_state,
+                                   ForwardMode mode = ForwardMode::training) {
   DynamicRNNResult<Cell> r;
-  dynamic_rnn(cell, x, lengths, initial_state, r);
+  dynamic_rnn(cell, x, lengths, initial_state, r, mode);
   return r;
 }
 
@@ -143,7 +147,8 @@ DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell
 /// the result.
 template <class Cell>
 void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, const std::vector<int>& lengths,
-                 const typename Cell::State& initial_state, DynamicRNNResult<Cell>& result) {
+                 const typename Cell::State& initial_state, DynamicRNNResult<Cell>& result,
+                 ForwardMode mode = ForwardMode::training) {
   using Scalar = typename Cell::Scalar;
   constexpr const char* fn = "dynamic_rnn";
   cell.check_parameters(fn);
@@ -151,6 +156,7 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
   detail::check_shape(fn, "x", x, T, B, cell.input_size());
   detail::check_lengths(fn, lengths, B, T);
   cell.check_state(fn, "initial_state", initial_state, B);
+  detail::check_forward_mode(fn, mode);
 
   PackedSchedule& s = result.schedule;
   s.assign(lengths, T);
@@ -158,7 +164,8 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
   result.sorted_initial.zip(initial_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
     detail::sort_rows(s, src, dst);
   });
-  cell.forward(s, result.sorted_initial, result.cache, result.sorted_final);
+  result.mode = mode;
+  cell.forward(s, result.sorted_initial, result.cache, result.sorted_final, mode);
 
   detail::TensorPool<Scalar>::instance().resize(result.outputs, T, B, H);  // allocates only when the size changes
   auto out = detail::as_matrix(result.outputs);
@@ -171,8 +178,8 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
 /// \brief Runs `cell` over a batch from the zero state; see the overload with an initial state.
 template <class Cell>
 DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x,
-                                   const std::vector<int>& lengths) {
-  return dynamic_rnn(cell, x, lengths, cell.zero_state(x.dimension(1)));
+                                   const std::vector<int>& lengths, ForwardMode mode = ForwardMode::training) {
+  return dynamic_rnn(cell, x, lengths, cell.zero_state(x.dimension(1)), mode);
 }
 
 /// \brief Backpropagation through time for a dynamic_rnn call, accumulating into `grads`.
@@ -182,7 +189,7 @@ DynamicRNNResult<Cell> dynamic_rnn(const Cell& cell, const Tensor3<typename Cell
 /// overwritten with this call's values.
 ///
 /// \param cell       the cell dynamic_rnn ran, with unchanged parameters.
-/// \param forward    dynamic_rnn's result.
+/// \param forward    dynamic_rnn's result, from a pass in ForwardMode::training.
 /// \param d_outputs  [T, B, H] dLoss/d outputs; entries at padded steps are ignored.
 /// \param d_final    (B, H) per member: dLoss/d final state.
 /// \param grads      receives the gradients.
@@ -203,6 +210,9 @@ void dynamic_rnn_backward(const Cell& cell, const DynamicRNNResult<Cell>& forwar
   using Scalar = typename Cell::Scalar;
   constexpr const char* fn = "dynamic_rnn_backward";
   cell.check_parameters(fn);
+  if (forward.mode != ForwardMode::training)
+    detail::throw_argument(fn, "forward", "the result of a pass in ForwardMode::training",
+                           "the result of a pass in ForwardMode::inference, which keeps nothing for backward");
   const PackedSchedule& s = forward.schedule;
   const Index T = s.max_time, B = s.batch, H = cell.output_size(), I = cell.input_size();
   detail::check_shape(fn, "forward.outputs", forward.outputs, T, B, H);

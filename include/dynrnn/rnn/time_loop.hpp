@@ -118,16 +118,22 @@ void for_each_step(const PackedSchedule& s, LoopTeam team, bool reverse, F&& ste
 // Where each step's h_{t-1} comes from. A pass that can be followed by backward() keeps it
 // for every valid (row, step) in the cache's h_prev, (P, R), which the weight gradients read
 // after the loop: seeded from the initial h before step 0 (start_h_prev) and fed from h_t
-// after each step (feed_next_step). A pass in int8, which no backward pass can follow, keeps
-// none (h_prev gets 0 rows) and reads h_{t-1} where it already is: in the first rows of step
-// t - 1's block of h (or the initial h at step 0). That saves a copy of every h_t.
+// after each step (feed_next_step). A pass that no backward pass can follow (an inference
+// pass, keeps_for_backward()) keeps none (h_prev gets 0 rows) and reads h_{t-1} where it
+// already is: in the first rows of step t - 1's block of h (or the initial h at step 0).
+// That saves a copy of every h_t.
 
-/// Before step 0: sizes h_prev (P, R) for a pass at `precision`, 0 rows when the pass keeps
-/// no h_{t-1} (int8), and seeds step 0's block with the sorted initial h of its rows.
+/// Whether a forward pass in `mode` at `precision` keeps what backward() needs: a training
+/// pass does, unless it runs in int8, which only infers.
+inline bool keeps_for_backward(ForwardMode mode, Precision precision) {
+  return mode == ForwardMode::training && precision != Precision::int8;
+}
+
+/// Before step 0: sizes h_prev (P, R), 0 rows when the pass keeps nothing for backward
+/// (`keep` false), and seeds step 0's block with the sorted initial h of its rows.
 template <class Scalar>
-void start_h_prev(const PackedSchedule& s, Precision precision, const Matrix<Scalar>& h0,
-                  ReusableMatrix<Scalar>& h_prev) {
-  h_prev.resize(precision == Precision::int8 ? 0 : s.total(), h0.cols());
+void start_h_prev(const PackedSchedule& s, bool keep, const Matrix<Scalar>& h0, ReusableMatrix<Scalar>& h_prev) {
+  h_prev.resize(keep ? s.total() : 0, h0.cols());
   if (h_prev.rows() > 0 && s.steps > 0) h_prev.topRows(s.active[0]) = h0.topRows(s.active[0]);
 }
 
@@ -152,16 +158,16 @@ void feed_next_step(const PackedSchedule& s, Index t, Index r0, Index r1, const 
   if (r0 < end) h_prev.middleRows(s.offset[t + 1] + r0, end - r0) = h.middleRows(s.offset[t] + r0, end - r0);
 }
 
-/// backward()'s check that its cache kept h_{t-1} (P, R): a cache filled by a pass in int8,
-/// after which the cell was set back to a precision that trains, did not.
+/// backward()'s check that its cache kept h_{t-1} (P, R): a cache filled by an inference
+/// pass (ForwardMode::inference, or int8 before the cell was set back to a precision that
+/// trains) did not.
 template <class Scalar>
 void check_h_prev(const char* function, const ReusableMatrix<Scalar>& h_prev, Index P, Index R) {
   if (h_prev.rows() == 0 && P > 0)
     throw_argument(function, "cache.h_prev",
                    "(" + std::to_string(P) + ", " + std::to_string(R) +
-                       ") from a forward pass that trains (float32 or bfloat16; run forward() again after "
-                       "set_precision)",
-                   "0 rows, from a forward pass in int8, which keeps no h_{t-1}");
+                       ") from a forward pass that trains (ForwardMode::training in float32 or bfloat16)",
+                   "0 rows, from an inference pass (ForwardMode::inference or int8), which keeps no h_{t-1}");
   check_shape(function, "cache.h_prev", h_prev, P, R);
 }
 
