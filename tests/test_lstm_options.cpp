@@ -154,12 +154,15 @@ void expect_inference_pass_is_the_training_pass(const LSTMOptions& options, Prec
       EXPECT_EQ(infer.cache.h_raw.rows(), 0);
       EXPECT_EQ(infer.cache.c.rows(), B);
       EXPECT_EQ(infer.cache.m.rows(), options.num_proj > 0 ? B : 0);
-      if (round == 0) {  // a shorter batch in the same result, then the full one again
+      if (round == 0) {  // a shorter batch in the same result, an empty one, then the full one again
         const std::vector<int> short_lengths = {2, 2, 1, 0, 2, 1, 2, 2, 0};
         dynamic_rnn(cell, x, short_lengths, s0, infer, ForwardMode::inference);
         const auto short_train = dynamic_rnn(cell, x, short_lengths, s0);
         EXPECT_TRUE(infer.final_state.c == short_train.final_state.c);
         EXPECT_TRUE(infer.final_state.h == short_train.final_state.h);
+        dynamic_rnn(cell, x, std::vector<int>(std::size_t(B), 0), s0, infer, ForwardMode::inference);
+        EXPECT_TRUE(infer.final_state.c == s0.c);
+        EXPECT_TRUE(infer.final_state.h == s0.h);
       }
     }
     set_num_threads(1);
