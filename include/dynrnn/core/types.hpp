@@ -32,8 +32,8 @@ template <class Scalar>
 using Tensor3 = Eigen::Tensor<Scalar, 3, Eigen::RowMajor>;
 
 /// \brief What a forward pass keeps. A training pass keeps every activation the backward
-/// pass reads; an inference pass keeps only what its outputs and final state need (an LSTM
-/// then writes about a third of the memory per step), and no backward pass can follow it.
+/// pass reads; an inference pass keeps only what its outputs and final state need (an LSTM's
+/// cache then takes about a third less memory per step), and no backward pass can follow it.
 /// A pass in Precision::int8 is always an inference pass.
 enum class ForwardMode {
   training,   ///< Keep what backward needs (the default).
