@@ -13,6 +13,9 @@
 #include "support.hpp"
 
 #include <cstdio>
+#include <numeric>
+#include <string>
+#include <vector>
 
 namespace dynrnn::test {
 namespace {
@@ -58,33 +61,53 @@ TEST(MixedPrecision, LSTMForwardMatchesAReferenceWithRoundedOperands) {
 }
 
 // The weight gradients, the bias gradient and the input gradient of a bfloat16 pass are the
-// products of the rounded operands the pass kept; dgates itself comes from the pass.
-TEST(MixedPrecision, LSTMGradientsAreProductsOfRoundedOperands) {
+// products of the rounded operands the pass kept; dgates itself comes from the pass. On the
+// AVX-512 BF16 kernels with H a multiple of 16, the gate pass writes the rounded dgates into
+// the weight gradients' packed operand and sums the bias gradient row by row as it goes; the
+// shapes cover that (H 16 and 48, panels of 64 columns and several), a layer it does not take
+// (H 12), an odd number of (row, step) pairs, and a batch of more than 2048 pairs, whose
+// weight gradients run in slices of depth.
+void expect_gradients_are_products_of_rounded_operands(Index T, Index B, Index I, Index H,
+                                                       const std::vector<int>& lengths, double tolerance) {
+  SCOPED_TRACE("T=" + std::to_string(T) + " B=" + std::to_string(B) + " I=" + std::to_string(I) +
+               " H=" + std::to_string(H));
   Rng rng(2);
-  LSTMCell<float> cell(12, 16);
+  LSTMCell<float> cell(I, H);
   cell.reset_parameters(rng);
   cell.set_precision(Precision::bfloat16);
-  const Tensor3<float> x = random_tensor<float>(9, 6, 12, rng), dy = random_tensor<float>(9, 6, 16, rng);
+  const Tensor3<float> x = random_tensor<float>(T, B, I, rng), dy = random_tensor<float>(T, B, H, rng);
   for (CpuIsa isa : {CpuIsa::portable, CpuIsa::avx512_core_bf16}) {
     WithIsa limit(isa);
     SCOPED_TRACE(to_string(cpu_isa()));
-    const auto fwd = dynamic_rnn(cell, x, kMixedLengths);
+    const auto fwd = dynamic_rnn(cell, x, lengths);
     const auto g = dynamic_rnn_backward(cell, fwd, dy);
     const auto& dgates = g.workspace.cell.dgates;
     const Eigen::MatrixXd dz = rounded(dgates);
     const Eigen::MatrixXd d_top = rounded(fwd.cache.x).transpose() * dz;
     const Eigen::MatrixXd d_bottom = rounded(fwd.cache.h_prev).transpose() * dz;
-    EXPECT_LT(relative_difference(Eigen::MatrixXd(g.kernel.topRows(12).cast<double>()), d_top), 1e-6);
-    EXPECT_LT(relative_difference(Eigen::MatrixXd(g.kernel.bottomRows(16).cast<double>()), d_bottom), 1e-6);
+    EXPECT_LT(relative_difference(Eigen::MatrixXd(g.kernel.topRows(I).cast<double>()), d_top), tolerance);
+    EXPECT_LT(relative_difference(Eigen::MatrixXd(g.kernel.bottomRows(H).cast<double>()), d_bottom), tolerance);
     const Eigen::VectorXd bias = Eigen::MatrixXd(dgates.cast<double>()).colwise().sum().transpose();
-    EXPECT_LT(relative_difference(g.bias, bias), 1e-6) << "the bias gradient sums float32 gate gradients";
-    const Eigen::MatrixXd dx = dz * rounded(cell.kernel().topRows(12)).transpose();  // packed rows
+    EXPECT_LT(relative_difference(g.bias, bias), tolerance) << "the bias gradient sums float32 gate gradients";
+    const Eigen::MatrixXd dx = dz * rounded(cell.kernel().topRows(I)).transpose();  // packed rows
     Eigen::MatrixXd dx_cell(dx.rows(), dx.cols());
     for (Index t = 0, row = 0; t < fwd.schedule.steps; ++t)
       for (Index r = 0; r < fwd.schedule.active[std::size_t(t)]; ++r, ++row)
-        for (Index k = 0; k < 12; ++k) dx_cell(row, k) = g.inputs(t, fwd.schedule.order[std::size_t(r)], k);
-    EXPECT_LT(relative_difference(dx_cell, dx), 1e-6);
+        for (Index k = 0; k < I; ++k) dx_cell(row, k) = g.inputs(t, fwd.schedule.order[std::size_t(r)], k);
+    EXPECT_LT(relative_difference(dx_cell, dx), tolerance);
   }
+}
+
+TEST(MixedPrecision, LSTMGradientsAreProductsOfRoundedOperands) {
+  ASSERT_EQ(std::accumulate(kMixedLengths.begin(), kMixedLengths.end(), 0) % 2, 1) << "an odd number of pairs";
+  expect_gradients_are_products_of_rounded_operands(9, 6, 12, 16, kMixedLengths, 1e-6);
+  expect_gradients_are_products_of_rounded_operands(9, 6, 12, 48, kMixedLengths, 1e-6);
+  expect_gradients_are_products_of_rounded_operands(9, 6, 12, 12, kMixedLengths, 1e-6);
+  // 2585 pairs, lengths 0 to 64: float32 sums over that many terms round a little more.
+  std::vector<int> lengths(80);
+  for (std::size_t b = 0; b < lengths.size(); ++b) lengths[b] = int((b * 37) % 65);
+  ASSERT_EQ(std::accumulate(lengths.begin(), lengths.end(), 0), 2585);
+  expect_gradients_are_products_of_rounded_operands(64, 80, 8, 16, lengths, 1e-5);
 }
 
 // One cell or topology in float32 and in bfloat16: outputs and gradients within 1e-2 of each

@@ -6,7 +6,9 @@
 // - bfloat16: operands rounded by bit arithmetic (round to nearest, ties to even), each
 //   element of C summed in float32 over the pairs of k in order, the odd product of a pair
 //   before the even one. A product of two bfloat16 values is exact in float32, so the
-//   reference is the same whether or not the compiler fuses its multiply-adds.
+//   reference is the same whether or not the compiler fuses its multiply-adds. A depth
+//   above 1024 is summed in slices, as the header defines them: the fewest slices of at most
+//   1024, of equal depth in whole pairs but the last, each slice's sum added to C in turn.
 // - int8: scales and quantised values from the definition, sums in int64, the epilogue with
 //   std::fma.
 // Both kernels of each product, the fast one and the portable one, must give those bits.
@@ -65,17 +67,26 @@ std::vector<CpuIsa> portable_levels_and_fast() {
 // C = alpha · A · W (+ bias) + beta · C0 as the file comment defines it; W is (K, N).
 Mat reference(const Mat& A, const Mat& W, float alpha, float beta, const Mat& C0, const float* bias) {
   const Index n = A.rows(), K = A.cols(), N = W.cols();
+  const Index depth = (K + 1) / 2 * 2, slices = std::max<Index>(1, (depth + 1023) / 1024);
+  const Index slice = std::max<Index>(2, ((depth + slices - 1) / slices + 1) / 2 * 2);
   Mat C(n, N);
   for (Index i = 0; i < n; ++i)
     for (Index j = 0; j < N; ++j) {
-      float sum = 0.0f;
-      for (Index k = 0; k < K; k += 2) {
-        if (k + 1 < K) sum += bf16(A(i, k + 1)) * bf16(W(k + 1, j));
-        sum += bf16(A(i, k)) * bf16(W(k, j));
+      float out = 0.0f;
+      for (Index k0 = 0; k0 < std::max<Index>(depth, 1); k0 += slice) {
+        float sum = 0.0f;
+        for (Index k = k0; k < std::min(K, k0 + slice); k += 2) {
+          if (k + 1 < K) sum += bf16(A(i, k + 1)) * bf16(W(k + 1, j));
+          sum += bf16(A(i, k)) * bf16(W(k, j));
+        }
+        if (k0 > 0) {
+          out = alpha * sum + out;
+          continue;
+        }
+        out = alpha * sum;
+        if (bias) out = out + bias[j];
+        if (beta != 0.0f) out = out + beta * C0(i, j);
       }
-      float out = alpha * sum;
-      if (bias) out = out + bias[j];
-      if (beta != 0.0f) out = out + beta * C0(i, j);
       C(i, j) = out;
     }
   return C;
@@ -152,7 +163,9 @@ void expect_bf16_reference_bits(CpuIsa isa) {
        {7, 40, 3, Op::N, 1.0f, 1.0f, true},
        {12, 2, 200, Op::N, 1.0f, 0.0f, false},
        {9, 31, 47, Op::N, 0.5f, 0.0f, true},
-       {8, 0, 17, Op::N, 1.0f, 1.0f, true}},
+       {8, 0, 17, Op::N, 1.0f, 1.0f, true},
+       {7, 1025, 80, Op::N, 1.0f, 1.0f, true},
+       {13, 2501, 48, Op::T, 1.0f, 0.0f, false}},
       false,
       [](auto& gemm, Mat& C, const Mat& A, const ProductCase& c, const float* bias) {
         gemm(C, A, c.alpha, c.beta, bias);
@@ -206,7 +219,7 @@ void expect_transposed_left_reference_bits(CpuIsa isa) {
   std::mt19937 rng(21);
   for (const auto& [m, K, N] : {std::array<Index, 3>{1, 1, 1}, std::array<Index, 3>{17, 9, 70},
                                 std::array<Index, 3>{48, 101, 256}, std::array<Index, 3>{133, 640, 96},
-                                std::array<Index, 3>{5, 2, 13}}) {
+                                std::array<Index, 3>{5, 2, 13}, std::array<Index, 3>{40, 3001, 96}}) {
     SCOPED_TRACE("m=" + std::to_string(m) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
     const Mat A = normal(K, m, rng), W = normal(K, N, rng, 0.1f), C0 = normal(m, N, rng);
     dynrnn::Bf16PackedRightGemm gemm;
@@ -242,22 +255,25 @@ TEST(Bf16Gemm, Avx512Bf16TransposedLeftGivesTheReferenceBits) {
 void expect_pack_adds_column_sums(CpuIsa isa) {
   WithIsa limit(isa);
   std::mt19937 rng(23);
-  const Index K = 37, N = 70;
-  const Mat W = normal(K, N, rng), A = normal(5, K, rng);
-  const Mat start = normal(1, N, rng);
-  Mat want = start;
-  for (Index k = 0; k < K; ++k)
-    for (Index j = 0; j < N; ++j) want(0, j) = want(0, j) + W(k, j);
-  Mat sums = start, with(5, N), without(5, N);
-  dynrnn::Bf16PackedRightGemm gemm;
-  gemm.pack(W, Op::N, sums.data());
-  ASSERT_EQ(gemm.isa(), kernel_at<dynrnn::Bf16PackedRightGemm>(isa));
-  gemm(with, A);
-  EXPECT_TRUE(sums == want) << "largest difference " << (sums - want).cwiseAbs().maxCoeff();
-  gemm.pack(W, Op::N);
-  gemm(without, A);
-  EXPECT_TRUE(with == without);
-  EXPECT_THROW(gemm.pack(W.transpose(), Op::T, sums.data()), std::invalid_argument);
+  for (const Index K : {37, 2049}) {
+    SCOPED_TRACE("K=" + std::to_string(K));
+    const Index N = 70;
+    const Mat W = normal(K, N, rng), A = normal(5, K, rng);
+    const Mat start = normal(1, N, rng);
+    Mat want = start;
+    for (Index k = 0; k < K; ++k)
+      for (Index j = 0; j < N; ++j) want(0, j) = want(0, j) + W(k, j);
+    Mat sums = start, with(5, N), without(5, N);
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(W, Op::N, sums.data());
+    ASSERT_EQ(gemm.isa(), kernel_at<dynrnn::Bf16PackedRightGemm>(isa));
+    gemm(with, A);
+    EXPECT_TRUE(sums == want) << "largest difference " << (sums - want).cwiseAbs().maxCoeff();
+    gemm.pack(W, Op::N);
+    gemm(without, A);
+    EXPECT_TRUE(with == without);
+    EXPECT_THROW(gemm.pack(W.transpose(), Op::T, sums.data()), std::invalid_argument);
+  }
 }
 
 TEST(Bf16Gemm, PortablePackAddsTheColumnSums) {
@@ -267,6 +283,60 @@ TEST(Bf16Gemm, PortablePackAddsTheColumnSums) {
 TEST(Bf16Gemm, Avx512Bf16PackAddsTheColumnSums) {
   SKIP_WITHOUT_BF16();
   expect_pack_adds_column_sums(CpuIsa::avx512_core_bf16);
+}
+
+#ifdef DYNRNN_X86_KERNELS
+// Rows `order` of W (K, N) written into pack_in_place()'s packing by
+// Bf16Avx512Kernel::store_row(), 16 columns at a time, as the LSTM's gate gradients are.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) void store_rows(
+    const dynrnn::Bf16PackedRightGemm& gemm, std::uint16_t* packed, const Mat& W, const std::vector<Index>& order) {
+  for (const Index k : order)
+    for (Index j = 0; j < W.cols(); j += 16)
+      dynrnn::detail::Bf16Avx512Kernel::store_row(packed + gemm.packed_offset(k - k % 2, j), k,
+                                                  _mm512_loadu_ps(W.data() + k * W.cols() + j));
+}
+#endif
+
+// pack_in_place(): rows written into the packing one at a time, in any order (shuffled
+// here: the LSTM's backward writes the last step's rows first, and threads write the two
+// rows of a pair apart), give the products of pack() of the same W bit for bit, both
+// operator() and transposed_left(): over depths of one slice and of several, odd and even,
+// and panels of 64 columns and narrower last ones. The packing held infinities before, so
+// that a row left unwritten, or an odd depth's pad row left as it was, shows as NaN.
+TEST(Bf16Gemm, RowsWrittenInPlaceMakeThePackedOperand) {
+  SKIP_WITHOUT_BF16();
+#ifdef DYNRNN_X86_KERNELS
+  std::mt19937 rng(24);
+  for (const auto& [K, N] : {std::array<Index, 2>{7, 48}, std::array<Index, 2>{2501, 208},
+                             std::array<Index, 2>{1030, 64}}) {
+    SCOPED_TRACE("K=" + std::to_string(K) + " N=" + std::to_string(N));
+    const Mat W = normal(K, N, rng), A = normal(11, K, rng), At = normal(K, 9, rng), C0 = normal(11, N, rng);
+    std::vector<Index> order(static_cast<std::size_t>(K));
+    for (Index k = 0; k < K; ++k) order[std::size_t(k)] = k;
+    std::shuffle(order.begin(), order.end(), rng);
+    dynrnn::Bf16PackedRightGemm in_place, packed;
+    in_place.pack(Mat::Constant(K + 1, N, std::numeric_limits<float>::infinity()), Op::N);
+    std::uint16_t* dst = in_place.pack_in_place(K, N);
+    ASSERT_NE(dst, nullptr);
+    EXPECT_EQ(in_place.isa(), CpuIsa::avx512_core_bf16);
+    store_rows(in_place, dst, W, order);
+    packed.pack(W, Op::N);
+    Mat c_in_place = C0, c_packed = C0;
+    in_place(c_in_place, A, 1.0f, 1.0f);
+    packed(c_packed, A, 1.0f, 1.0f);
+    EXPECT_TRUE(c_in_place == c_packed) << "largest difference " << (c_in_place - c_packed).cwiseAbs().maxCoeff();
+    Mat d_in_place(9, N), d_packed(9, N);
+    in_place.transposed_left(d_in_place, At);
+    packed.transposed_left(d_packed, At);
+    EXPECT_TRUE(d_in_place == d_packed) << "largest difference " << (d_in_place - d_packed).cwiseAbs().maxCoeff();
+  }
+#endif
+  // Columns that end inside a packet, or a CPU limited below AVX-512 BF16: no packing to
+  // write into, and the caller packs W instead.
+  dynrnn::Bf16PackedRightGemm gemm;
+  EXPECT_EQ(gemm.pack_in_place(8, 40), nullptr);
+  WithIsa limit(CpuIsa::avx512_core_vnni);
+  EXPECT_EQ(gemm.pack_in_place(8, 48), nullptr);
 }
 
 // Against the float32 product (in double): bfloat16 keeps 8 significant bits, so the

@@ -161,6 +161,7 @@ template <class Scalar>
 struct LSTMBackwardWorkspace {
   ReusableMatrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
   ReusableMatrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
+  ReusableMatrix<Scalar> bias_rows;     ///< (B, 4H) bfloat16 on AVX-512 BF16: each row's sum of its dgates.
   Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
   MixedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
   MixedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
@@ -454,6 +455,16 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     ws.recurrent_gemm.pack(kernel_.bottomRows(R), Op::T, precision(), rows);  // W_hᵀ, (4H, R)
     const bool fast = detail::fast_activations();
     if (proj) ws.projection_gemm.pack(projection_, Op::T, precision(), rows);  // (R, H)
+    // In bfloat16 on the AVX-512 BF16 kernels, the gate pass also writes each row's gate
+    // gradients rounded into the weight gradients' packed right operand, and adds them to the
+    // row's sums for the bias gradient, while they are in cache: the weight gradients then
+    // need not read dgates back from memory and pack them after the loop.
+    std::uint16_t* const packed_dgates =
+        fast && H % 16 == 0 ? ws.weight_gemm.pack_in_place(P, 4 * H, precision()) : nullptr;
+    if (packed_dgates) {
+      ws.bias_rows.resize(s.batch, 4 * H);
+      ws.bias_rows.setZero();
+    }
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -468,22 +479,39 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
       const Scalar* c_prev = t == 0 ? cache.c0.data() : cache.c.row(s.offset[t - 1]).data();
       // One pass over the four gates of each row; dLoss/dm_t comes from the projection, or is
       // the total dh_t without one.
-      for (Index r = r0; r < r1; ++r)
+      for (Index r = r0; r < r1; ++r) {
+        const Index pair = (o + r) / 2 * 2;
+        const detail::LstmGradientPacking<Scalar> packing{
+            packed_dgates ? packed_dgates + ws.weight_gemm.packed_offset(pair, 0) : nullptr,
+            packed_dgates ? ws.weight_gemm.packed_offset(pair, detail::kDotPanelColumns) -
+                                ws.weight_gemm.packed_offset(pair, 0)
+                          : 0,
+            o + r,
+            packed_dgates ? ws.bias_rows.row(r).data() : nullptr};
         detail::lstm_gate_gradients<Scalar>(
             {cache.gates.row(o + r).data(), cache.tanh_c.row(o + r).data(), c_prev + r * H,
              cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
              proj ? ws.dm.row(r).data() : dh_next.row(r).data(), proj ? nullptr : dh.row(o + r).data(),
              dc_next.row(r).data(), ws.dgates.row(o + r).data(), peep ? w_i_diag_.data() : nullptr,
              peep ? w_f_diag_.data() : nullptr, peep ? w_o_diag_.data() : nullptr, cell_clip, r + 1 < r1},
-            H, fast);
+            H, fast, packed_dgates ? &packing : nullptr);
+      }
       // dh flows into h_{t-1} through W_h.
       ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), r0);
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
     // (the column sums), from the same packed slices in float32 (MixedWeightGemm::transposed_pair).
-    ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
-                                   cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data(), precision());
+    // With the gate gradients packed in the loop, the bias gradient sums the rows' sums in
+    // row order.
+    if (packed_dgates) {
+      for (Index r = 0; r < s.batch; ++r) grads.bias += ws.bias_rows.row(r).transpose();
+      ws.weight_gemm.transposed_pair_in_place(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
+                                              cache.h_prev, Scalar(1), Scalar(1));
+    } else {
+      ws.weight_gemm.transposed_pair(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
+                                     cache.h_prev, ws.dgates, Scalar(1), Scalar(1), grads.bias.data(), precision());
+    }
     if (proj) ws.weight_gemm(grads.projection, cache.m, ws.d_proj, Scalar(1), Scalar(1), precision());
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
     if (dx == nullptr) return;

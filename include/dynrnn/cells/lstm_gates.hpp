@@ -32,9 +32,11 @@
 
 #include "../core/activations.hpp"
 #include "../core/types.hpp"
+#include "../precision/bfloat16_gemm.hpp"
 
 #include <Eigen/Core>
 
+#include <cstdint>
 #include <type_traits>
 
 namespace dynrnn::detail {
@@ -74,6 +76,21 @@ struct LstmGradientRow {
   const Scalar *w_i, *w_f, *w_o;
   Scalar cell_clip;
   bool next_row;
+};
+
+/// \brief Where a row's gate gradients also go when the weight gradients run in bfloat16:
+/// row `row` of the gate gradients (P, 4H), rounded, into the packing that
+/// MixedWeightGemm::pack_in_place() returned for them, and added to `sums` (4H), the row's sum
+/// over the steps so far (its share of the bias gradient). This spares backward() a pass
+/// that reads all the gate gradients back from memory after the loop.
+/// `pair` points at element (row - row % 2, 0) of the packing, and `panel_stride` is the
+/// distance from there to the same pair's first column of the next panel of 64 columns;
+/// 4H must be a multiple of 64 (H of 16).
+template <class Scalar>
+struct LstmGradientPacking {
+  std::uint16_t* pair;
+  Index panel_stride, row;
+  Scalar* sums;
 };
 
 #ifdef DYNRNN_X86_KERNELS
@@ -164,9 +181,10 @@ __attribute__((target("avx512f"))) inline void lstm_gates_avx512(const LstmGateR
   }
 }
 
-/// The fused gate gradients for float over units [k, k + 16), masked by `mask`.
-__attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const LstmGradientRow<float>& a, Index H,
-                                                                         Index k, __mmask16 mask) {
+/// The fused gate gradients for float over units [k, k + 16), masked by `mask`; also gives
+/// them in d (di, dj, df, do).
+__attribute__((target("avx512f"), always_inline)) inline void lstm_gate_gradients_packet(
+    const LstmGradientRow<float>& a, Index H, Index k, __mmask16 mask, __m512 (&d)[4]) {
   const __m512 one = _mm512_set1_ps(1.0f);
   const float* g = a.g + k;
   if (a.next_row) {
@@ -204,11 +222,29 @@ __attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const 
   store_packet<1>(dg + 2 * H, 0, mask, df);
   store_packet<1>(dg + 3 * H, 0, mask, d_o);
   store_packet<1>(a.dc + k, 0, mask, dc);
+  d[0] = di, d[1] = dj, d[2] = df, d[3] = d_o;
 }
 
 __attribute__((target("avx512f"))) inline void lstm_gate_gradients_avx512(const LstmGradientRow<float>& a, Index H) {
-  for (Index k = 0; k < H; k += 16)
-    lstm_gate_gradients_avx512(a, H, k, first_lanes(H - k));
+  __m512 d[4];
+  for (Index k = 0; k < H; k += 16) lstm_gate_gradients_packet(a, H, k, first_lanes(H - k), d);
+}
+
+/// The fused gate gradients, also written in bfloat16 into the weight gradients' packed
+/// right operand and added to the row's running sums (LstmGradientPacking); H a multiple of 16.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void lstm_gate_gradients_avx512_bf16(
+    const LstmGradientRow<float>& a, Index H, const LstmGradientPacking<float>& out) {
+  using Kernel = Bf16Avx512Kernel;
+  __m512 d[4];
+  for (Index k = 0; k < H; k += 16) {
+    lstm_gate_gradients_packet(a, H, k, 0xffff, d);
+    for (int gate = 0; gate < 4; ++gate) {
+      const Index j = gate * H + k;
+      Kernel::store_row(out.pair + j / kDotPanelColumns * out.panel_stride + 2 * (j % kDotPanelColumns), out.row,
+                        d[gate]);
+      _mm512_storeu_ps(out.sums + j, _mm512_add_ps(_mm512_loadu_ps(out.sums + j), d[gate]));
+    }
+  }
 }
 
 DYNRNN_END_AVX512_KERNELS
@@ -253,13 +289,22 @@ void lstm_gates(const LstmGateRow<Scalar>& a, Index H, bool fast) {
 
 /// \brief One row's gate gradients over H units (see the file comment).
 /// \param fast fast_activations(), read once per pass by the caller.
+/// \param packing null, or where the gradients also go in bfloat16 (LstmGradientPacking):
+///   only for float, with `fast`, H a multiple of 16 and the packing from a CPU at
+///   CpuIsa::avx512_core_bf16, which MixedWeightGemm::pack_in_place() ensures.
 template <class Scalar>
-void lstm_gate_gradients(const LstmGradientRow<Scalar>& a, Index H, bool fast) {
+void lstm_gate_gradients(const LstmGradientRow<Scalar>& a, Index H, bool fast,
+                         const LstmGradientPacking<Scalar>* packing = nullptr) {
 #ifdef DYNRNN_X86_KERNELS
-  if constexpr (std::is_same_v<Scalar, float>)
+  if constexpr (std::is_same_v<Scalar, float>) {
+    if (packing) {
+      eigen_assert(fast && H % 16 == 0);
+      return lstm_gate_gradients_avx512_bf16(a, H, *packing);
+    }
     if (fast) return lstm_gate_gradients_avx512(a, H);
+  }
 #endif
-  (void)fast;
+  (void)fast, (void)packing;
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
   const ConstArray i(a.g, H), j(a.g + H, H), f(a.g + 2 * H, H), og(a.g + 3 * H, H), tc(a.tc, H), cp(a.cp, H);

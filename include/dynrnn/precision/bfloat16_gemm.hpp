@@ -22,12 +22,20 @@
 //   sum = 0;  for q = 0 .. ceil(K / 2) - 1:  sum += a[2q+1]·w[2q+1];  sum += a[2q]·w[2q];
 //
 // in float32, with a and w rounded to bfloat16 (an odd K's last pair padded with zeros),
-// then the epilogue alpha · sum (+ bias) (+ beta · C). A product of two bfloat16 values is
-// exact in float32 (8-bit significands), so a fused multiply-add rounds as the separate
-// add does, and vdpbf16ps adds a pair's odd product first, then its even one: the portable
-// kernel packs each pair swapped to do the same. Only values below float32's normal range
-// (about 1.2e-38) may differ: the instructions treat subnormals as zero. The sum order does
-// not depend on how rows are shared between threads.
+// then the epilogue alpha · sum (+ bias) (+ beta · C). A product deeper than
+// kMaxSliceDepth (the weight gradients, whose depth is every (row, step) of a batch) runs
+// in slices of depth: each slice's sum as above, the first with that epilogue, every later
+// one with alpha · sum + C (detail::slice_depth() sets where they start). A slice of W then
+// stays in cache across the rows of A, where a whole panel of W of several MB would be read
+// from memory again for every block of rows of A; in float32, PanelKernel::run_transposed()
+// slices its depth the same way.
+//
+// A product of two bfloat16 values is exact in float32 (8-bit significands), so a fused
+// multiply-add rounds as the separate add does, and vdpbf16ps adds a pair's odd product
+// first, then its even one: the portable kernel packs each pair swapped to do the same.
+// Only values below float32's normal range (about 1.2e-38) may differ: the instructions
+// treat subnormals as zero. The sum order does not depend on how rows are shared between
+// threads.
 #pragma once
 
 #include "cpu_isa.hpp"
@@ -51,6 +59,19 @@
 
 namespace dynrnn {
 namespace detail {
+
+/// The largest depth Bf16PackedRightGemm multiplies in one pass (see the file comment): a
+/// slice of a panel of W is then at most 128 KiB, which stays in the L2 cache while the
+/// tiles of a block of rows of A read it.
+inline constexpr Index kMaxSliceDepth = 1024;
+
+/// The depth of every slice but the last of a product of depth Kp (even): Kp when it is
+/// at most kMaxSliceDepth, else Kp shared evenly between the fewest slices that are at most
+/// that deep, rounded up to whole pairs (the last slice takes the rest).
+inline Index slice_depth(Index Kp) {
+  const Index slices = std::max<Index>(1, (Kp + kMaxSliceDepth - 1) / kMaxSliceDepth);
+  return std::max<Index>(2, ((Kp + slices - 1) / slices + 1) / 2 * 2);
+}
 
 /// `x` rounded to the nearest bfloat16 (ties to even; NaN stays NaN), as a float.
 inline float round_to_bfloat16(float x) { return static_cast<float>(Eigen::bfloat16(x)); }
@@ -105,36 +126,49 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
   }
 
   /// pack() of the panels [first, last) of op(W) = Wᵀ, W (N, K) with row stride `stride`,
-  /// vectorised: a k-pair of column j of op(W) is two neighbours in row j of W, so each row is
-  /// rounded 32 values at a time, which are 16 pairs, and the pairs are scattered to their
-  /// rows of the panel.
+  /// vectorised: a k-pair of column j of op(W) is two neighbours in row j of W, so 16 rows
+  /// of W (16 columns of op(W)) are rounded 32 values at a time, which are 16 pairs each,
+  /// and transposed in registers (transpose_words()) into 16 pairs of rows of the panel, 16
+  /// columns wide each: whole 64-byte stores, where storing each column's pairs to their 16
+  /// rows of the panel took a scatter per 32 values.
   DYNRNN_TARGET_AVX512_BF16 static void pack_columns(std::uint16_t* dst, const float* w, Index stride, Index K,
                                                      Index N, Index first, Index last) {
-    const Index Kp = depth(K);
+    const Index Kp = depth(K), pairs = Kp / 2;
     for (Index j0 = first * kWidth; j0 < std::min(N, last * kWidth); j0 += kWidth) {
       const Index width = Index(packets_at(j0, N)) * kPacket;
-      std::uint16_t* panel = dst + j0 * Kp;
-      // Pair q of column c lands at 32-bit word q·width + c of the panel.
-      const __m512i pairs = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                               _mm512_set1_epi32(int(width)));
-      for (Index c = 0; c < width; ++c) {
-        const Index j = j0 + c;
-        for (Index k = 0; k < Kp; k += 2 * kPacket) {
-          const Index left = std::min<Index>(2 * kPacket, K - k);  // >= 1: k < K
-          const Index lo = std::min<Index>(kPacket, left), hi = std::max<Index>(left - kPacket, 0);
-          const __mmask16 lo_mask = first_lanes(lo);
-          const __mmask16 hi_mask = first_lanes(hi);
-          const bool column = j < N;  // past N the panel holds zeros
-          const __m512 low = column ? _mm512_maskz_loadu_ps(lo_mask, w + j * stride + k) : _mm512_setzero_ps();
-          const __m512 high =
-              column ? _mm512_maskz_loadu_ps(hi_mask, w + j * stride + k + kPacket) : _mm512_setzero_ps();
-          const Index words = std::min<Index>(kPacket, (Kp - k) / 2);
-          const __mmask16 store = first_lanes(words);
-          _mm512_mask_i32scatter_epi32(panel + (k / 2 * width + c) * 2, store, pairs,
-                                       (__m512i)_mm512_cvtne2ps_pbh(high, low), 4);
+      std::uint16_t* panel = dst + j0 * Kp;  // pair q of column c at 32-bit word q·width + c
+      for (Index c0 = 0; c0 < width; c0 += kPacket)
+        for (Index q0 = 0; q0 < pairs; q0 += kPacket) {
+          const Index k = 2 * q0, left = std::min<Index>(2 * kPacket, K - k);  // >= 1: k < K
+          const __mmask16 lo_mask = first_lanes(std::min<Index>(kPacket, left));
+          const __mmask16 hi_mask = first_lanes(std::max<Index>(left - kPacket, 0));
+          __m512i x[16];
+          for (int c = 0; c < 16; ++c) {  // past N the panel holds zeros
+            const Index j = j0 + c0 + c;
+            const float* row = w + j * stride + k;
+            x[c] = j < N ? (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi_mask, row + kPacket),
+                                                        _mm512_maskz_loadu_ps(lo_mask, row))
+                         : _mm512_setzero_si512();
+          }
+          transpose_words(x);  // x[l]: pair q0 + l of the 16 columns
+          for (Index l = 0; l < std::min<Index>(kPacket, pairs - q0); ++l)
+            _mm512_storeu_si512(panel + 2 * ((q0 + l) * width + c0), x[l]);
         }
-      }
     }
+  }
+
+  /// Row k of op(W) at 16 columns [j, j + 16) of one panel (j a multiple of 16, the 16
+  /// columns inside N), rounded to bfloat16 and stored into their halves of the 16 k-pairs at
+  /// `pairs` = the packing + packed_offset(K, N, k - k % 2, j): the low halves for an even k,
+  /// the high ones for an odd k. The other k of each pair is left as it is, so the rows of a
+  /// pair may be written in either order, by different threads: what pack_rows() writes, a
+  /// row at a time.
+  DYNRNN_TARGET_AVX512_BF16 static void store_row(std::uint16_t* pairs, Index k, __m512 x) {
+    const __m512i words = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
+    if (k % 2)
+      _mm512_mask_storeu_epi16(pairs, __mmask32(0xaaaaaaaau), _mm512_slli_epi32(words, 16));
+    else
+      _mm512_mask_storeu_epi16(pairs, __mmask32(0x55555555u), words);
   }
 
   /// x[0..15], 16 rows of 16 32-bit words, transposed in place: word r of x[c] becomes word
@@ -301,23 +335,25 @@ class Bf16PackedRightGemm {
   void pack(const ConstMatrixRef& W, Op op, float* column_sums = nullptr) {
     if (column_sums && op != Op::N)
       detail::throw_argument("Bf16PackedRightGemm::pack", "op", "Op::N with column_sums", "Op::T");
-    K_ = op == Op::N ? W.rows() : W.cols();
-    N_ = op == Op::N ? W.cols() : W.rows();
-    Kp_ = (K_ + 1) / 2 * 2;
-    reserved_ = 0;  // the workspaces' rows were sized for the last depth
+    set_shape(op == Op::N ? W.rows() : W.cols(), op == Op::N ? W.cols() : W.rows());
     isa_ = cpu_isa() >= CpuIsa::avx512_core_bf16 ? CpuIsa::avx512_core_bf16 : CpuIsa::portable;
     tiles_ = isa_ == CpuIsa::portable ? detail::float_tiles() : CpuIsa::portable;
 #ifdef DYNRNN_X86_KERNELS
     if (isa_ == CpuIsa::avx512_core_bf16) {
-      const Index size = Fast::packed_size(K_, N_);
-      detail::grow_flat(packed_bf16_, size);
+      detail::grow_flat(packed_bf16_, slices() * Fast::packed_size(slice_, N_));
       const Index panels = (N_ + Fast::kWidth - 1) / Fast::kWidth;
-      // Rounding and interleaving cost about as much as 8 multiply-adds per element.
+      // Rounding and interleaving cost about as much as 8 multiply-adds per element. Each
+      // slice of depth is packed as a W of its own, one after the other.
       detail::for_row_shares(panels, 8.0 * double(K_) * double(N_), 1, [&](Index first, Index last) {
-        if (op == Op::N)
-          Fast::pack_rows(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last, column_sums);
-        else
-          Fast::pack_columns(packed_bf16_.data(), W.data(), W.outerStride(), K_, N_, first, last);
+        for (Index k0 = 0, s = 0; k0 < K_; k0 += slice_, ++s) {
+          std::uint16_t* dst = packed_bf16_.data() + s * Fast::packed_size(slice_, N_);
+          const Index rows = std::min(slice_, K_ - k0);
+          if (op == Op::N)
+            Fast::pack_rows(dst, W.data() + k0 * W.outerStride(), W.outerStride(), rows, N_, first, last,
+                            column_sums);
+          else
+            Fast::pack_columns(dst, W.data() + k0, W.outerStride(), rows, N_, first, last);
+        }
       });
       return;
     }
@@ -332,9 +368,50 @@ class Bf16PackedRightGemm {
       }
     detail::with_panel_kernel<float>(tiles_, [&](auto kernel) {
       using Portable = decltype(kernel);
-      detail::grow_flat(packed_float_, Portable::packed_size(Kp_, N_));
-      Portable::pack_panels(packed_float_.data(), staged_.data(), N_, false, Kp_, N_);
+      detail::grow_flat(packed_float_, slices() * Portable::packed_size(slice_, N_));
+      for (Index k0 = 0, s = 0; k0 < Kp_; k0 += slice_, ++s)
+        Portable::pack_panels(packed_float_.data() + s * Portable::packed_size(slice_, N_), staged_.data() + k0 * N_,
+                              N_, false, std::min(slice_, Kp_ - k0), N_);
     });
+  }
+
+  /// \brief Makes room for W (K, N), Op::N, to be written in place by its producer, a row
+  /// at a time, instead of being packed from a float32 matrix by pack(): the LSTM's gate
+  /// gradients as it computes them, in the layout of the AVX-512 BF16 kernel
+  /// (`detail::Bf16Avx512Kernel::store_row()` at packed_offset(k - k % 2, j) of the
+  /// returned pointer). The products then use it as they use a packed W. The caller must
+  /// write every element of rows [0, K) before the next product; a pad row past an odd K
+  /// is zeroed here.
+  /// \returns the packing, or null when cpu_isa() does not allow the AVX-512 BF16 kernel or N
+  ///   is not a multiple of 16; then the caller uses pack(), and this object is unchanged.
+  std::uint16_t* pack_in_place(Index K, Index N) {
+#ifdef DYNRNN_X86_KERNELS
+    if (cpu_isa() < CpuIsa::avx512_core_bf16 || N % Fast::kPacket != 0) return nullptr;
+    set_shape(K, N);
+    isa_ = CpuIsa::avx512_core_bf16;
+    tiles_ = CpuIsa::portable;
+    detail::grow_flat(packed_bf16_, slices() * Fast::packed_size(slice_, N_));
+    std::uint16_t* packed = packed_bf16_.data();
+    if (K_ % 2)
+      for (Index j = 0; j < N_; ++j) packed[packed_offset(K_, j)] = 0;
+    return packed;
+#else
+    (void)K;
+    (void)N;
+    return nullptr;
+#endif
+  }
+
+  /// \brief Where element (k, j) of op(W) (k < K rounded up to even, j < N) lies in the
+  /// packing of the AVX-512 BF16 kernel that pack_in_place() returns, in elements from its start.
+  Index packed_offset(Index k, Index j) const {
+#ifdef DYNRNN_X86_KERNELS
+    const Index s = k / slice_, k0 = s * slice_;
+    return s * Fast::packed_size(slice_, N_) + Fast::packed_offset(std::min(slice_, Kp_ - k0), N_, k - k0, j);
+#else
+    (void)k, (void)j;
+    return 0;
+#endif
   }
 
   /// \brief `C = alpha·A·op(W) + beta·C`, plus `bias` on every row of C when it is not
@@ -424,7 +501,11 @@ class Bf16PackedRightGemm {
         Fast::convert_transposed(converted, a, lda, n, K_);
       else
         Fast::convert(converted, a, lda, n, K_);
-      Fast::run(Fast::Product{c, ldc, converted, Kp_, packed_bf16_.data(), bias, n, Kp_, N_, alpha, beta});
+      // Slice after slice; once for a depth of 0, which still gives C = beta·C (+ bias).
+      for (Index k0 = 0, s = 0; k0 == 0 || k0 < Kp_; k0 += slice_, ++s)
+        Fast::run(Fast::Product{c, ldc, converted + k0, Kp_, packed_bf16_.data() + s * Fast::packed_size(slice_, N_),
+                                k0 == 0 ? bias : nullptr, n, std::min(slice_, Kp_ - k0), N_, alpha,
+                                k0 == 0 ? beta : 1.0f});
       return;
     }
 #endif
@@ -435,14 +516,30 @@ class Bf16PackedRightGemm {
             from >= K_ ? 0.0f : detail::round_to_bfloat16(transposed ? a[from * lda + i] : a[i * lda + from]);
       }
     detail::with_panel_kernel<float>(tiles_, [&](auto kernel) {
-      decltype(kernel)::run_panels(
-          {c, ldc, a_float_.data() + first * Kp_, Kp_, packed_float_.data(), bias, n, Kp_, N_, alpha, beta});
+      using Portable = decltype(kernel);
+      for (Index k0 = 0, s = 0; k0 == 0 || k0 < Kp_; k0 += slice_, ++s)
+        Portable::run_panels({c, ldc, a_float_.data() + first * Kp_ + k0, Kp_,
+                              packed_float_.data() + s * Portable::packed_size(slice_, N_), k0 == 0 ? bias : nullptr,
+                              n, std::min(slice_, Kp_ - k0), N_, alpha, k0 == 0 ? beta : 1.0f});
     });
   }
+
+  // The shapes of a new op(W), (K, N), and its slices of depth.
+  void set_shape(Index K, Index N) {
+    K_ = K;
+    N_ = N;
+    Kp_ = (K_ + 1) / 2 * 2;
+    slice_ = detail::slice_depth(Kp_);
+    reserved_ = 0;  // the workspaces' rows were sized for the last depth
+  }
+
+  // Slices of depth of the packed op(W) (at least one).
+  Index slices() const { return std::max<Index>(1, (Kp_ + slice_ - 1) / slice_); }
 
   CpuIsa isa_ = CpuIsa::portable;
   CpuIsa tiles_ = CpuIsa::portable;         // the portable kernel's float32 tiles: float_tiles()
   Index K_ = 0, N_ = 0, Kp_ = 0;
+  Index slice_ = 2;                         // the depth of every slice of op(W) but the last
   Index reserved_ = 0;                      // rows of A the workspace holds at this depth
   // Flat buffers from dynrnn's buffer cache (ReusableMatrix), as a result's matrices are: a
   // workspace made and dropped with every call of the returning forms (the weight gradients'

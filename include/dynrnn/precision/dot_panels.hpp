@@ -78,6 +78,10 @@ __attribute__((always_inline)) inline void prefetch_c_tile(const float* c, Index
 /// share rows between threads, so that every share but the last fills whole tiles.
 inline constexpr int kDotTileRows = 6;
 
+/// Columns per panel of the dot-product kernels (DotPanels::kWidth): producers that write a
+/// packing in place (the LSTM's gate gradients) step from one panel to the next by it.
+inline constexpr Index kDotPanelColumns = 64;
+
 /// \brief The panel layout and loops of a dot-product kernel (see the file comment).
 /// \tparam Kernel the kernel: provides `template <int R, int V> static void tile(const
 ///   Product&, Index i, Index j0, const W* panel)` for rows [i, i + R) by the panel at column
@@ -89,6 +93,7 @@ struct DotPanels {
   static constexpr int kPackets = 4;                          ///< Registers per panel row.
   static constexpr int kRows = kDotTileRows;                  ///< Rows of C per tile.
   static constexpr Index kWidth = Index(kPackets) * kPacket;  ///< Columns per panel.
+  static_assert(kWidth == kDotPanelColumns, "kDotPanelColumns names the panels' width");
 
   /// K rounded up to whole groups.
   static Index depth(Index K) { return (K + Group - 1) / Group * Group; }
@@ -102,6 +107,13 @@ struct DotPanels {
   static Index packed_size(Index K, Index N) {
     const Index full = N / kWidth * kWidth;
     return depth(K) * (full + (N - full + kPacket - 1) / kPacket * kPacket);
+  }
+
+  /// Where element (k, j) of op(W) (K, N) lies in its packing: an offset in elements from
+  /// the start, as pack() places it.
+  static Index packed_offset(Index K, Index N, Index k, Index j) {
+    const Index j0 = j / kWidth * kWidth, width = Index(packets_at(j0, N)) * kPacket;
+    return j0 * depth(K) + (k / Group) * Group * width + Group * (j - j0) + k % Group;
   }
 
   /// Packs (K, N) elements value(k, j) at dst (packed_size(K, N) of them), zeros past K and N.

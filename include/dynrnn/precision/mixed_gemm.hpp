@@ -346,6 +346,45 @@ class MixedWeightGemm {
     float32_.transposed_pair(C1, A1, C2, A2, B, alpha, beta, column_sums);
   }
 
+  /// \brief Room for a B (K, N) in bfloat16 that its producer writes as it computes it, a
+  /// row at a time (Bf16PackedRightGemm::pack_in_place()), so that transposed_pair_in_place()
+  /// need not read it back in float32 and pack it.
+  /// \returns the packing, or null when `precision` is not bfloat16, Scalar is not float, or
+  ///   the kernels cannot take B so (see Bf16PackedRightGemm::pack_in_place()): then the
+  ///   caller passes B to transposed_pair().
+  std::uint16_t* pack_in_place(Index K, Index N, Precision precision) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (precision == Precision::bfloat16) return reduced_.pack_in_place(K, N);
+    }
+    (void)K, (void)N, (void)precision;
+    return nullptr;
+  }
+
+  /// \brief Where element (k, j) of B lies in the packing pack_in_place() returned, in
+  /// elements from its start (Bf16PackedRightGemm::packed_offset()).
+  Index packed_offset(Index k, Index j) const {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      return reduced_.packed_offset(k, j);
+    } else {
+      (void)k, (void)j;
+      return 0;
+    }
+  }
+
+  /// \brief transposed_pair() in bfloat16 with B already written into the packing that
+  /// pack_in_place() returned, and no column sums.
+  /// \throws std::invalid_argument when the shapes disagree with the packed B.
+  void transposed_pair_in_place(MatrixRef C1, const ConstMatrixRef& A1, MatrixRef C2, const ConstMatrixRef& A2,
+                                Scalar alpha, Scalar beta) {
+    if constexpr (std::is_same_v<Scalar, float>) {
+      reduced_.transposed_left(C1, A1, alpha, beta);
+      reduced_.transposed_left(C2, A2, alpha, beta);
+    } else {
+      (void)C1, (void)A1, (void)C2, (void)A2, (void)alpha, (void)beta;
+      detail::throw_argument("MixedWeightGemm::transposed_pair_in_place", "Scalar", "float", "another type");
+    }
+  }
+
  private:
   Gemm<Scalar> float32_;
   detail::Bf16GemmFor<Scalar> reduced_;
