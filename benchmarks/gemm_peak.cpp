@@ -7,13 +7,15 @@
 // as a cell packs its weights once per pass; Gemm for Aᵀ·B, which packs slices of both), and
 // OpenBLAS and oneDNN's dnnl_sgemm when the build found them.
 //
-// Reduced precision, C = A·B only: dynrnn's bfloat16 and int8 products (Bf16PackedRightGemm
-// and Int8PackedRightGemm, B packed once; A rounded or quantised at every call, inside the
+// Reduced precision: dynrnn's bfloat16 and int8 products (Bf16PackedRightGemm and
+// Int8PackedRightGemm, B packed once; A rounded or quantised at every call, inside the
 // timing, and the int8 sums scaled back to float32) with the kernels cpu_isa() chooses
 // ("bf16", "int8") and with the portable ones forced ("bf16-portable", "int8-portable");
 // and oneDNN's matmul on bfloat16 operands and dnnl_gemm_u8s8s32 on operands converted
-// beforehand (its int32 sums are not scaled back). GFLOP counts 2·m·n·k whatever the
-// precision.
+// beforehand (its int32 sums are not scaled back). The weight gradients' C = Aᵀ·B in
+// bfloat16 only (Bf16PackedRightGemm::transposed_left; oneDNN's matmul given A stored
+// transposed), as training runs them; int8 does not train. GFLOP counts 2·m·n·k whatever
+// the precision.
 //
 //   gemm_peak_benchmarks --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
 #include "workloads.hpp"
@@ -105,9 +107,12 @@ void BM_Reduced(benchmark::State& state, const Shape& s, bool portable) {
   gemm.pack(b, dynrnn::Op::N);
   dynrnn::set_max_cpu_isa(limit);
   state.SetLabel(dynrnn::to_string(gemm.isa()));
+  const Mat at = s.transposed ? left(s) : Mat();
   measure(state, s, c, [&] {
     if constexpr (std::is_same_v<Gemm, dynrnn::Int8PackedRightGemm>)
       gemm(c, a, dynrnn::int8_scale(1.0f));  // a in [-1, 1]
+    else if (s.transposed)
+      gemm.transposed_left(c, at);
     else
       gemm(c, a);
   });
@@ -146,8 +151,10 @@ void BM_OneDNNBf16(benchmark::State& state, const Shape& s) {
   const auto desc = [](dynrnn::Index rows, dynrnn::Index cols, memory::data_type type) {
     return memory::desc({rows, cols}, type, memory::format_tag::ab);
   };
-  const memory::desc a_desc = desc(s.m, s.k, memory::data_type::bf16), b_desc = desc(s.k, s.n, memory::data_type::bf16),
-                     c_desc = desc(s.m, s.n, memory::data_type::f32);
+  // A (m, k), stored transposed (k, m) for Aᵀ·B.
+  const memory::desc a_desc = s.transposed ? memory::desc({s.m, s.k}, memory::data_type::bf16, memory::format_tag::ba)
+                                           : desc(s.m, s.k, memory::data_type::bf16);
+  const memory::desc b_desc = desc(s.k, s.n, memory::data_type::bf16), c_desc = desc(s.m, s.n, memory::data_type::f32);
   const auto rounded = [&](const Mat& values, const memory::desc& d) {
     memory m(d, engine);
     auto* bits = static_cast<std::uint16_t*>(m.get_data_handle());
@@ -208,12 +215,12 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("gemm/onednn/" + s.name).c_str(), BM_OneDNN, s)
         ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 #endif
-    if (s.transposed) continue;  // the reduced-precision products are A·B only, for now
     for (const bool portable : {false, true}) {
       const std::string kernel = portable ? "-portable/" : "/";
       benchmark::RegisterBenchmark(("gemm/bf16" + kernel + s.name).c_str(), BM_Reduced<dynrnn::Bf16PackedRightGemm>,
                                    s, portable)
           ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+      if (s.transposed) continue;  // int8 does not train: no weight gradients
       benchmark::RegisterBenchmark(("gemm/int8" + kernel + s.name).c_str(), BM_Reduced<dynrnn::Int8PackedRightGemm>,
                                    s, portable)
           ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
@@ -221,8 +228,9 @@ int main(int argc, char** argv) {
 #ifdef DYNRNN_HAVE_ONEDNN
     benchmark::RegisterBenchmark(("gemm/onednn-bf16/" + s.name).c_str(), BM_OneDNNBf16, s)
         ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
-    benchmark::RegisterBenchmark(("gemm/onednn-int8/" + s.name).c_str(), BM_OneDNNInt8, s)
-        ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
+    if (!s.transposed)
+      benchmark::RegisterBenchmark(("gemm/onednn-int8/" + s.name).c_str(), BM_OneDNNInt8, s)
+          ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime();
 #endif
   }
   benchmark::RunSpecifiedBenchmarks();
