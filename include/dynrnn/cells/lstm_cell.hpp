@@ -33,6 +33,7 @@
 #pragma once
 
 #include "../core/check.hpp"
+#include "../core/column_sums.hpp"
 #include "../core/gemm.hpp"
 #include "../core/parallel.hpp"
 #include "../core/random.hpp"
@@ -480,14 +481,12 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
       // One pass over the four gates of each row; dLoss/dm_t comes from the projection, or is
       // the total dh_t without one.
       for (Index r = r0; r < r1; ++r) {
-        const Index pair = (o + r) / 2 * 2;
-        const detail::LstmGradientPacking<Scalar> packing{
-            packed_dgates ? packed_dgates + ws.weight_gemm.packed_offset(pair, 0) : nullptr,
-            packed_dgates ? ws.weight_gemm.packed_offset(pair, detail::kDotPanelColumns) -
-                                ws.weight_gemm.packed_offset(pair, 0)
-                          : 0,
-            o + r,
-            packed_dgates ? ws.bias_rows.row(r).data() : nullptr};
+        detail::LstmGradientPacking<Scalar> packing{};
+        if (packed_dgates) {
+          const Index pair = (o + r) / 2 * 2, start = ws.weight_gemm.packed_offset(pair, 0);
+          packing = {packed_dgates + start, ws.weight_gemm.packed_offset(pair, detail::kDotPanelColumns) - start,
+                     o + r, ws.bias_rows.row(r).data()};
+        }
         detail::lstm_gate_gradients<Scalar>(
             {cache.gates.row(o + r).data(), cache.tanh_c.row(o + r).data(), c_prev + r * H,
              cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
@@ -505,7 +504,7 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     // With the gate gradients packed in the loop, the bias gradient sums the rows' sums in
     // row order.
     if (packed_dgates) {
-      for (Index r = 0; r < s.batch; ++r) grads.bias += ws.bias_rows.row(r).transpose();
+      detail::add_column_sums<Scalar>(ws.bias_rows, grads.bias);
       ws.weight_gemm.transposed_pair_in_place(grads.kernel.topRows(input_size_), cache.x, grads.kernel.bottomRows(R),
                                               cache.h_prev, Scalar(1), Scalar(1));
     } else {
