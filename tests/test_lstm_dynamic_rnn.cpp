@@ -1,6 +1,9 @@
 // LSTMCell through dynamic_rnn: values against an independent scalar reference,
 // finite-difference gradients, and the masking semantics of TensorFlow's dynamic_rnn.
+#include "reduced_precision_support.hpp"
 #include "support.hpp"
+
+#include <limits>
 
 namespace dynrnn::test {
 namespace {
@@ -358,6 +361,84 @@ TEST(LSTMThreads, ResultsDoNotDependOnTheThreadCount) {
   const Index T = 8, B = 70, I = 40, H = 260;
   auto cell = random_cell<float>(I, H, rng);
   expect_same_across_thread_counts(cell, T, B, rng);
+}
+
+// A batch whose rows all run every step has the packed layout of its padded tensors, so a
+// pass that keeps nothing for backward (ForwardMode::inference, or any pass in int8) reads x
+// and writes the outputs where they are (dynamic_rnn.hpp). Its reference is the same batch
+// with one more row of length 0, whose x is NaN: that batch is not full, so it goes through
+// the packed copies, with the same rows in the same places of every product. Every cell, a
+// stack, every precision and 1 and 2 threads; one result taking a full batch, a ragged one
+// and the full one again. No cache is left viewing the caller's tensors, whose shapes it
+// keeps. A pass that trains still copies x: backward reads it after the caller has
+// overwritten its tensor.
+template <class Cell>
+void expect_full_batch_in_place(const char* name, Cell cell, Rng& rng) {
+  const Index T = 7, B = 6, I = cell.input_size(), H = cell.output_size();
+  const Tensor3<float> x = random_tensor<float>(T, B, I, rng);
+  Tensor3<float> x_more(T, B + 1, I);  // x and a row of length 0, never read
+  x_more.setConstant(std::numeric_limits<float>::quiet_NaN());
+  for (Index t = 0; t < T; ++t)
+    for (Index b = 0; b < B; ++b)
+      for (Index k = 0; k < I; ++k) x_more(t, b, k) = x(t, b, k);
+  const std::vector<int> full(static_cast<std::size_t>(B), static_cast<int>(T)), ragged = {7, 2, 0, 5, 7, 1};
+  std::vector<int> more(full);
+  more.push_back(0);
+  auto s0 = cell.zero_state(B), s0_more = cell.zero_state(B + 1);
+  s0_more.zip(s0_more, [&](Matrix<float>& m, const Matrix<float>&) { m = random_matrix<float>(m.rows(), m.cols(), rng, 0.5); });
+  s0.zip(s0_more, [&](Matrix<float>& m, const Matrix<float>& src) { m = src.topRows(B); });
+  cell.begin_int8_calibration();  // for int8, below
+  dynamic_rnn(cell, x, full, s0);
+  cell.end_int8_calibration();
+  for (Precision precision : {Precision::float32, Precision::bfloat16, Precision::int8}) {
+    cell.set_precision(precision);
+    for (int threads : {1, 2}) {
+      set_num_threads(threads);
+      const auto reference = dynamic_rnn(cell, x_more, more, s0_more, ForwardMode::inference);
+      DynamicRNNResult<Cell> r;
+      for (const std::vector<int>* lengths : {&full, &ragged, &full}) {
+        SCOPED_TRACE(testing::Message() << name << ", precision " << int(precision) << ", " << threads
+                                        << " threads, " << (lengths == &ragged ? "ragged" : "full"));
+        dynamic_rnn(cell, x, *lengths, s0, r, ForwardMode::inference);
+        EXPECT_FALSE(r.cache.x.is_view());
+        EXPECT_FALSE(Cell::packed_outputs(r.cache).is_view());
+        EXPECT_EQ(r.cache.x.rows(), r.schedule.total());
+        EXPECT_EQ(Cell::packed_outputs(r.cache).rows(), r.schedule.total());
+        if (lengths == &ragged) {
+          const auto packed = dynamic_rnn(cell, x, ragged, s0, ForwardMode::training);  // copies in any precision
+          for (Index e = 0; e < r.outputs.size(); ++e) ASSERT_EQ(r.outputs.data()[e], packed.outputs.data()[e]) << e;
+          continue;
+        }
+        for (Index t = 0; t < T; ++t)
+          for (Index b = 0; b < B; ++b)
+            for (Index k = 0; k < H; ++k)
+              ASSERT_EQ(r.outputs(t, b, k), reference.outputs(t, b, k)) << t << " " << b << " " << k;
+        r.final_state.zip(reference.final_state, [&](const Matrix<float>& got, const Matrix<float>& want) {
+          EXPECT_TRUE(got == want.topRows(B));
+        });
+      }
+    }
+    set_num_threads(1);
+  }
+  // Training: the cache keeps its own copy of x.
+  cell.set_precision(Precision::float32);
+  const Tensor3<float> dy = random_tensor<float>(T, B, H, rng);
+  const auto fwd = dynamic_rnn(cell, x, full, s0);
+  const auto want = dynamic_rnn_backward(cell, fwd, dy);
+  Tensor3<float> x_reused = x;
+  const auto fwd_reused = dynamic_rnn(cell, x_reused, full, s0);
+  x_reused.setConstant(std::numeric_limits<float>::quiet_NaN());
+  auto got = dynamic_rnn_backward(cell, fwd_reused, dy);
+  for (Index e = 0; e < got.inputs.size(); ++e) ASSERT_EQ(got.inputs.data()[e], want.inputs.data()[e]) << name << " " << e;
+  got.initial_state.zip(want.initial_state, [&](const Matrix<float>& a, const Matrix<float>& b) { EXPECT_TRUE(a == b); });
+}
+
+TEST(DynamicRNN, FullBatchInferenceReadsAndWritesInPlace) {
+  Rng rng(47);
+  for_each_test_cell([&](const char* name, auto cell) { expect_full_batch_in_place(name, cell, rng); });
+  using Cell = LSTMCell<float>;
+  const Cell a(10, 24), b(24, 16);
+  expect_full_batch_in_place("StackedCell of LSTMCell", StackedCell<Cell>({a, b}), rng);
 }
 
 }  // namespace

@@ -14,6 +14,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -401,6 +403,83 @@ TEST(NoAllocation, ReusableMatrixHasValueSemantics) {
   a.resize(0, 4);
   EXPECT_EQ(a.size(), 0);
   EXPECT_EQ(a.capacity(), 12);
+}
+
+// view(): the matrix reads and writes the caller's memory, keeps the view through a
+// resize() that fits, and has storage of its own again after end_view() (in the view's
+// shape), a larger resize() or an assignment; a copy never views, a move takes the view.
+TEST(NoAllocation, ReusableMatrixViewsMemoryItDoesNotOwn) {
+  ReusableMatrix<Scalar> m(4, 5);
+  Scalar* own = m.data();
+  alignas(64) Scalar outside[24] = {};
+  const long before = g_allocations;
+  m.view(outside, 4, 6);
+  EXPECT_TRUE(m.is_view());
+  EXPECT_EQ(m.data(), outside);
+  m(3, 5) = 2.5f;
+  EXPECT_EQ(outside[23], 2.5f);
+  m.resize(6, 4);  // fits: still the view
+  EXPECT_EQ(m.data(), outside);
+  EXPECT_EQ(m(5, 3), 2.5f);
+  ReusableMatrix<Scalar> copy = m;  // a copy of its own
+  EXPECT_FALSE(copy.is_view());
+  EXPECT_NE(copy.data(), outside);
+  EXPECT_EQ(copy(5, 3), 2.5f);
+  ReusableMatrix<Scalar> moved = std::move(m);  // takes the view and the storage
+  EXPECT_TRUE(moved.is_view());
+  EXPECT_EQ(moved.data(), outside);
+  EXPECT_FALSE(m.is_view());
+  EXPECT_EQ(m.size(), 0);
+  m.swap(moved);
+  EXPECT_EQ(m.data(), outside);
+  EXPECT_FALSE(moved.is_view());
+  EXPECT_EQ(moved.size(), 0);
+  EXPECT_EQ(g_allocations - before, 1);  // the copy's storage only
+  m.end_view();  // own storage again, shape kept; 24 elements, more than the 20 it had
+  EXPECT_FALSE(m.is_view());
+  EXPECT_NE(m.data(), outside);
+  EXPECT_NE(m.data(), own);
+  EXPECT_EQ(m.rows(), 6);
+  EXPECT_EQ(m.cols(), 4);
+  EXPECT_EQ(g_allocations - before, 2);
+  m.view(outside, 2, 3);
+  m.resize(5, 5);  // larger than the view: ends it
+  EXPECT_FALSE(m.is_view());
+  EXPECT_GE(m.capacity(), 25);
+  m.view(outside, 2, 3);
+  m = Matrix<Scalar>::Constant(2, 3, 1.0f);  // an assignment ends it too
+  EXPECT_FALSE(m.is_view());
+  EXPECT_EQ(outside[0], 0.0f);
+  EXPECT_EQ(m.sum(), 6.0f);
+  m.end_view();  // not a view: nothing happens
+  EXPECT_EQ(m.rows(), 2);
+  try {
+    m.view(nullptr, 2, 3);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::invalid_argument& e) {
+    for (const char* part : {"ReusableMatrix::view", "'data'", "6 elements", "null"})
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+  }
+  m.view(nullptr, 0, 3);  // an empty view needs no memory
+  EXPECT_FALSE(m.is_view());
+  EXPECT_EQ(m.size(), 0);
+  for (Scalar v : outside) EXPECT_TRUE(v == 0.0f || v == 2.5f);
+}
+
+// A full batch in inference reads x and writes the outputs in place (dynamic_rnn.hpp), and
+// allocates nothing after its first call either.
+TEST(NoAllocation, FullBatchInferenceAfterTheFirstCall) {
+  DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
+  LSTMCell<Scalar> cell(8, 32);
+  Tensor3<Scalar> x(10, 5, 8);
+  x.setConstant(0.25f);
+  const std::vector<int> lengths(5, 10);
+  const auto s0 = cell.zero_state(5);
+  DynamicRNNResult<LSTMCell<Scalar>> fwd;
+  dynamic_rnn(cell, x, lengths, s0, fwd, ForwardMode::inference);
+  const long before = g_allocations;
+  for (int k = 0; k < 5; ++k) dynamic_rnn(cell, x, lengths, s0, fwd, ForwardMode::inference);
+  EXPECT_EQ(g_allocations - before, 0);
 }
 
 TEST(NoAllocation, EveryCellAfterTheFirstPass) {

@@ -297,6 +297,9 @@ class GRUCell : public PrecisionSetting<Scalar_> {
 
   /// \brief The packed outputs of a forward pass, `(P, H)`.
   static const ReusableMatrix<Scalar>& packed_outputs(const Cache& cache) { return cache.h; }
+  /// \brief The matrix forward() writes the packed outputs into, sized by forward() itself:
+  /// dynamic_rnn may make it a view of the result's outputs (ReusableMatrix::view()).
+  static ReusableMatrix<Scalar>& packed_outputs(Cache& cache) { return cache.h; }
 
   /// \brief Backpropagates through time over a packed batch. Used by dynamic_rnn_backward.
   /// \param s      the schedule forward() ran with.

@@ -8,6 +8,11 @@
 // and returns to the buffer cache (buffer_cache.hpp), so that results created and dropped
 // call after call reuse the same memory too. Growing leaves the values uninitialised, as
 // Eigen's resize does.
+//
+// For the length of a call, a ReusableMatrix may also view memory it does not own (view()):
+// dynamic_rnn lets an inference pass over a batch whose rows all run every step read the
+// caller's inputs and write the result's outputs where they are, instead of copying them to
+// and from the packed layout, which is then the same layout.
 #pragma once
 
 #include "buffer_cache.hpp"
@@ -17,6 +22,7 @@
 #include <cstddef>
 #include <limits>
 #include <new>
+#include <string>
 #include <utility>
 
 namespace dynrnn {
@@ -72,7 +78,8 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
   }
 
   /// \brief Gives the matrix the shape (rows, cols); allocates only when it holds more
-  /// elements than it ever has. The values are unspecified afterwards.
+  /// elements than it ever has. The values are unspecified afterwards. A view (view())
+  /// stays one when it has at least rows · cols elements; otherwise it ends first.
   /// \throws std::invalid_argument when a size is negative.
   void resize(Index rows, Index cols) {
     detail::check_non_negative("ReusableMatrix::resize", "rows", rows);
@@ -80,6 +87,9 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
     const auto size = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
     if (cols != 0 && size / static_cast<std::size_t>(cols) != static_cast<std::size_t>(rows))
       throw std::bad_alloc();
+    if (view_ && size <= view_size_) return reseat(rows, cols);
+    view_ = nullptr;
+    view_size_ = 0;
     if (size > capacity_of(storage_)) {
       if (size > std::numeric_limits<std::size_t>::max() / sizeof(Scalar)) throw std::bad_alloc();
       auto& cache = detail::BufferCache::instance();
@@ -93,12 +103,46 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
   /// \brief How many elements the storage holds, at least rows() * cols().
   Index capacity() const { return static_cast<Index>(capacity_of(storage_)); }
 
-  /// \brief Exchanges shapes and storage with `other`.
+  /// \brief Exchanges shapes and storage (and views) with `other`.
   void swap(ReusableMatrix& other) noexcept {
     const Index rows = this->rows(), cols = this->cols();
     std::swap(storage_, other.storage_);
+    std::swap(view_, other.view_);
+    std::swap(view_size_, other.view_size_);
     reseat(other.rows(), other.cols());
     other.reseat(rows, cols);
+  }
+
+  /// \brief Makes the matrix a (rows, cols) view of `data`: rows · cols row-major elements
+  /// that stay the caller's, who keeps them alive until end_view(). The matrix's own storage
+  /// waits, untouched. A resize() within the view's size keeps the view. A larger resize()
+  /// ends it, and so does assigning a matrix or an expression: a copy always gets storage of
+  /// its own, and so does a copy of this matrix.
+  /// \throws std::invalid_argument when a size is negative, or `data` is null and the view
+  /// has elements.
+  void view(Scalar* data, Index rows, Index cols) {
+    detail::check_non_negative("ReusableMatrix::view", "rows", rows);
+    detail::check_non_negative("ReusableMatrix::view", "cols", cols);
+    const auto size = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
+    if (!data && size > 0)
+      detail::throw_argument("ReusableMatrix::view", "data", "memory for " + std::to_string(size) + " elements",
+                             "a null pointer");
+    view_ = data;
+    view_size_ = data ? size : 0;
+    reseat(rows, cols);
+  }
+
+  /// \brief Whether the matrix views memory it does not own (view()).
+  bool is_view() const { return view_ != nullptr; }
+
+  /// \brief Ends a view (view()): the matrix keeps its shape, in storage of its own again,
+  /// with unspecified values; it allocates only when it never held that many elements. Does
+  /// nothing to a matrix that is not a view.
+  void end_view() {
+    if (!view_) return;
+    view_ = nullptr;
+    view_size_ = 0;
+    resize(this->rows(), this->cols());
   }
 
  private:
@@ -108,6 +152,8 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
 
   template <class Other>
   void assign(const Other& other) {
+    view_ = nullptr;  // a copy has storage of its own
+    view_size_ = 0;
     resize(other.rows(), other.cols());
     Base::operator=(other);
   }
@@ -115,10 +161,12 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
   // Points the Map at the storage with a new shape: Eigen's documented way of changing
   // what a Map views, and what Eigen::Ref does to its own Map base.
   void reseat(Index rows, Index cols) noexcept {
-    ::new (static_cast<Base*>(this)) Base(static_cast<Scalar*>(storage_.data), rows, cols);
+    ::new (static_cast<Base*>(this)) Base(view_ ? view_ : static_cast<Scalar*>(storage_.data), rows, cols);
   }
 
   Block storage_;
+  Scalar* view_ = nullptr;     // the memory viewed, or null
+  std::size_t view_size_ = 0;  // its elements
 };
 
 namespace detail {

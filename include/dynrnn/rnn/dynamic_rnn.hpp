@@ -11,14 +11,19 @@
 //
 // The work happens in the cell on a packed batch (packed_schedule.hpp). This file
 // validates arguments and moves data between the caller's padded time-major
-// layout and the packed layout.
+// layout and the packed layout. When every row runs every step, the two layouts are
+// the same; an inference pass over such a batch (one that keeps nothing for backward)
+// then moves nothing: the cell reads x and writes the outputs where they are.
 //
 // A Cell type provides: Scalar, State, Cache (with a member x, the packed
 // inputs), Gradients, BackwardWorkspace; input_size(), output_size(),
 // zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g),
-// check_state(fn, arg, state, B); forward(schedule, sorted s0, cache, sorted final, mode);
-// packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate, grads,
-// packed dx or null, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells.
+// check_state(fn, arg, state, B), precision(); forward(schedule, sorted s0, cache, sorted
+// final, mode); packed_outputs(cache), and, where the cell writes its outputs into a matrix
+// of the cache that it sizes (P, output_size()) itself, packed_outputs of a non-const cache
+// giving that matrix; backward(schedule, cache, packed dh, sorted dstate, grads, packed dx
+// or null, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells, and
+// so is StackedCell of them.
 //
 // The overloads that take the result or gradient object by reference reuse its
 // buffers: called again with a batch of the same batch size and max_time, they allocate
@@ -31,8 +36,12 @@
 #include "../core/reusable_matrix.hpp"
 #include "../core/types.hpp"
 #include "packed_schedule.hpp"
+#include "time_loop.hpp"
 
+#include <cstdint>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace dynrnn {
@@ -79,6 +88,44 @@ inline void check_input_gradients(const char* function, InputGradients value) {
     throw_argument(function, "input_gradients", "InputGradients::compute or InputGradients::skip",
                    std::to_string(static_cast<int>(value)));
 }
+
+// Whether Cell gives its packed outputs as a matrix that dynamic_rnn may point elsewhere
+// (a non-const packed_outputs).
+template <class Cell, class = void>
+struct has_writable_outputs : std::false_type {};
+template <class Cell>
+struct has_writable_outputs<Cell, std::enable_if_t<!std::is_const_v<std::remove_reference_t<decltype(
+                                      Cell::packed_outputs(std::declval<typename Cell::Cache&>()))>>>>
+    : std::true_type {};
+
+// Whether `data` may be viewed by a ReusableMatrix, an Eigen::Map aligned as Eigen's own
+// allocations are (an Eigen::Tensor's data always is).
+inline bool viewable(const void* data) {
+  return reinterpret_cast<std::uintptr_t>(data) % EIGEN_MAX_ALIGN_BYTES == 0;
+}
+
+// The views of one dynamic_rnn call (ReusableMatrix::view()), ended when the call ends,
+// however it ends, so that no cache is left pointing at the caller's tensors.
+template <class Scalar>
+class CallViews {
+ public:
+  void add(ReusableMatrix<Scalar>& m, Scalar* data, Index rows, Index cols) {
+    m.view(data, rows, cols);
+    views_[count_++] = &m;
+  }
+  // Back to the caches' own storage, in the views' shapes (end_view()).
+  void end() {
+    for (; count_ > 0; --count_) views_[count_ - 1]->end_view();
+  }
+  ~CallViews() {  // after an exception: own storage again, empty, allocating nothing
+    for (; count_ > 0; --count_) views_[count_ - 1]->view(nullptr, 0, 0);
+  }
+
+ private:
+  ReusableMatrix<Scalar>* views_[2] = {};
+  int count_ = 0;
+};
+
 }  // namespace detail
 
 /// \brief Gradients from dynamic_rnn_backward: the cell's parameter gradients (as members of
@@ -160,16 +207,29 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
 
   PackedSchedule& s = result.schedule;
   s.assign(lengths, T);
-  detail::pack_rows(s, detail::as_matrix(x), result.cache.x);
+  detail::TensorPool<Scalar>::instance().resize(result.outputs, T, B, H);  // allocates only when the size changes
+  // Every row runs every step (the packed layout is then the padded one) and the pass keeps
+  // nothing for backward: the cell reads x where it is, and writes the outputs in place when
+  // it can. The cell never writes cache.x.
+  detail::CallViews<Scalar> views;
+  const bool in_place = s.total() == T * B && !detail::keeps_for_backward(mode, cell.precision());
+  if (in_place && detail::viewable(x.data()))
+    views.add(result.cache.x, const_cast<Scalar*>(x.data()), T * B, x.dimension(2));
+  else
+    detail::pack_rows(s, detail::as_matrix(x), result.cache.x);
+  if constexpr (detail::has_writable_outputs<Cell>::value)
+    if (in_place && detail::viewable(result.outputs.data()))
+      views.add(Cell::packed_outputs(result.cache), result.outputs.data(), T * B, H);
   result.sorted_initial.zip(initial_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
     detail::sort_rows(s, src, dst);
   });
   result.mode = mode;
   cell.forward(s, result.sorted_initial, result.cache, result.sorted_final, mode);
 
-  detail::TensorPool<Scalar>::instance().resize(result.outputs, T, B, H);  // allocates only when the size changes
   auto out = detail::as_matrix(result.outputs);
-  detail::unpack_rows(s, Cell::packed_outputs(result.cache), out);
+  const ReusableMatrix<Scalar>& packed = Cell::packed_outputs(result.cache);
+  if (packed.data() != out.data()) detail::unpack_rows(s, packed, out);  // not written in place
+  views.end();
   result.final_state.zip(result.sorted_final, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
     detail::unsort_rows(s, src, dst);
   });
