@@ -433,12 +433,31 @@ void expect_full_batch_in_place(const char* name, Cell cell, Rng& rng) {
   got.initial_state.zip(want.initial_state, [&](const Matrix<float>& a, const Matrix<float>& b) { EXPECT_TRUE(a == b); });
 }
 
+// A cell of the concept in dynamic_rnn.hpp with neither of its optional members (no
+// precision(), only the const packed_outputs()): an LSTM otherwise.
+struct PlainCell : LSTMCell<float> {
+  using LSTMCell<float>::LSTMCell;
+  Precision precision() const = delete;
+  static const ReusableMatrix<float>& packed_outputs(const Cache& cache) { return cache.h; }
+};
+
 TEST(DynamicRNN, FullBatchInferenceReadsAndWritesInPlace) {
   Rng rng(47);
   for_each_test_cell([&](const char* name, auto cell) { expect_full_batch_in_place(name, cell, rng); });
   using Cell = LSTMCell<float>;
   const Cell a(10, 24), b(24, 16);
   expect_full_batch_in_place("StackedCell of LSTMCell", StackedCell<Cell>({a, b}), rng);
+
+  // Such a cell copies, as before, and computes the same.
+  static_assert(!detail::has_writable_outputs<PlainCell>::value);
+  const PlainCell plain(10, 24);
+  const Tensor3<float> x = random_tensor<float>(5, 4, 10, rng);
+  const std::vector<int> full(4, 5);
+  const auto want = dynamic_rnn(a, x, full, ForwardMode::inference);
+  DynamicRNNResult<PlainCell> got;
+  dynamic_rnn(plain, x, full, plain.zero_state(4), got, ForwardMode::inference);
+  for (Index e = 0; e < want.outputs.size(); ++e) ASSERT_EQ(got.outputs.data()[e], want.outputs.data()[e]) << e;
+  EXPECT_FALSE(got.cache.x.is_view());
 }
 
 }  // namespace

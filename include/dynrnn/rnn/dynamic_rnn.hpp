@@ -18,12 +18,14 @@
 // A Cell type provides: Scalar, State, Cache (with a member x, the packed
 // inputs), Gradients, BackwardWorkspace; input_size(), output_size(),
 // zero_state(B), make_gradients(), check_parameters(fn), check_gradients(fn, g),
-// check_state(fn, arg, state, B), precision(); forward(schedule, sorted s0, cache, sorted
-// final, mode); packed_outputs(cache), and, where the cell writes its outputs into a matrix
-// of the cache that it sizes (P, output_size()) itself, packed_outputs of a non-const cache
-// giving that matrix; backward(schedule, cache, packed dh, sorted dstate, grads, packed dx
-// or null, ws). State provides zip(other, f). LSTMCell, GRUCell and RNNCell are cells, and
-// so is StackedCell of them.
+// check_state(fn, arg, state, B); forward(schedule, sorted s0, cache, sorted final, mode);
+// packed_outputs(cache); backward(schedule, cache, packed dh, sorted dstate, grads, packed
+// dx or null, ws). State provides zip(other, f). Optionally, precision() (float32 without
+// it), and packed_outputs of a non-const cache, giving the matrix forward() writes the
+// packed outputs into and sizes (P, output_size()) itself: a cell that has it also never
+// writes cache.x, and dynamic_rnn then lets its inference passes over full batches read x
+// and write the outputs in place. LSTMCell, GRUCell and RNNCell are such cells; StackedCell
+// of them is a cell.
 //
 // The overloads that take the result or gradient object by reference reuse its
 // buffers: called again with a batch of the same batch size and max_time, they allocate
@@ -97,6 +99,17 @@ template <class Cell>
 struct has_writable_outputs<Cell, std::enable_if_t<!std::is_const_v<std::remove_reference_t<decltype(
                                       Cell::packed_outputs(std::declval<typename Cell::Cache&>()))>>>>
     : std::true_type {};
+
+// Whether a pass of `cell` in `mode` keeps what backward needs (keeps_for_backward()), for a
+// cell with or without precision().
+template <class Cell>
+auto pass_keeps_for_backward(const Cell& cell, ForwardMode mode, int) -> decltype(cell.precision(), bool()) {
+  return keeps_for_backward(mode, cell.precision());
+}
+template <class Cell>
+bool pass_keeps_for_backward(const Cell&, ForwardMode mode, long) {
+  return keeps_for_backward(mode, Precision::float32);
+}
 
 // Whether `data` may be viewed by a ReusableMatrix, an Eigen::Map aligned as Eigen's own
 // allocations are (an Eigen::Tensor's data always is).
@@ -209,17 +222,19 @@ void dynamic_rnn(const Cell& cell, const Tensor3<typename Cell::Scalar>& x, cons
   s.assign(lengths, T);
   detail::TensorPool<Scalar>::instance().resize(result.outputs, T, B, H);  // allocates only when the size changes
   // Every row runs every step (the packed layout is then the padded one) and the pass keeps
-  // nothing for backward: the cell reads x where it is, and writes the outputs in place when
-  // it can. The cell never writes cache.x.
+  // nothing for backward: a cell that gives its outputs' matrix (and so never writes
+  // cache.x) reads x where it is and writes the outputs in place.
   detail::CallViews<Scalar> views;
-  const bool in_place = s.total() == T * B && !detail::keeps_for_backward(mode, cell.precision());
-  if (in_place && detail::viewable(x.data()))
-    views.add(result.cache.x, const_cast<Scalar*>(x.data()), T * B, x.dimension(2));
-  else
-    detail::pack_rows(s, detail::as_matrix(x), result.cache.x);
-  if constexpr (detail::has_writable_outputs<Cell>::value)
-    if (in_place && detail::viewable(result.outputs.data()))
+  bool in_place = false;
+  if constexpr (detail::has_writable_outputs<Cell>::value) {
+    in_place = s.total() == T * B && !detail::pass_keeps_for_backward(cell, mode, 0) &&
+               detail::viewable(x.data()) && detail::viewable(result.outputs.data());
+    if (in_place) {
+      views.add(result.cache.x, const_cast<Scalar*>(x.data()), T * B, x.dimension(2));
       views.add(Cell::packed_outputs(result.cache), result.outputs.data(), T * B, H);
+    }
+  }
+  if (!in_place) detail::pack_rows(s, detail::as_matrix(x), result.cache.x);
   result.sorted_initial.zip(initial_state, [&](Matrix<Scalar>& dst, const Matrix<Scalar>& src) {
     detail::sort_rows(s, src, dst);
   });
