@@ -174,6 +174,53 @@ TEST(Stacked, DropoutMasksAreSeededAndScaled) {
   EXPECT_TRUE(((m.array() == 0) || (m.array() == 1 / 0.75f)).all());
 }
 
+// Layers that never write their inputs read the stack's packed inputs and the outputs of the
+// layer below where they are (views into the same cache), unless dropout drew a mask. A copy
+// of the result has its own; its backward is the original's after the original is gone. A
+// forward that throws leaves no view behind.
+TEST(Stacked, LayersReadTheirInputsWhereTheyAre) {
+  Rng rng(21);
+  std::vector<LSTMCell<double>> layers = {{3, 4}, {4, 5}, {5, 2}};
+  for (auto& l : layers) l.for_each_parameter([&](const char*, auto& p) { fill_uniform(p, rng, 0.8); });
+  Stack stack(std::move(layers), /*dropout=*/0.4, 5);
+  const auto x = random_tensor<double>(6, 5, 3, rng);
+  const auto dy = random_tensor<double>(6, 5, 2, rng);
+  const std::vector<int> lengths = {6, 3, 0, 1, 6};
+  DynamicRNNGradients<Stack> want(stack);
+  DynamicRNNResult<Stack> copy;
+  {
+    const auto fwd = dynamic_rnn(stack, x, lengths);  // inference mode: nothing dropped
+    EXPECT_TRUE(fwd.cache.layers[0].x.is_view());
+    EXPECT_EQ(fwd.cache.layers[0].x.data(), fwd.cache.x.data());
+    for (std::size_t k = 1; k < 3; ++k) {
+      EXPECT_TRUE(fwd.cache.layers[k].x.is_view()) << k;
+      EXPECT_EQ(fwd.cache.layers[k].x.data(), fwd.cache.layers[k - 1].h.data()) << k;
+    }
+    dynamic_rnn_backward(stack, fwd, dy, stack.zero_state(5), want);
+    copy = fwd;
+  }
+  for (const auto& layer : copy.cache.layers) EXPECT_FALSE(layer.x.is_view());
+  const auto got = dynamic_rnn_backward(stack, copy, dy);
+  for (std::size_t k = 0; k < 3; ++k) {
+    EXPECT_TRUE(identical(got.layers[k].kernel, want.layers[k].kernel)) << k;
+    EXPECT_TRUE(identical(got.layers[k].bias, want.layers[k].bias)) << k;
+  }
+  EXPECT_TRUE(identical(got.inputs, want.inputs));
+
+  stack.set_training(true);  // masks drawn: the layers above take their own masked copies
+  auto dropped = dynamic_rnn(stack, x, lengths);
+  EXPECT_TRUE(dropped.cache.layers[0].x.is_view());
+  EXPECT_FALSE(dropped.cache.layers[1].x.is_view());
+  EXPECT_FALSE(dropped.cache.layers[2].x.is_view());
+
+  stack.set_training(false);
+  dynamic_rnn(stack, x, lengths, stack.zero_state(5), dropped);
+  ASSERT_TRUE(dropped.cache.layers[1].x.is_view());
+  auto bad = stack.zero_state(4);  // the wrong batch: refused before any layer runs
+  EXPECT_THROW(stack.forward(dropped.schedule, bad, dropped.cache, dropped.sorted_final), std::invalid_argument);
+  for (const auto& layer : dropped.cache.layers) EXPECT_FALSE(layer.x.is_view());
+}
+
 // The bottom layer skips its input gradient; the layers above still pass theirs down, so
 // every layer's parameter gradients are unchanged (with dropout masks: the test above).
 TEST(Stacked, SkippingInputGradientsChangesNothingElse) {

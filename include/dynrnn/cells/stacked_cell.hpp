@@ -9,7 +9,9 @@
 // the whole packed batch (which computes exactly what a step-by-step MultiRNNCell computes,
 // since layer k at step t reads only layer k-1's output at step t and its own state), so
 // every layer keeps its hoisted input product and stays in the packed layout: nothing is
-// unpacked between layers.
+// unpacked between layers. Nor copied, for layers that never write their inputs (LSTMCell,
+// GRUCell, RNNCell): each reads the packed outputs of the layer below where they are, and
+// the bottom one the stack's packed inputs, as views into the same cache.
 //
 // Dropout (training only): the output of every layer but the last is multiplied by a mask
 // of 0 and 1/(1 - p) before it feeds the next layer (inverted dropout, as PyTorch's
@@ -65,7 +67,11 @@ template <class Cell>
 struct StackedCache {
   using Scalar = typename Cell::Scalar;       ///< Element type.
   ReusableMatrix<Scalar> x;                   ///< (P, I) packed inputs, filled by dynamic_rnn before forward().
-  std::vector<typename Cell::Cache> layers;   ///< Each layer's cache; layers[k].x is its packed input.
+  /// Each layer's cache; layers[k].x is its packed input. For layers that never write their
+  /// inputs (LSTMCell, GRUCell, RNNCell), layers[0].x views x, and layers[k + 1].x views
+  /// layers[k]'s packed outputs when no dropout was drawn (ReusableMatrix::view()); a copy of
+  /// the cache copies them.
+  std::vector<typename Cell::Cache> layers;
   std::vector<ReusableMatrix<Scalar>> masks;  ///< masks[k] (P, R_k): dropout after layer k (training only).
 };
 
@@ -209,6 +215,10 @@ class StackedCell {
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
                ForwardMode mode = ForwardMode::training) const {
     constexpr const char* fn = "StackedCell::forward";
+    // The inputs views of the last pass (below) end first: a pass that throws leaves no
+    // layer pointing at storage that may since have been replaced.
+    for (auto& layer : cache.layers)
+      if (layer.x.is_view()) layer.x.view(nullptr, 0, 0);
     check_state(fn, "s0", s0, s.batch);
     detail::check_shape(fn, "cache.x", cache.x, s.total(), input_size());
     const std::size_t n = layers_.size();
@@ -217,17 +227,29 @@ class StackedCell {
     final.layers.resize(n);
     const bool drop = training_ && dropout_ > 0;
     const Scalar keep_scale = Scalar(1 / (1 - dropout_));
-    cache.layers[0].x = cache.x;
+    // Layers that never write cache.x (detail::has_writable_outputs) read the stack's inputs,
+    // and without dropout the outputs of the layer below, where they are in this cache.
+    constexpr bool views = detail::has_writable_outputs<Cell>::value;
+    if constexpr (views)
+      cache.layers[0].x.view(cache.x.data(), cache.x.rows(), cache.x.cols());
+    else
+      cache.layers[0].x = cache.x;
     for (std::size_t k = 0; k < n; ++k) {
       layers_[k].forward(s, s0.layers[k], cache.layers[k], final.layers[k], mode);
       if (k + 1 == n) break;
       ReusableMatrix<Scalar>& next = cache.layers[k + 1].x;
-      next = Cell::packed_outputs(cache.layers[k]);
       ReusableMatrix<Scalar>& mask = cache.masks[k];
       if (!drop) {
+        if constexpr (views) {
+          ReusableMatrix<Scalar>& below = Cell::packed_outputs(cache.layers[k]);
+          next.view(below.data(), below.rows(), below.cols());
+        } else {
+          next = Cell::packed_outputs(cache.layers[k]);
+        }
         mask.resize(0, 0);
         continue;
       }
+      next = Cell::packed_outputs(cache.layers[k]);
       mask.resize(next.rows(), next.cols());
       for (Index e = 0; e < mask.size(); ++e)
         mask.data()[e] = uniform(rng_, 0, 1) < dropout_ ? Scalar(0) : keep_scale;

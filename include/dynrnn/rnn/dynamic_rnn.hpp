@@ -91,15 +91,6 @@ inline void check_input_gradients(const char* function, InputGradients value) {
                    std::to_string(static_cast<int>(value)));
 }
 
-// Whether Cell gives its packed outputs as a matrix that dynamic_rnn may point elsewhere
-// (a non-const packed_outputs).
-template <class Cell, class = void>
-struct has_writable_outputs : std::false_type {};
-template <class Cell>
-struct has_writable_outputs<Cell, std::enable_if_t<!std::is_const_v<std::remove_reference_t<decltype(
-                                      Cell::packed_outputs(std::declval<typename Cell::Cache&>()))>>>>
-    : std::true_type {};
-
 // Whether a pass of `cell` in `mode` keeps what backward needs (keeps_for_backward()), for a
 // cell with or without precision().
 template <class Cell>

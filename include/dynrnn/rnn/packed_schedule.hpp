@@ -27,6 +27,8 @@
 #include "../core/types.hpp"
 
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace dynrnn {
@@ -93,6 +95,17 @@ struct PackedSchedule {
 };
 
 namespace detail {
+
+/// Whether Cell gives the matrix its forward() writes the packed outputs into (a non-const
+/// packed_outputs(Cache&)), which promises too that forward() and backward() never write
+/// cache.x: dynamic_rnn and StackedCell may then point cache.x and that matrix at memory
+/// the cache does not own (ReusableMatrix::view()). LSTMCell, GRUCell and RNNCell do.
+template <class Cell, class = void>
+struct has_writable_outputs : std::false_type {};
+template <class Cell>
+struct has_writable_outputs<Cell, std::enable_if_t<!std::is_const_v<std::remove_reference_t<decltype(
+                                      Cell::packed_outputs(std::declval<typename Cell::Cache&>()))>>>>
+    : std::true_type {};
 
 /// Copies between layouts go parallel from this many entries.
 constexpr double kParallelCopy = 1 << 18;
