@@ -215,7 +215,7 @@ class StackedCell {
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
                ForwardMode mode = ForwardMode::training) const {
     constexpr const char* fn = "StackedCell::forward";
-    // The inputs views of the last pass (below) end first: a pass that throws leaves no
+    // The last pass's views of the layers' inputs (below) end first: a pass that throws leaves no
     // layer pointing at storage that may since have been replaced.
     for (auto& layer : cache.layers)
       if (layer.x.is_view()) layer.x.view(nullptr, 0, 0);
