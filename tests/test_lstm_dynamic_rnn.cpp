@@ -385,7 +385,9 @@ void expect_full_batch_in_place(const char* name, Cell cell, Rng& rng) {
   std::vector<int> more(full);
   more.push_back(0);
   auto s0 = cell.zero_state(B), s0_more = cell.zero_state(B + 1);
-  s0_more.zip(s0_more, [&](Matrix<float>& m, const Matrix<float>&) { m = random_matrix<float>(m.rows(), m.cols(), rng, 0.5); });
+  s0_more.zip(s0_more, [&](Matrix<float>& m, const Matrix<float>&) {
+    m = random_matrix<float>(m.rows(), m.cols(), rng, 0.5);
+  });
   s0.zip(s0_more, [&](Matrix<float>& m, const Matrix<float>& src) { m = src.topRows(B); });
   cell.begin_int8_calibration();  // for int8, below
   dynamic_rnn(cell, x, full, s0);
@@ -429,8 +431,10 @@ void expect_full_batch_in_place(const char* name, Cell cell, Rng& rng) {
   const auto fwd_reused = dynamic_rnn(cell, x_reused, full, s0);
   x_reused.setConstant(std::numeric_limits<float>::quiet_NaN());
   auto got = dynamic_rnn_backward(cell, fwd_reused, dy);
-  for (Index e = 0; e < got.inputs.size(); ++e) ASSERT_EQ(got.inputs.data()[e], want.inputs.data()[e]) << name << " " << e;
-  got.initial_state.zip(want.initial_state, [&](const Matrix<float>& a, const Matrix<float>& b) { EXPECT_TRUE(a == b); });
+  for (Index e = 0; e < got.inputs.size(); ++e)
+    ASSERT_EQ(got.inputs.data()[e], want.inputs.data()[e]) << name << " " << e;
+  got.initial_state.zip(want.initial_state,
+                        [&](const Matrix<float>& a, const Matrix<float>& b) { EXPECT_TRUE(a == b); });
 }
 
 // A cell of the concept in dynamic_rnn.hpp with neither of its optional members (no
