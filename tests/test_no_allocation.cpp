@@ -407,7 +407,8 @@ TEST(NoAllocation, ReusableMatrixHasValueSemantics) {
 
 // view(): the matrix reads and writes the caller's memory, keeps the view through a
 // resize() that fits, and has storage of its own again after end_view() (in the view's
-// shape), a larger resize() or an assignment; a copy never views, a move takes the view.
+// shape), drop_view() (empty, allocating nothing), a larger resize() or an assignment; a
+// copy never views, a move takes the view.
 TEST(NoAllocation, ReusableMatrixViewsMemoryItDoesNotOwn) {
   ReusableMatrix<Scalar> m(4, 5);
   Scalar* own = m.data();
@@ -462,6 +463,15 @@ TEST(NoAllocation, ReusableMatrixViewsMemoryItDoesNotOwn) {
   }
   m.view(nullptr, 0, 3);  // an empty view needs no memory
   EXPECT_FALSE(m.is_view());
+  EXPECT_EQ(m.size(), 0);
+  m.view(outside, 4, 6);
+  const long dropping = g_allocations;
+  m.drop_view();  // ended without allocating: empty, its own storage again
+  EXPECT_EQ(g_allocations - dropping, 0);
+  EXPECT_FALSE(m.is_view());
+  EXPECT_EQ(m.size(), 0);
+  EXPECT_GE(m.capacity(), 25);
+  m.drop_view();  // not a view: nothing happens
   EXPECT_EQ(m.size(), 0);
   for (Scalar v : outside) EXPECT_TRUE(v == 0.0f || v == 2.5f);
 }

@@ -215,10 +215,9 @@ class StackedCell {
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
                ForwardMode mode = ForwardMode::training) const {
     constexpr const char* fn = "StackedCell::forward";
-    // The last pass's views of the layers' inputs (below) end first: a pass that throws leaves no
-    // layer pointing at storage that may since have been replaced.
-    for (auto& layer : cache.layers)
-      if (layer.x.is_view()) layer.x.view(nullptr, 0, 0);
+    // The last pass's views of the layers' inputs (below) end first: a pass that throws
+    // leaves no layer pointing at storage that may since have been replaced.
+    for (auto& layer : cache.layers) layer.x.drop_view();
     check_state(fn, "s0", s0, s.batch);
     detail::check_shape(fn, "cache.x", cache.x, s.total(), input_size());
     const std::size_t n = layers_.size();
@@ -249,7 +248,7 @@ class StackedCell {
         mask.resize(0, 0);
         continue;
       }
-      next = Cell::packed_outputs(cache.layers[k]);
+      next = Cell::packed_outputs(cache.layers[k]);  // a copy of its own, masked below
       mask.resize(next.rows(), next.cols());
       for (Index e = 0; e < mask.size(); ++e)
         mask.data()[e] = uniform(rng_, 0, 1) < dropout_ ? Scalar(0) : keep_scale;

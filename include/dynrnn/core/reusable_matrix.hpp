@@ -9,10 +9,11 @@
 // call after call reuse the same memory too. Growing leaves the values uninitialised, as
 // Eigen's resize does.
 //
-// For the length of a call, a ReusableMatrix may also view memory it does not own (view()):
-// dynamic_rnn lets an inference pass over a batch whose rows all run every step read the
-// caller's inputs and write the result's outputs where they are, instead of copying them to
-// and from the packed layout, which is then the same layout.
+// A ReusableMatrix may also view memory it does not own (view()). dynamic_rnn does so for
+// the length of a call: an inference pass over a batch whose rows all run every step reads
+// the caller's inputs and writes the result's outputs where they are, instead of copying
+// them to and from the packed layout, which is then the same layout. A StackedCell's layers
+// view the inputs and outputs next to them in the same cache, from one pass to the next.
 #pragma once
 
 #include "buffer_cache.hpp"
@@ -134,6 +135,15 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
 
   /// \brief Whether the matrix views memory it does not own (view()).
   bool is_view() const { return view_ != nullptr; }
+
+  /// \brief Ends a view (view()) without allocating: the matrix is empty, (0, 0), in storage
+  /// of its own again. Does nothing to a matrix that is not a view.
+  void drop_view() noexcept {
+    if (!view_) return;
+    view_ = nullptr;
+    view_size_ = 0;
+    reseat(0, 0);
+  }
 
   /// \brief Ends a view (view()): the matrix keeps its shape, in storage of its own again,
   /// with unspecified values; it allocates only when it never held that many elements. Does

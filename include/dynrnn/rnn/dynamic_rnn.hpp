@@ -114,6 +114,7 @@ template <class Scalar>
 class CallViews {
  public:
   void add(ReusableMatrix<Scalar>& m, Scalar* data, Index rows, Index cols) {
+    eigen_assert(count_ < 2);
     m.view(data, rows, cols);
     views_[count_++] = &m;
   }
@@ -122,7 +123,7 @@ class CallViews {
     for (; count_ > 0; --count_) views_[count_ - 1]->end_view();
   }
   ~CallViews() {  // after an exception: own storage again, empty, allocating nothing
-    for (; count_ > 0; --count_) views_[count_ - 1]->view(nullptr, 0, 0);
+    for (; count_ > 0; --count_) views_[count_ - 1]->drop_view();
   }
 
  private:
