@@ -339,6 +339,68 @@ TEST(Bf16Gemm, RowsWrittenInPlaceMakeThePackedOperand) {
   EXPECT_EQ(gemm.pack_in_place(8, 48), nullptr);
 }
 
+// rounded(): a left operand its producer already rounded (here by the tests' own bit
+// arithmetic, at a row stride wider than the depth, a pad element past an odd K zero) gives
+// operator()'s bits for the float32 A, on 1 and 2 threads, and rounded_rows() the same on
+// part of the rows; over one slice of depth and several. It refuses C of other columns, a
+// stride below the depth, a null A, and a W packed for the portable kernel.
+TEST(Bf16Gemm, RoundedLeftOperandGivesTheBitsOfOperator) {
+  SKIP_WITHOUT_BF16();
+  std::mt19937 rng(25);
+  for (const auto& [n, K, N] : {std::array<Index, 3>{37, 7, 48}, std::array<Index, 3>{301, 1030, 80}}) {
+    SCOPED_TRACE("n=" + std::to_string(n) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
+    const Mat W = normal(K, N, rng, 0.05f), A = normal(n, K, rng), C0 = normal(n, N, rng);
+    const Index lda = K + K % 2 + 6;
+    std::vector<std::uint16_t> a(std::size_t(n * lda), 0xffff);  // 0xffff: a NaN left where nothing was written
+    for (Index i = 0; i < n; ++i) {
+      for (Index k = 0; k < K; ++k) {
+        const float v = bf16(A(i, k));
+        std::uint32_t bits;
+        std::memcpy(&bits, &v, sizeof bits);
+        a[std::size_t(i * lda + k)] = std::uint16_t(bits >> 16);
+      }
+      if (K % 2) a[std::size_t(i * lda + K)] = 0;
+    }
+    dynrnn::Bf16PackedRightGemm gemm;
+    gemm.pack(W, Op::N);
+    ASSERT_EQ(gemm.isa(), CpuIsa::avx512_core_bf16);
+    Mat want = C0;
+    gemm(want, A, 1.0f, 0.5f);
+    for (int threads : {1, 2}) {
+      dynrnn::set_num_threads(threads);
+      Mat got = C0;
+      gemm.rounded(got, a.data(), lda, 0.5f);
+      EXPECT_TRUE(got == want) << threads << " threads: largest difference " << (got - want).cwiseAbs().maxCoeff();
+    }
+    dynrnn::set_num_threads(dynrnn::max_threads());
+    Mat rows = C0;
+    const Index first = n / 3;
+    gemm.rounded_rows(rows.middleRows(first, n - first), a.data() + first * lda, lda, 0.5f);
+    EXPECT_TRUE(rows.middleRows(first, n - first) == want.middleRows(first, n - first));
+    EXPECT_TRUE(rows.topRows(first) == C0.topRows(first)) << "rows outside its share";
+  }
+  dynrnn::Bf16PackedRightGemm gemm;
+  gemm.pack(Mat::Ones(5, 16), Op::N);
+  std::vector<std::uint16_t> a(3 * 8, 0);
+  Mat C(3, 16), wrong_c(3, 15);
+  const auto expect_refusal = [](auto&& call, const char* argument, const char* expected, const char* actual) {
+    try {
+      call();
+      ADD_FAILURE() << "no exception for " << argument;
+    } catch (const std::invalid_argument& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("Bf16PackedRightGemm::rounded"), std::string::npos) << what;
+      for (const char* part : {argument, expected, actual}) EXPECT_NE(what.find(part), std::string::npos) << what;
+    }
+  };
+  expect_refusal([&] { gemm.rounded(wrong_c, a.data(), 8); }, "C", "16", "15");
+  expect_refusal([&] { gemm.rounded(C, a.data(), 5); }, "lda", "at least 6", "5");
+  expect_refusal([&] { gemm.rounded(C, nullptr, 8); }, "a", "not null", "null");
+  WithIsa limit(CpuIsa::portable);
+  gemm.pack(Mat::Ones(5, 16), Op::N);
+  expect_refusal([&] { gemm.rounded(C, a.data(), 8); }, "isa()", "avx512_core_bf16", "portable");
+}
+
 // Against the float32 product (in double): bfloat16 keeps 8 significant bits, so the
 // relative (Frobenius) error of a long sum of random products is a few 1e-3.
 TEST(Bf16Gemm, AgreesWithFloat32Within1e2) {

@@ -160,9 +160,10 @@ struct LSTMCache {
 /// \tparam Scalar element type.
 template <class Scalar>
 struct LSTMBackwardWorkspace {
-  ReusableMatrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations.
+  ReusableMatrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations; 0 rows where only dgates_bf16 holds them.
   ReusableMatrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
   ReusableMatrix<Scalar> bias_rows;     ///< (B, 4H) bfloat16 on AVX-512 BF16: each row's sum of its dgates.
+  ReusableMatrix<std::uint16_t> dgates_bf16;  ///< (P, 4H) bfloat16 on AVX-512 BF16: dgates rounded, for dgates_t · W_hᵀ and dgates · W_xᵀ.
   Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
   MixedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
   MixedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
@@ -446,7 +447,6 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     if (cell_clip > 0) detail::check_shape(fn, "cache.c_raw", cache.c_raw, P, H);
     if (proj) detail::check_shape(fn, "cache.m", cache.m, P, H);
     if (proj_clip > 0) detail::check_shape(fn, "cache.h_raw", cache.h_raw, P, R);
-    ws.dgates.resize(P, 4 * H);
     ws.d_proj.resize(proj ? P : 0, R);
     ws.dm.resize(proj ? s.batch : 0, H);
     // dstate.h, dstate.c carry dLoss/dh_t and dLoss/dc_t of each sorted row back through
@@ -465,10 +465,19 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     // need not read dgates back from memory and pack them after the loop.
     std::uint16_t* const packed_dgates =
         fast && H % 16 == 0 ? ws.weight_gemm.pack_in_place(P, 4 * H, precision()) : nullptr;
+    // There the gate pass also rounds each row once for the products that take the gate
+    // gradients as their left operand, dh_{t-1} and the input gradient, and, without
+    // peepholes, whose gradients sum them in float32, writes them nowhere else.
+    if (dx) ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T, precision());  // W_xᵀ
+    const bool rounded =
+        packed_dgates && ws.recurrent_gemm.takes_rounded() && (dx == nullptr || ws.input_gemm.takes_rounded());
+    const bool rounded_only = rounded && !peep;
     if (packed_dgates) {
       ws.bias_rows.resize(s.batch, 4 * H);
       ws.bias_rows.setZero();
     }
+    ws.dgates.resize(rounded_only ? 0 : P, 4 * H);
+    ws.dgates_bf16.resize(rounded ? P : 0, 4 * H);
 
     detail::for_each_step(s, team, /*reverse=*/true, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -488,18 +497,21 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
         if (packed_dgates) {
           const Index pair = (o + r) / 2 * 2, start = ws.weight_gemm.packed_offset(pair, 0);
           packing = {packed_dgates + start, ws.weight_gemm.packed_offset(pair, detail::kDotPanelColumns) - start,
-                     o + r, ws.bias_rows.row(r).data()};
+                     o + r, ws.bias_rows.row(r).data(), rounded ? ws.dgates_bf16.row(o + r).data() : nullptr};
         }
         detail::lstm_gate_gradients<Scalar>(
             {cache.gates.row(o + r).data(), cache.tanh_c.row(o + r).data(), c_prev + r * H,
              cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
              proj ? ws.dm.row(r).data() : dh_next.row(r).data(), proj ? nullptr : dh.row(o + r).data(),
-             dc_next.row(r).data(), ws.dgates.row(o + r).data(), peep ? w_i_diag_.data() : nullptr,
+             dc_next.row(r).data(), rounded_only ? nullptr : ws.dgates.row(o + r).data(), peep ? w_i_diag_.data() : nullptr,
              peep ? w_f_diag_.data() : nullptr, peep ? w_o_diag_.data() : nullptr, cell_clip, r + 1 < r1},
             H, fast, packed_dgates ? &packing : nullptr);
       }
       // dh flows into h_{t-1} through W_h.
-      ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), r0);
+      if (rounded)
+        ws.recurrent_gemm.rounded_rows(dh_next.middleRows(r0, n), ws.dgates_bf16.row(o + r0).data(), 4 * H, Scalar(0));
+      else
+        ws.recurrent_gemm.rows(dh_next.middleRows(r0, n), ws.dgates.middleRows(o + r0, n), Scalar(1), Scalar(0), r0);
     });
 
     // Weight gradients: one GEMM each over all valid (row, step) pairs, and the bias gradient
@@ -518,8 +530,10 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     if (peep) add_peephole_gradients(s, cache, ws.dgates, grads);
     if (dx == nullptr) return;
     dx->resize(P, input_size_);
-    ws.input_gemm.pack(kernel_.topRows(input_size_), Op::T, precision());  // W_xᵀ
-    ws.input_gemm(*dx, ws.dgates);
+    if (rounded)
+      ws.input_gemm.rounded(*dx, ws.dgates_bf16.data(), 4 * H);
+    else
+      ws.input_gemm(*dx, ws.dgates);
   }
 
  private:

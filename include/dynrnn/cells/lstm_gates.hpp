@@ -65,7 +65,8 @@ struct LstmGateRow {
 
 /// \brief The arguments of one row's gate gradients (see the file comment); the peephole
 /// weights are null without peepholes, `c_raw` is null without a cell clip, `dm2` null when
-/// dm is whole. `next_row`: the next row of every input follows this one (g 4H further on,
+/// dm is whole. `dg` may be null where the gradients go rounded elsewhere
+/// (LstmGradientPacking::rounded) and nothing reads them in float32. `next_row`: the next row of every input follows this one (g 4H further on,
 /// the others H) and is the next to be computed, so the fused loop fetches it while it
 /// computes this one (the cache of a forward pass is long out of cache when backward reads it).
 template <class Scalar>
@@ -86,11 +87,15 @@ struct LstmGradientRow {
 /// `pair` points at element (row - row % 2, 0) of the packing, and `panel_stride` is the
 /// distance from there to the same pair's first column of the next panel of 64 columns;
 /// 4H must be a multiple of 64 (H of 16).
+/// `rounded`: null, or 4H places where the row's gate gradients also go, rounded, as a
+/// row of the left operand of the products that follow them (dgates_t · W_hᵀ in the loop,
+/// dgates · W_xᵀ after it), which then need not round them again.
 template <class Scalar>
 struct LstmGradientPacking {
   std::uint16_t* pair;
   Index panel_stride, row;
   Scalar* sums;
+  std::uint16_t* rounded;
 };
 
 #ifdef DYNRNN_X86_KERNELS
@@ -216,11 +221,12 @@ __attribute__((target("avx512f"), always_inline)) inline void lstm_gate_gradient
   if (a.w_i)
     dc = _mm512_fmadd_ps(df, load_packet<1>(a.w_f + k, 0, mask),
                          _mm512_fmadd_ps(di, load_packet<1>(a.w_i + k, 0, mask), dc));
-  float* dg = a.dg + k;
-  store_packet<1>(dg, 0, mask, di);
-  store_packet<1>(dg + H, 0, mask, dj);
-  store_packet<1>(dg + 2 * H, 0, mask, df);
-  store_packet<1>(dg + 3 * H, 0, mask, d_o);
+  if (float* dg = a.dg ? a.dg + k : nullptr) {
+    store_packet<1>(dg, 0, mask, di);
+    store_packet<1>(dg + H, 0, mask, dj);
+    store_packet<1>(dg + 2 * H, 0, mask, df);
+    store_packet<1>(dg + 3 * H, 0, mask, d_o);
+  }
   store_packet<1>(a.dc + k, 0, mask, dc);
   d[0] = di, d[1] = dj, d[2] = df, d[3] = d_o;
 }
@@ -242,6 +248,8 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void lstm
       const Index j = gate * H + k;
       Kernel::store_row(out.pair + j / kDotPanelColumns * out.panel_stride + 2 * (j % kDotPanelColumns), out.row,
                         d[gate]);
+      if (out.rounded)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.rounded + j), (__m256i)_mm512_cvtneps_pbh(d[gate]));
       _mm512_storeu_ps(out.sums + j, _mm512_add_ps(_mm512_loadu_ps(out.sums + j), d[gate]));
     }
   }
@@ -298,7 +306,7 @@ void lstm_gate_gradients(const LstmGradientRow<Scalar>& a, Index H, bool fast,
 #ifdef DYNRNN_X86_KERNELS
   if constexpr (std::is_same_v<Scalar, float>) {
     if (packing) {
-      eigen_assert(fast && H % 16 == 0);
+      eigen_assert(fast && H % 16 == 0 && (a.dg || packing->rounded));
       return lstm_gate_gradients_avx512_bf16(a, H, *packing);
     }
     if (fast) return lstm_gate_gradients_avx512(a, H);

@@ -460,6 +460,38 @@ class Bf16PackedRightGemm {
     run_rows(C.data(), C.outerStride(), A.data(), A.outerStride(), false, A.rows(), alpha, beta, bias, first);
   }
 
+  /// \brief `C = A·op(W) + beta·C` for an A that its producer already rounded to
+  /// bfloat16 (an LSTM's gate gradients, rounded as they are computed): operator() without
+  /// its conversion, and the same bits as operator() gives for any float32 A that rounds to
+  /// these values. Only where isa() is CpuIsa::avx512_core_bf16; rows shared between threads
+  /// as operator() shares them.
+  /// \param C (n, N).  \param a n rows of depth(K) = K rounded up to even elements, at row
+  ///   stride `lda`, a pad element past an odd K zero.
+  /// \throws std::invalid_argument when C's columns are not N, lda is below depth(K), a is
+  ///   null with rows to read, or isa() is not CpuIsa::avx512_core_bf16.
+  void rounded(MatrixRef C, const std::uint16_t* a, Index lda, float beta = 0.0f) {
+    constexpr const char* fn = "Bf16PackedRightGemm::rounded";
+    if (isa_ != CpuIsa::avx512_core_bf16)
+      detail::throw_argument(fn, "isa()", "avx512_core_bf16 (a W packed for the AVX-512 BF16 kernel)", to_string(isa_));
+    detail::check_shape(fn, "C", C, C.rows(), N_);
+    if (lda < Kp_) detail::throw_argument(fn, "lda", "at least " + std::to_string(Kp_), std::to_string(lda));
+    if (a == nullptr && C.rows() > 0 && Kp_ > 0) detail::throw_argument(fn, "a", "not null", "null");
+    if (C.rows() == 0 || N_ == 0) return;
+    const double work = 0.5 * double(C.rows()) * double(N_) * double(K_);
+    detail::for_row_shares(C.rows(), work, row_granule(), [&](Index begin, Index end) {
+      run_rounded(C.data() + begin * C.outerStride(), C.outerStride(), a + begin * lda, lda, end - begin, 1.0f,
+                  beta, nullptr);
+    });
+  }
+
+  /// \brief rounded() on the calling thread alone, for threads that call it at the same
+  /// time on disjoint rows of C, inside parallel loops: its arguments are checked only in
+  /// debug builds (eigen_assert).
+  void rounded_rows(MatrixRef C, const std::uint16_t* a, Index lda, float beta) {
+    eigen_assert(isa_ == CpuIsa::avx512_core_bf16 && C.cols() == N_ && lda >= Kp_);
+    run_rounded(C.data(), C.outerStride(), a, lda, C.rows(), 1.0f, beta, nullptr);
+  }
+
   /// \brief The kernels chosen at the last pack(): CpuIsa::avx512_core_bf16 or
   /// CpuIsa::portable (on the float32 tiles of float_tiles(), core/float_tiles.hpp).
   CpuIsa isa() const { return isa_; }
@@ -501,12 +533,7 @@ class Bf16PackedRightGemm {
         Fast::convert_transposed(converted, a, lda, n, K_);
       else
         Fast::convert(converted, a, lda, n, K_);
-      // Slice after slice; once for a depth of 0, which still gives C = beta·C (+ bias).
-      for (Index k0 = 0, s = 0; k0 == 0 || k0 < Kp_; k0 += slice_, ++s)
-        Fast::run(Fast::Product{c, ldc, converted + k0, Kp_, packed_bf16_.data() + s * Fast::packed_size(slice_, N_),
-                                k0 == 0 ? bias : nullptr, n, std::min(slice_, Kp_ - k0), N_, alpha,
-                                k0 == 0 ? beta : 1.0f});
-      return;
+      return run_rounded(c, ldc, converted, Kp_, n, alpha, beta, bias);
     }
 #endif
     for (Index i = 0; i < n; ++i)
@@ -522,6 +549,21 @@ class Bf16PackedRightGemm {
                               packed_float_.data() + s * Portable::packed_size(slice_, N_), k0 == 0 ? bias : nullptr,
                               n, std::min(slice_, Kp_ - k0), N_, alpha, k0 == 0 ? beta : 1.0f});
     });
+  }
+
+  // n rows of the product on the AVX-512 BF16 kernel, A rounded at a (row stride lda), on
+  // the calling thread: slice after slice of depth, and once for a depth of 0, which still
+  // gives C = beta·C (+ bias).
+  void run_rounded(float* c, Index ldc, const std::uint16_t* a, Index lda, Index n, float alpha, float beta,
+                   const float* bias) {
+#ifdef DYNRNN_X86_KERNELS
+    for (Index k0 = 0, s = 0; k0 == 0 || k0 < Kp_; k0 += slice_, ++s)
+      Fast::run(Fast::Product{c, ldc, a + k0, lda, packed_bf16_.data() + s * Fast::packed_size(slice_, N_),
+                              k0 == 0 ? bias : nullptr, n, std::min(slice_, Kp_ - k0), N_, alpha,
+                              k0 == 0 ? beta : 1.0f});
+#else
+    (void)c, (void)ldc, (void)a, (void)lda, (void)n, (void)alpha, (void)beta, (void)bias;
+#endif
   }
 
   // The shapes of a new op(W), (K, N), and its slices of depth.

@@ -277,6 +277,36 @@ class MixedRightGemm {
     float32_.rows(C, A, alpha, beta);
   }
 
+  /// \brief Whether the products take a left operand already rounded to bfloat16
+  /// (rounded(), rounded_rows()): in bfloat16 on the AVX-512 BF16 kernels.
+  bool takes_rounded() const {
+    if constexpr (std::is_same_v<Scalar, float>)
+      return precision_ == Precision::bfloat16 && reduced_.isa() == CpuIsa::avx512_core_bf16;
+    return false;
+  }
+
+  /// \brief `C = A·op(W) + beta·C` for A already rounded to bfloat16 (n rows of K rounded
+  /// up to even elements at row stride `lda`): Bf16PackedRightGemm::rounded(), the same bits
+  /// as operator() gives for a float32 A that rounds to these values. Only where
+  /// takes_rounded().
+  /// \throws std::invalid_argument as Bf16PackedRightGemm::rounded() does, and when not
+  ///   takes_rounded().
+  void rounded(MatrixRef C, const std::uint16_t* a, Index lda, Scalar beta = Scalar(0)) {
+    if constexpr (std::is_same_v<Scalar, float>)
+      if (precision_ == Precision::bfloat16) return reduced_.rounded(C, a, lda, beta);
+    (void)C, (void)a, (void)lda, (void)beta;
+    detail::throw_argument("MixedRightGemm::rounded", "precision()", "Precision::bfloat16 in a cell of float",
+                           to_string(precision_));
+  }
+
+  /// \brief rounded() on the calling thread alone, for threads on disjoint rows of C inside
+  /// parallel loops; checked in debug builds only.
+  void rounded_rows(MatrixRef C, const std::uint16_t* a, Index lda, Scalar beta) {
+    eigen_assert(takes_rounded());
+    if constexpr (std::is_same_v<Scalar, float>) reduced_.rounded_rows(C, a, lda, beta);
+    (void)C, (void)a, (void)lda, (void)beta;
+  }
+
   /// \brief The precision of the last pack().
   Precision precision() const { return precision_; }
 
