@@ -27,6 +27,21 @@ inline float bf16(float x) {
   return out;
 }
 
+/// The 16 bits of bfloat16 x (x already a bfloat16 value, as bf16() returns).
+inline std::uint16_t bf16_bits(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return std::uint16_t(bits >> 16);
+}
+
+/// The float of the bfloat16 with these 16 bits.
+inline float from_bf16_bits(std::uint16_t b) {
+  const std::uint32_t bits = std::uint32_t(b) << 16;
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
 /// Frobenius norm of a - b over that of b, in double, element by element in storage order
 /// (both of the same layout).
 template <class A, class B>

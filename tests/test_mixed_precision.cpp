@@ -12,9 +12,7 @@
 #include "reduced_precision_support.hpp"
 #include "support.hpp"
 
-#include <cstdint>
 #include <cstdio>
-#include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -96,12 +94,8 @@ void expect_gradients_are_products_of_rounded_operands(Index T, Index B, Index I
     ASSERT_EQ(ws.dgates_bf16.rows(), rounded_only ? pairs : 0);
     Eigen::MatrixXd dz(pairs, 4 * H);
     for (Index i = 0; i < dz.rows(); ++i)
-      for (Index j = 0; j < dz.cols(); ++j) {
-        const std::uint32_t bits = std::uint32_t(rounded_only ? ws.dgates_bf16(i, j) : 0) << 16;
-        float value;
-        std::memcpy(&value, &bits, sizeof value);
-        dz(i, j) = rounded_only ? double(value) : double(bf16(ws.dgates(i, j)));
-      }
+      for (Index j = 0; j < dz.cols(); ++j)
+        dz(i, j) = rounded_only ? from_bf16_bits(ws.dgates_bf16(i, j)) : bf16(ws.dgates(i, j));
     const Eigen::MatrixXd d_top = rounded(fwd.cache.x).transpose() * dz;
     const Eigen::MatrixXd d_bottom = rounded(fwd.cache.h_prev).transpose() * dz;
     EXPECT_LT(relative_difference(Eigen::MatrixXd(g.kernel.topRows(I).cast<double>()), d_top), tolerance);

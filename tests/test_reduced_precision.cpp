@@ -40,6 +40,7 @@ using dynrnn::Op;
 using Mat = dynrnn::Matrix<float>;
 
 using dynrnn::test::bf16;
+using dynrnn::test::bf16_bits;
 using dynrnn::test::at_float_tile_levels;
 using dynrnn::test::float_tile_levels;
 using dynrnn::test::WithIsa;
@@ -353,12 +354,7 @@ TEST(Bf16Gemm, RoundedLeftOperandGivesTheBitsOfOperator) {
     const Index lda = K + K % 2 + 6;
     std::vector<std::uint16_t> a(std::size_t(n * lda), 0xffff);  // 0xffff: a NaN left where nothing was written
     for (Index i = 0; i < n; ++i) {
-      for (Index k = 0; k < K; ++k) {
-        const float v = bf16(A(i, k));
-        std::uint32_t bits;
-        std::memcpy(&bits, &v, sizeof bits);
-        a[std::size_t(i * lda + k)] = std::uint16_t(bits >> 16);
-      }
+      for (Index k = 0; k < K; ++k) a[std::size_t(i * lda + k)] = bf16_bits(bf16(A(i, k)));
       if (K % 2) a[std::size_t(i * lda + K)] = 0;
     }
     dynrnn::Bf16PackedRightGemm gemm;

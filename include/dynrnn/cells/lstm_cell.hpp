@@ -163,7 +163,8 @@ struct LSTMBackwardWorkspace {
   ReusableMatrix<Scalar> dgates;        ///< (P, 4H) dLoss/d gate pre-activations; 0 rows where only dgates_bf16 holds them.
   ReusableMatrix<Scalar> d_proj;        ///< (P, R)  num_proj: dLoss/d(m_t · projection), before the clip.
   ReusableMatrix<Scalar> bias_rows;     ///< (B, 4H) bfloat16 on AVX-512 BF16: each row's sum of its dgates.
-  ReusableMatrix<std::uint16_t> dgates_bf16;  ///< (P, 4H) bfloat16 on AVX-512 BF16: dgates rounded, for dgates_t · W_hᵀ and dgates · W_xᵀ.
+  /// (P, 4H) bfloat16 on AVX-512 BF16: dgates rounded, for dgates_t · W_hᵀ and dgates · W_xᵀ.
+  ReusableMatrix<std::uint16_t> dgates_bf16;
   Matrix<Scalar> dm;            ///< (B, H)  num_proj: one step's dLoss/dm_t.
   MixedRightGemm<Scalar> recurrent_gemm;   ///< W_hᵀ, packed once per pass for dgates_t · W_hᵀ.
   MixedRightGemm<Scalar> projection_gemm;  ///< num_proj: projectionᵀ.
@@ -503,8 +504,9 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
             {cache.gates.row(o + r).data(), cache.tanh_c.row(o + r).data(), c_prev + r * H,
              cell_clip > 0 ? cache.c_raw.row(o + r).data() : nullptr,
              proj ? ws.dm.row(r).data() : dh_next.row(r).data(), proj ? nullptr : dh.row(o + r).data(),
-             dc_next.row(r).data(), rounded_only ? nullptr : ws.dgates.row(o + r).data(), peep ? w_i_diag_.data() : nullptr,
-             peep ? w_f_diag_.data() : nullptr, peep ? w_o_diag_.data() : nullptr, cell_clip, r + 1 < r1},
+             dc_next.row(r).data(), rounded_only ? nullptr : ws.dgates.row(o + r).data(),
+             peep ? w_i_diag_.data() : nullptr, peep ? w_f_diag_.data() : nullptr, peep ? w_o_diag_.data() : nullptr,
+             cell_clip, r + 1 < r1},
             H, fast, packed_dgates ? &packing : nullptr);
       }
       // dh flows into h_{t-1} through W_h.

@@ -66,9 +66,10 @@ struct LstmGateRow {
 /// \brief The arguments of one row's gate gradients (see the file comment); the peephole
 /// weights are null without peepholes, `c_raw` is null without a cell clip, `dm2` null when
 /// dm is whole. `dg` may be null where the gradients go rounded elsewhere
-/// (LstmGradientPacking::rounded) and nothing reads them in float32. `next_row`: the next row of every input follows this one (g 4H further on,
-/// the others H) and is the next to be computed, so the fused loop fetches it while it
-/// computes this one (the cache of a forward pass is long out of cache when backward reads it).
+/// (LstmGradientPacking::rounded) and nothing reads them in float32. `next_row`: the next
+/// row of every input follows this one (g 4H further on, the others H) and is the next to be
+/// computed, so the fused loop fetches it while it computes this one (the cache of a forward
+/// pass is long out of cache when backward reads it).
 template <class Scalar>
 struct LstmGradientRow {
   const Scalar *g, *tc, *cp, *c_raw;
@@ -246,10 +247,10 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) inline void lstm
     lstm_gate_gradients_packet(a, H, k, 0xffff, d);
     for (int gate = 0; gate < 4; ++gate) {
       const Index j = gate * H + k;
+      const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(d[gate]);
       Kernel::store_row(out.pair + j / kDotPanelColumns * out.panel_stride + 2 * (j % kDotPanelColumns), out.row,
-                        d[gate]);
-      if (out.rounded)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.rounded + j), (__m256i)_mm512_cvtneps_pbh(d[gate]));
+                        rounded);
+      if (out.rounded) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.rounded + j), rounded);
       _mm512_storeu_ps(out.sums + j, _mm512_add_ps(_mm512_loadu_ps(out.sums + j), d[gate]));
     }
   }

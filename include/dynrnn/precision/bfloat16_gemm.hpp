@@ -164,7 +164,11 @@ struct Bf16Avx512Kernel : DotPanels<Bf16Avx512Kernel, 2> {
   /// pair may be written in either order, by different threads: what pack_rows() writes, a
   /// row at a time.
   DYNRNN_TARGET_AVX512_BF16 static void store_row(std::uint16_t* pairs, Index k, __m512 x) {
-    const __m512i words = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
+    store_row(pairs, k, (__m256i)_mm512_cvtneps_pbh(x));
+  }
+  /// store_row() of 16 values its caller already rounded (vcvtneps2bf16).
+  DYNRNN_TARGET_AVX512_BF16 static void store_row(std::uint16_t* pairs, Index k, __m256i rounded) {
+    const __m512i words = _mm512_cvtepu16_epi32(rounded);
     if (k % 2)
       _mm512_mask_storeu_epi16(pairs, __mmask32(0xaaaaaaaau), _mm512_slli_epi32(words, 16));
     else
