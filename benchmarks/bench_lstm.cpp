@@ -1,5 +1,5 @@
 // dynrnn benchmarks: LSTM forward inference and a full training step, in float, at 1 and
-// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L). The forward rows run
+// 2 threads, for the workloads of workloads.hpp (S, M, M-var, L, L-one). The forward rows run
 // inference passes (dynrnn::ForwardMode::inference), as oneDNN's forward_inference rows do;
 // the rows named ...-training/forward run the same pass in the default ForwardMode::training,
 // which keeps the cache for backward. The rows named
@@ -7,7 +7,9 @@
 // (cell.set_precision(dynrnn::Precision::bfloat16), or the model's), on the kernels
 // cpu_isa() allows; in each form the float32 rows have. The rows named dynrnn-int8 run
 // inference with the products in int8 (Precision::int8), calibrated on the benchmark's
-// input first, in the reusing and the returning forms.
+// input first, in the reusing and the returning forms. The rows named ...-frozen run the
+// same inference passes on dynrnn::freeze(cell), whose weights are packed once, before the
+// clock starts (as oneDNN's rows reorder theirs), where the other rows pack them in every pass.
 //
 // Counters: GFLOP (a rate) counts the LSTM's GEMM work, 2·(I+H)·4H flops per valid
 // (row, step) for forward and 3× that for training with input gradients (forward,
@@ -35,6 +37,7 @@
 
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -55,9 +58,27 @@ void set_counters(benchmark::State& state, const Workload& w, double flops) {
 // the form the README's first example teaches.
 enum class Form { reusing, returning };
 
+// The forward passes of `cell` (Weights::packed_per_pass), or of dynrnn::freeze(cell), its
+// weights packed once before the clock starts, as oneDNN's are reordered once.
+enum class Weights { packed_per_pass, frozen };
+
+// One forward pass of `cell` in `form`.
+template <class Cell, class Result>
+void forward_pass(const Cell& cell, const dynrnn::Tensor3<typename Cell::Scalar>& x, const std::vector<int>& lengths,
+                  const typename Cell::State& s0, Form form, dynrnn::ForwardMode mode, Result& reused) {
+  if (form == Form::reusing) {
+    dynrnn::dynamic_rnn(cell, x, lengths, s0, reused, mode);
+    benchmark::DoNotOptimize(reused.outputs.data());
+  } else {
+    const auto result = dynrnn::dynamic_rnn(cell, x, lengths, s0, mode);
+    benchmark::DoNotOptimize(result.outputs.data());
+  }
+  benchmark::ClobberMemory();
+}
+
 template <class Scalar>
 void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precision precision,
-                dynrnn::ForwardMode mode) {
+                dynrnn::ForwardMode mode, Weights weights) {
   dynrnn::set_num_threads(int(state.range(0)));
   dynrnn::LSTMCell<Scalar> cell(w.input, w.hidden);
   dynrnn::Tensor3<Scalar> x(w.max_time, w.batch, w.input);
@@ -70,19 +91,16 @@ void BM_Forward(benchmark::State& state, Workload w, Form form, dynrnn::Precisio
     cell.end_int8_calibration();
   }
   cell.set_precision(precision);
-  dynrnn::DynamicRNNResult<dynrnn::LSTMCell<Scalar>> fwd;  // reused: no allocation per step
-  const auto step = [&] {
-    if (form == Form::reusing) {
-      dynrnn::dynamic_rnn(cell, x, lengths, s0, fwd, mode);
-      benchmark::DoNotOptimize(fwd.outputs.data());
-    } else {
-      const auto result = dynrnn::dynamic_rnn(cell, x, lengths, s0, mode);
-      benchmark::DoNotOptimize(result.outputs.data());
-    }
-    benchmark::ClobberMemory();
+  const auto run = [&](const auto& runner) {
+    dynrnn::DynamicRNNResult<std::decay_t<decltype(runner)>> fwd;  // reused: no allocation per step
+    // untimed: the first pass allocates and first touches the buffers (see the file comment)
+    forward_pass(runner, x, lengths, s0, form, mode, fwd);
+    for (auto _ : state) forward_pass(runner, x, lengths, s0, form, mode, fwd);
   };
-  step();  // untimed: the first pass allocates and first touches the buffers (see the file comment)
-  for (auto _ : state) step();
+  if (weights == Weights::frozen)
+    run(dynrnn::freeze(cell));
+  else
+    run(cell);
   set_counters(state, w, bench::forward_flops(w, lengths));
 }
 
@@ -211,15 +229,18 @@ int main(int argc, char** argv) {
   for (const auto& [system, precision] : {std::pair<std::string, Precision>{"dynrnn", Precision::float32},
                                           std::pair<std::string, Precision>{"dynrnn-bf16", Precision::bfloat16}}) {
     for (const Workload& w : bench::kWorkloads)
-      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::inference);
+      add(system + "/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::inference,
+          Weights::packed_per_pass);
     for (const Workload& w : bench::kWorkloads)
-      add(system + "-training/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::training);
+      add(system + "-training/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::training,
+          Weights::packed_per_pass);
     for (const Workload& w : bench::kWorkloads)
       add(system + "/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::reusing, precision);
     for (const Workload& w : bench::kWorkloads)
       add(system + "-dx/train/" + w.name, BM_TrainStep<float>, w, InputGradients::compute, Form::reusing, precision);
     for (const Workload& w : bench::kWorkloads)
-      add(system + "-returning/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision, Mode::inference);
+      add(system + "-returning/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision, Mode::inference,
+          Weights::packed_per_pass);
     for (const Workload& w : bench::kWorkloads)
       add(system + "-returning/train/" + w.name, BM_TrainStep<float>, w, InputGradients::skip, Form::returning,
           precision);
@@ -228,10 +249,21 @@ int main(int argc, char** argv) {
   }
   for (const Workload& w : bench::kWorkloads)
     add(std::string("dynrnn-int8/forward/") + w.name, BM_Forward<float>, w, Form::reusing, Precision::int8,
-        Mode::inference);
+        Mode::inference, Weights::packed_per_pass);
   for (const Workload& w : bench::kWorkloads)
     add(std::string("dynrnn-int8-returning/forward/") + w.name, BM_Forward<float>, w, Form::returning, Precision::int8,
-        Mode::inference);
+        Mode::inference, Weights::packed_per_pass);
+  // Inference on a FrozenCell (dynrnn::freeze), at each precision: the weights packed once.
+  for (const auto& [system, precision] : {std::pair<std::string, Precision>{"dynrnn", Precision::float32},
+                                          std::pair<std::string, Precision>{"dynrnn-bf16", Precision::bfloat16},
+                                          std::pair<std::string, Precision>{"dynrnn-int8", Precision::int8}}) {
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "-frozen/forward/" + w.name, BM_Forward<float>, w, Form::reusing, precision, Mode::inference,
+          Weights::frozen);
+    for (const Workload& w : bench::kWorkloads)
+      add(system + "-frozen-returning/forward/" + w.name, BM_Forward<float>, w, Form::returning, precision,
+          Mode::inference, Weights::frozen);
+  }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

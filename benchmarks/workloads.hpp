@@ -5,6 +5,7 @@
 //   M      128  256  64  50   all 50
 //   M-var  128  256  64  50   uniform in [10, 50]
 //   L      512  512  64  100  all 100
+//   L-one  512  512  1   20   all 20     one sequence: a program answering requests one at a time
 //
 // GEMM work: forward 2·(I+H)·4H flops per valid (row, step); training counts 3× that.
 #pragma once
@@ -27,6 +28,7 @@ inline const Workload kWorkloads[] = {
     {"M", 128, 256, 64, 50, 50, 50},
     {"M-var", 128, 256, 64, 50, 10, 50},
     {"L", 512, 512, 64, 100, 100, 100},
+    {"L-one", 512, 512, 1, 20, 20, 20},
 };
 
 /// The lengths of a workload's batch, the same in every program (fixed seed, portable draw).

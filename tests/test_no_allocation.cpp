@@ -16,6 +16,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -228,6 +229,8 @@ TEST(NoAllocation, EveryOptimizerAndClippingAfterTheFirstUpdate) {
   EXPECT_EQ(allocations_of_updates(RMSProp<Scalar>(rmsprop)), 0);
 }
 
+// Training and inference passes, and the passes of a FrozenCell in each precision, which
+// share its packed weights and pack nothing.
 TEST(NoAllocation, InferenceAfterTheFirstCall) {
   DYNRNN_SKIP_IF_BACKEND_ALLOCATES();
   LSTMCell<Scalar> cell(8, 32);
@@ -235,12 +238,21 @@ TEST(NoAllocation, InferenceAfterTheFirstCall) {
   x.setConstant(0.25f);
   const std::vector<int> lengths = {10, 2, 7, 0, 10};
   const auto s0 = cell.zero_state(5);
-  for (ForwardMode mode : {ForwardMode::training, ForwardMode::inference}) {
-    DynamicRNNResult<LSTMCell<Scalar>> fwd;
-    dynamic_rnn(cell, x, lengths, s0, fwd, mode);
+  const auto allocations_after_the_first = [&](const auto& runner, ForwardMode mode) {
+    DynamicRNNResult<std::decay_t<decltype(runner)>> fwd;
+    dynamic_rnn(runner, x, lengths, s0, fwd, mode);
     const long before = g_allocations;
-    for (int k = 0; k < 5; ++k) dynamic_rnn(cell, x, lengths, s0, fwd, mode);
-    EXPECT_EQ(g_allocations - before, 0) << (mode == ForwardMode::inference ? "inference" : "training");
+    for (int k = 0; k < 5; ++k) dynamic_rnn(runner, x, lengths, s0, fwd, mode);
+    return g_allocations - before;
+  };
+  EXPECT_EQ(allocations_after_the_first(cell, ForwardMode::training), 0) << "training";
+  EXPECT_EQ(allocations_after_the_first(cell, ForwardMode::inference), 0) << "inference";
+  cell.begin_int8_calibration();
+  dynamic_rnn(cell, x, lengths);
+  cell.end_int8_calibration();
+  for (const Precision p : {Precision::float32, Precision::bfloat16, Precision::int8}) {
+    cell.set_precision(p);
+    EXPECT_EQ(allocations_after_the_first(freeze(cell), ForwardMode::inference), 0) << "frozen, " << to_string(p);
   }
 }
 

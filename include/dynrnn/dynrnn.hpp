@@ -5,7 +5,7 @@
 //   core/      types, reusable matrices, argument checks, random numbers, reusable GEMM, threads
 //   precision/ bfloat16 and int8 products, with AVX-512 BF16/VNNI kernels chosen at run time
 //   cells/     recurrent cells (LSTM, GRU, vanilla RNN, a stack of layers): forward and
-//              backward through time on a packed batch
+//              backward through time on a packed batch; a cell frozen for inference
 //   rnn/       dynamic_rnn, bidirectional_dynamic_rnn and their backward passes, the packed
 //              layout and time loop, last-output gather
 //   layers/    Dense, Embedding
@@ -31,6 +31,7 @@
 #include "precision/cpu_isa.hpp"
 #include "precision/int8_gemm.hpp"
 
+#include "cells/frozen_cell.hpp"
 #include "cells/gru_cell.hpp"
 #include "cells/hidden_state.hpp"
 #include "cells/lstm_cell.hpp"

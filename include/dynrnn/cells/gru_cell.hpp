@@ -226,9 +226,12 @@ class GRUCell : public PrecisionSetting<Scalar_> {
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
   /// \param mode   ForwardMode::inference keeps no h_{t-1} for backward().
+  /// \param packing null, or this cell's weights packed by pack_forward() in its current
+  ///               precision, which the products then read instead of packing their own
+  ///               (FrozenCell); the cache does not read it after the call.
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
-               ForwardMode mode = ForwardMode::training) const {
+               ForwardMode mode = ForwardMode::training, const ForwardPacking<Scalar>* packing = nullptr) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "GRUCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
@@ -242,19 +245,12 @@ class GRUCell : public PrecisionSetting<Scalar_> {
 
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
     this->observe_int8(cache.x);
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    detail::ForwardShares<Scalar> shares;  // ends the shares of `packing` when the pass ends
+    pack_products(cache.input_gemm, cache.recurrent_gemm, cache.candidate_gemm, rows, packing, shares);
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
-    // In int8, h_{t-1} and r ⊙ h_{t-1} are taken to lie in [-1, 1] (MixedRightGemm::pack's default).
-    const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(3 * H));
-    const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
-    if (after) {
-      cache.recurrent_gemm.pack(W_h, Op::N, precision(), rows);
-    } else {
-      cache.recurrent_gemm.pack(W_h.leftCols(2 * H), Op::N, precision(), rows);
-      cache.candidate_gemm.pack(W_h.rightCols(H), Op::N, precision(), rows);
-    }
     detail::start_h_prev(s, detail::keeps_for_backward(mode, precision()), s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       const Index n = r1 - r0;
@@ -293,6 +289,15 @@ class GRUCell : public PrecisionSetting<Scalar_> {
       detail::feed_next_step(s, t, r0, r1, cache.h, cache.h_prev);
     });
     detail::gather_final(s, cache.h, s0.h, final.h);
+  }
+
+  /// \brief Packs the weights of forward()'s products as every pass packs its own: W_x into
+  /// `packing.input`, W_h into `packing.recurrent` (reset_after), or its r and u columns
+  /// there and its candidate columns into `packing.extra` (reset_before), in precision()
+  /// (with the int8 bounds). FrozenCell packs them once so.
+  void pack_forward(ForwardPacking<Scalar>& packing) const {
+    detail::ForwardShares<Scalar> none;
+    pack_products(packing.input, packing.recurrent, packing.extra, 0, nullptr, none);
   }
 
   /// \brief The packed outputs of a forward pass, `(P, H)`.
@@ -396,6 +401,25 @@ class GRUCell : public PrecisionSetting<Scalar_> {
   }
 
  private:
+  // Packs the forward products' weights into input, recurrent and candidate (room for
+  // `loop_rows` rows in the loop's products), or makes them share `packing`'s for as long
+  // as `shares` lasts. In int8, h_{t-1} and r ⊙ h_{t-1} are taken to lie in [-1, 1].
+  void pack_products(MixedRightGemm<Scalar>& input, MixedRightGemm<Scalar>& recurrent,
+                     MixedRightGemm<Scalar>& candidate, Index loop_rows, const ForwardPacking<Scalar>* packing,
+                     detail::ForwardShares<Scalar>& shares) const {
+    const Index H = hidden_size_;
+    shares.pack(input, packing ? &packing->input : nullptr, kernel_.topRows(input_size_), Op::N, precision(), 0,
+                this->input_bound_);  // W_x, (I, 3H)
+    const auto W_h = kernel_.bottomRows(H);  // (H, 3H)
+    const MixedRightGemm<Scalar>* packed_recurrent = packing ? &packing->recurrent : nullptr;
+    if (variant_ == GRUVariant::reset_after) {
+      shares.pack(recurrent, packed_recurrent, W_h, Op::N, precision(), loop_rows);
+    } else {
+      shares.pack(recurrent, packed_recurrent, W_h.leftCols(2 * H), Op::N, precision(), loop_rows);
+      shares.pack(candidate, packing ? &packing->extra : nullptr, W_h.rightCols(H), Op::N, precision(), loop_rows);
+    }
+  }
+
   using Array = Eigen::Map<Eigen::Array<Scalar, Eigen::Dynamic, 1>>;  // one gate of one row
   using ConstArray = Eigen::Map<const Eigen::Array<Scalar, Eigen::Dynamic, 1>>;
 

@@ -342,9 +342,12 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
   /// \param mode   ForwardMode::inference (or a pass in int8) keeps only the outputs: c_t and
   ///               m_t are updated in place in (B, H) rows, and the activations, tanh(c_t),
   ///               h_{t-1} and the values before the clips are not written.
+  /// \param packing null, or this cell's weights packed by pack_forward() in its current
+  ///               precision, which the products then read instead of packing their own
+  ///               (FrozenCell); the cache does not read it after the call.
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
-               ForwardMode mode = ForwardMode::training) const {
+               ForwardMode mode = ForwardMode::training, const ForwardPacking<Scalar>* packing = nullptr) const {
     const Index H = hidden_size_, R = output_size(), P = s.total();
     constexpr const char* fn = "LSTMCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
@@ -369,18 +372,14 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     cache.m.resize(proj ? (keep ? P : s.batch) : 0, H);
     cache.h_raw.resize(keep && proj_clip > 0 ? P : 0, R);
 
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    detail::ForwardShares<Scalar> shares;  // ends the shares of `packing` when the pass ends
+    pack_products(cache.input_gemm, cache.recurrent_gemm, cache.projection_gemm, rows, packing, shares);
     // Input projection for every valid (row, step) pair at once, the bias added as it is written.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
     cache.input_gemm(cache.gates, cache.x, Scalar(1), Scalar(0), bias_.data());
 
-    const Index rows = s.steps > 0 ? s.active[0] : 0;
     const double macs_per_row = double(R) * double(4 * H) + (proj ? double(H) * double(R) : 0.0);
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, macs_per_row);
-    // int8 bounds of the products' left operands: h_{t-1} (m_t in [-1, 1], or a projected
-    // state with its calibrated bound) and m_t.
-    cache.recurrent_gemm.pack(kernel_.bottomRows(R), Op::N, precision(), rows,
-                              proj ? this->state_bound_ : 1.0f);                  // W_h, (R, 4H)
-    if (proj) cache.projection_gemm.pack(projection_, Op::N, precision(), rows);  // (H, R)
     detail::start_h_prev(s, keep, s0.h, cache.h_prev);
     const bool fast = detail::fast_activations();
     // m_t lands in h (no projection) or in m, from where the projection takes it into h.
@@ -419,6 +418,14 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     else
       final.c = cache.c;
     detail::gather_final(s, cache.h, s0.h, final.h);
+  }
+
+  /// \brief Packs the weights of forward()'s products as every pass packs its own: W_x into
+  /// `packing.input`, W_h into `packing.recurrent` and, with num_proj, the projection into
+  /// `packing.extra`, in precision() (with the int8 bounds). FrozenCell packs them once so.
+  void pack_forward(ForwardPacking<Scalar>& packing) const {
+    detail::ForwardShares<Scalar> none;
+    pack_products(packing.input, packing.recurrent, packing.extra, 0, nullptr, none);
   }
 
   /// \brief The packed outputs of a forward pass, `(P, R)`.
@@ -545,6 +552,23 @@ class LSTMCell : public PrecisionSetting<Scalar_> {
     return o;
   }
   bool projects() const { return options_.num_proj > 0; }
+
+  // Packs the forward products' weights into input, recurrent and projection (room for
+  // `loop_rows` rows in the loop's products), or makes them share `packing`'s for as long
+  // as `shares` lasts. In int8 the left operands' bounds: x its calibrated one, h_{t-1}
+  // (m_t in [-1, 1], or a projected state with its calibrated bound) and m_t.
+  void pack_products(MixedRightGemm<Scalar>& input, MixedRightGemm<Scalar>& recurrent,
+                     MixedRightGemm<Scalar>& projection, Index loop_rows, const ForwardPacking<Scalar>* packing,
+                     detail::ForwardShares<Scalar>& shares) const {
+    const bool proj = projects();
+    shares.pack(input, packing ? &packing->input : nullptr, kernel_.topRows(input_size_), Op::N, precision(), 0,
+                this->input_bound_);  // W_x, (I, 4H)
+    shares.pack(recurrent, packing ? &packing->recurrent : nullptr, kernel_.bottomRows(output_size()), Op::N,
+                precision(), loop_rows, proj ? this->state_bound_ : 1.0f);  // W_h, (R, 4H)
+    if (proj)
+      shares.pack(projection, packing ? &packing->extra : nullptr, projection_, Op::N, precision(),
+                  loop_rows);  // (H, R)
+  }
 
   // dw_i = Σ di ⊙ c_{t-1}, dw_f = Σ df ⊙ c_{t-1}, dw_o = Σ do ⊙ c_t over all valid (row, step)
   // pairs, summed in a fixed order.

@@ -180,9 +180,12 @@ class RNNCell : public PrecisionSetting<Scalar_> {
   /// \param cache  holds the packed inputs `cache.x` (P, I); receives everything backward() needs.
   /// \param final  receives the state after each row's last valid step, sorted order.
   /// \param mode   ForwardMode::inference keeps no h_{t-1} for backward().
+  /// \param packing null, or this cell's weights packed by pack_forward() in its current
+  ///               precision, which the products then read instead of packing their own
+  ///               (FrozenCell); the cache does not read it after the call.
   /// \throws std::invalid_argument when `s0` or `cache.x` does not fit the schedule and cell.
   void forward(const PackedSchedule& s, const State& s0, Cache& cache, State& final,
-               ForwardMode mode = ForwardMode::training) const {
+               ForwardMode mode = ForwardMode::training, const ForwardPacking<Scalar>* packing = nullptr) const {
     const Index H = hidden_size_, P = s.total();
     constexpr const char* fn = "RNNCell::forward";
     detail::check_forward_arguments(fn, *this, s, s0, cache.x);
@@ -190,15 +193,13 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     cache.h.resize(P, H);
 
     // h holds the pre-activations until its step runs: bias + x·W_x for all steps at once.
-    cache.input_gemm.pack(kernel_.topRows(input_size_), Op::N, precision(), 0, this->input_bound_);  // W_x
+    const Index rows = s.steps > 0 ? s.active[0] : 0;
+    detail::ForwardShares<Scalar> shares;  // ends the shares of `packing` when the pass ends
+    pack_products(cache.input_gemm, cache.recurrent_gemm, rows, packing, shares);
     cache.input_gemm(cache.h, cache.x, Scalar(1), Scalar(0), bias_.data());
 
-    const Index rows = s.steps > 0 ? s.active[0] : 0;
     const detail::LoopTeam team = detail::loop_team<Scalar>(rows, double(H) * double(H));
     const bool relu = activation_ == RNNActivation::relu;
-    // In int8, h_{t-1} lies in [-1, 1] under tanh; under relu its bound is calibrated.
-    cache.recurrent_gemm.pack(kernel_.bottomRows(H), Op::N, precision(), rows,
-                              relu ? this->state_bound_ : 1.0f);  // W_h, (H, H)
     detail::start_h_prev(s, detail::keeps_for_backward(mode, precision()), s0.h, cache.h_prev);
     detail::for_each_step(s, team, /*reverse=*/false, [&](Index t, Index o, Index r0, Index r1) {
       auto h = cache.h.middleRows(o + r0, r1 - r0);  // (n, H) pre-activations, then h_t
@@ -212,6 +213,14 @@ class RNNCell : public PrecisionSetting<Scalar_> {
     });
     this->observe_int8(cache.x, relu ? &cache.h : nullptr);
     detail::gather_final(s, cache.h, s0.h, final.h);
+  }
+
+  /// \brief Packs the weights of forward()'s products as every pass packs its own: W_x into
+  /// `packing.input` and W_h into `packing.recurrent`, in precision()
+  /// (with the int8 bounds). FrozenCell packs them once so.
+  void pack_forward(ForwardPacking<Scalar>& packing) const {
+    detail::ForwardShares<Scalar> none;
+    pack_products(packing.input, packing.recurrent, 0, nullptr, none);
   }
 
   /// \brief The packed outputs of a forward pass, `(P, H)`.
@@ -269,6 +278,18 @@ class RNNCell : public PrecisionSetting<Scalar_> {
   }
 
  private:
+  // Packs the forward products' weights into input and recurrent (room for `loop_rows` rows
+  // in the loop's product), or makes them share `packing`'s for as long as `shares` lasts.
+  // In int8, h_{t-1} lies in [-1, 1] under tanh; under relu its bound is calibrated.
+  void pack_products(MixedRightGemm<Scalar>& input, MixedRightGemm<Scalar>& recurrent, Index loop_rows,
+                     const ForwardPacking<Scalar>* packing, detail::ForwardShares<Scalar>& shares) const {
+    const Index H = hidden_size_;
+    shares.pack(input, packing ? &packing->input : nullptr, kernel_.topRows(input_size_), Op::N, precision(), 0,
+                this->input_bound_);  // W_x, (I, H)
+    shares.pack(recurrent, packing ? &packing->recurrent : nullptr, kernel_.bottomRows(H), Op::N, precision(),
+                loop_rows, activation_ == RNNActivation::relu ? this->state_bound_ : 1.0f);  // W_h, (H, H)
+  }
+
   Index input_size_;
   Index hidden_size_;
   RNNActivation activation_;

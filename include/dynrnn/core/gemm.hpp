@@ -436,6 +436,8 @@ class PackedRightGemm {
   /// packed size grows. Under the external GEMM backends it keeps a pointer to W instead,
   /// which must then outlive the products.
   void pack(const ConstMatrixRef& W, Op op) {
+    packed_w_.drop_view();  // after share(): the packing written below is this object's own
+    shared_ = false;
     K_ = op == Op::N ? W.rows() : W.cols();
     N_ = op == Op::N ? W.cols() : W.rows();
     if constexpr (detail::external_gemm<Scalar>()) {  // the library packs at every call
@@ -451,6 +453,31 @@ class PackedRightGemm {
         Kernel::pack(packed_w_.data(), W.data(), W.outerStride(), op == Op::T, K_, N_);
       });
     }
+  }
+
+  /// \brief Runs the products on `packed`'s packing of op(W), which is not copied, until the
+  /// next pack() or unshare(): the products give the bits `packed`'s own give. `packed` must
+  /// stay alive and unpacked meanwhile; it is only read, so any number of objects may share
+  /// it at once, from any threads (a FrozenCell's weights, shared by every pass).
+  void share(const PackedRightGemm& packed) {
+    detail::view_for_reading(packed_w_, packed.packed_w_);
+    isa_ = packed.isa_;
+    K_ = packed.K_;
+    N_ = packed.N_;
+    w_data_ = packed.w_data_;
+    w_stride_ = packed.w_stride_;
+    w_op_ = packed.w_op_;
+    shared_ = true;
+  }
+
+  /// \brief Ends share(): nothing is packed afterwards (op(W) is (0, 0)) until the next
+  /// pack(). Does nothing to an object that packed its own W.
+  void unshare() noexcept {
+    if (!shared_) return;
+    packed_w_.drop_view();
+    K_ = N_ = 0;
+    w_data_ = nullptr;
+    shared_ = false;
   }
 
   /// \brief `C = alpha·A·op(W) + beta·C`, plus `bias` on every row of C when it is not null.
@@ -512,6 +539,7 @@ class PackedRightGemm {
   const Scalar* w_data_ = nullptr;  // external backends: W as given to pack()
   Index w_stride_ = 0;
   Op w_op_ = Op::N;
+  bool shared_ = false;  // the packing is another object's (share())
 };
 
 }  // namespace dynrnn

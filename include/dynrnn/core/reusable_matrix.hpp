@@ -181,6 +181,15 @@ class ReusableMatrix : public Eigen::Map<Matrix<Scalar>, Eigen::AlignedMax> {
 
 namespace detail {
 
+/// Makes `m` a view (ReusableMatrix::view()) of `from`'s elements in `from`'s shape, for
+/// an object that reads another's packed operand without copying it (PackedRightGemm::share()
+/// and the reduced-precision products' share()). `m` is only ever read while it views them:
+/// the packing functions end the view (drop_view()) before they write.
+template <class T>
+void view_for_reading(ReusableMatrix<T>& m, const ReusableMatrix<T>& from) {
+  m.view(const_cast<T*>(from.data()), from.rows(), from.cols());
+}
+
 /// Makes `m` a flat buffer (a column) of at least `size` elements, keeping its storage and
 /// contents when it already holds that many: the reduced-precision products' workspaces.
 template <class T>

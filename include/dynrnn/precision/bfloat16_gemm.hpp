@@ -339,6 +339,7 @@ class Bf16PackedRightGemm {
   void pack(const ConstMatrixRef& W, Op op, float* column_sums = nullptr) {
     if (column_sums && op != Op::N)
       detail::throw_argument("Bf16PackedRightGemm::pack", "op", "Op::N with column_sums", "Op::T");
+    end_share();
     set_shape(op == Op::N ? W.rows() : W.cols(), op == Op::N ? W.cols() : W.rows());
     isa_ = cpu_isa() >= CpuIsa::avx512_core_bf16 ? CpuIsa::avx512_core_bf16 : CpuIsa::portable;
     tiles_ = isa_ == CpuIsa::portable ? detail::float_tiles() : CpuIsa::portable;
@@ -391,6 +392,7 @@ class Bf16PackedRightGemm {
   std::uint16_t* pack_in_place(Index K, Index N) {
 #ifdef DYNRNN_X86_KERNELS
     if (cpu_isa() < CpuIsa::avx512_core_bf16 || N % Fast::kPacket != 0) return nullptr;
+    end_share();
     set_shape(K, N);
     isa_ = CpuIsa::avx512_core_bf16;
     tiles_ = CpuIsa::portable;
@@ -404,6 +406,28 @@ class Bf16PackedRightGemm {
     (void)N;
     return nullptr;
 #endif
+  }
+
+  /// \brief Runs the products on `packed`'s packing of op(W) and its kernels, which are not
+  /// copied, with this object's own workspaces, until the next pack(), pack_in_place() or
+  /// unshare(): the products give the bits `packed`'s own give. `packed` must stay alive and
+  /// unpacked meanwhile; it is only read, so any number of objects may share it at once.
+  void share(const Bf16PackedRightGemm& packed) {
+    detail::view_for_reading(packed_bf16_, packed.packed_bf16_);
+    detail::view_for_reading(packed_float_, packed.packed_float_);
+    set_shape(packed.K_, packed.N_);
+    isa_ = packed.isa_;
+    tiles_ = packed.tiles_;
+    shared_ = true;
+  }
+
+  /// \brief Ends share(): nothing is packed afterwards (op(W) is (0, 0)) until the next
+  /// pack(). Does nothing to an object that packed its own W.
+  void unshare() noexcept {
+    if (!shared_) return;
+    end_share();
+    K_ = N_ = Kp_ = 0;
+    reserved_ = 0;
   }
 
   /// \brief Where element (k, j) of op(W) (k < K rounded up to even, j < N) lies in the
@@ -570,6 +594,13 @@ class Bf16PackedRightGemm {
 #endif
   }
 
+  // Own storage for the packings again, before they are written (after share()).
+  void end_share() noexcept {
+    packed_bf16_.drop_view();
+    packed_float_.drop_view();
+    shared_ = false;
+  }
+
   // The shapes of a new op(W), (K, N), and its slices of depth.
   void set_shape(Index K, Index N) {
     K_ = K;
@@ -587,6 +618,7 @@ class Bf16PackedRightGemm {
   Index K_ = 0, N_ = 0, Kp_ = 0;
   Index slice_ = 2;                         // the depth of every slice of op(W) but the last
   Index reserved_ = 0;                      // rows of A the workspace holds at this depth
+  bool shared_ = false;                     // the packings view another object's (share())
   // Flat buffers from dynrnn's buffer cache (ReusableMatrix), as a result's matrices are: a
   // workspace made and dropped with every call of the returning forms (the weight gradients'
   // packed gate gradients and the input gradient's converted ones, several MB each) then

@@ -244,6 +244,7 @@ class Int8PackedRightGemm {
     const Index K = op == Op::N ? W.rows() : W.cols(), N = op == Op::N ? W.cols() : W.rows();
     if (K > kMaxDepth)
       detail::throw_argument(fn, "W", "at most " + std::to_string(kMaxDepth) + " rows of op(W)", std::to_string(K));
+    end_share();
     K_ = K;
     N_ = N;
     reserved_ = 0;  // the workspaces' rows were sized for the last depth
@@ -307,6 +308,35 @@ class Int8PackedRightGemm {
       portable_float_.gemm.pack(quantized_float_, Op::N);
     } else
       portable_int_.gemm.pack(quantized_, Op::N);
+  }
+
+  /// \brief Runs the products on `packed`'s quantised and packed op(W) and its kernels,
+  /// which are not copied (only its N scales and column sums are), with this object's own
+  /// workspaces, until the next pack() or unshare(): the products give the bits `packed`'s
+  /// own give. `packed` must stay alive and unpacked meanwhile; it is only read, so any
+  /// number of objects may share it at once. Allocates only when N grows.
+  void share(const Int8PackedRightGemm& packed) {
+    detail::view_for_reading(packed_, packed.packed_);
+    portable_float_.gemm.share(packed.portable_float_.gemm);
+    portable_int_.gemm.share(packed.portable_int_.gemm);
+    isa_ = packed.isa_;
+    K_ = packed.K_;
+    N_ = packed.N_;
+    reserved_ = 0;
+    weight_scales_ = packed.weight_scales_;
+    column_sums_ = packed.column_sums_;
+    scales_.resize(N_);
+    loop_scales_.resize(N_);
+    shared_ = true;
+  }
+
+  /// \brief Ends share(): nothing is packed afterwards (op(W) is (0, 0)) until the next
+  /// pack(). Does nothing to an object that packed its own W.
+  void unshare() noexcept {
+    if (!shared_) return;
+    end_share();
+    K_ = N_ = 0;
+    reserved_ = 0;
   }
 
   /// \brief `C = alpha·A·op(W) + beta·C`, plus `bias` on every row of C when it is not null,
@@ -382,6 +412,14 @@ class Int8PackedRightGemm {
       detail::throw_argument(fn, "a_scale", "> 0 and finite", detail::number_string(a_scale));
   }
 
+  // Own storage for the packing again, before it is written (after share()).
+  void end_share() noexcept {
+    packed_.drop_view();
+    portable_float_.gemm.unshare();
+    portable_int_.gemm.unshare();
+    shared_ = false;
+  }
+
   // Room for n rows of the quantised A (and the portable kernel's sums).
   void reserve_rows(Index n) {
     if (isa_ == CpuIsa::avx512_core_vnni) {
@@ -454,6 +492,7 @@ class Int8PackedRightGemm {
   CpuIsa isa_ = CpuIsa::portable;
   Index K_ = 0, N_ = 0;
   Index reserved_ = 0;                          // rows of A the workspace holds at this depth
+  bool shared_ = false;                         // the packing is another object's (share())
   Vector<float> weight_scales_;                 // scale_w
   Vector<float> inverse_scales_;                // 1 / scale_w
   Matrix<std::int32_t> quantized_;              // Wq (K, N), but for the vector packing

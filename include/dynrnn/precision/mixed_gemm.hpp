@@ -32,7 +32,9 @@
 // set_precision(Precision::int8). Values beyond a bound are clamped to it.
 //
 // MixedRightGemm and MixedWeightGemm run a cell's products in the precision it is given at
-// each pack or product; the cells keep them in their caches and workspaces.
+// each pack or product; the cells keep them in their caches and workspaces. A FrozenCell
+// (cells/frozen_cell.hpp) keeps its forward products' weights packed once (ForwardPacking),
+// and the caches' products of its passes share them (MixedRightGemm::share()).
 #pragma once
 
 #include "bfloat16_gemm.hpp"
@@ -249,6 +251,39 @@ class MixedRightGemm {
     float32_.pack(W, op);
   }
 
+  /// \brief Runs the products in `packed`'s precision on its packing of op(W), which is not
+  /// copied, with this object's own workspaces (room for `loop_rows` rows in that of
+  /// rows()), until the next pack() or unshare(): the products give the bits `packed`'s own
+  /// would. `packed` must stay alive and unpacked meanwhile; it is only read, so passes on
+  /// any number of threads may share it at once. A FrozenCell's weights, packed once.
+  void share(const MixedRightGemm& packed, Index loop_rows = 0) {
+    precision_ = packed.precision_;
+    a_scale_ = packed.a_scale_;
+    if constexpr (std::is_same_v<Scalar, float>) {
+      if (precision_ == Precision::bfloat16) {
+        reduced_.share(packed.reduced_);
+        reduced_.reserve(loop_rows);
+        return;
+      }
+      if (precision_ == Precision::int8) {
+        int8_.share(packed.int8_);
+        int8_.reserve(loop_rows, a_scale_);
+        return;
+      }
+    }
+    float32_.share(packed.float32_);
+  }
+
+  /// \brief Ends share(): nothing is packed afterwards until the next pack(). Does nothing
+  /// to an object that packed its own W.
+  void unshare() noexcept {
+    float32_.unshare();
+    if constexpr (std::is_same_v<Scalar, float>) {
+      reduced_.unshare();
+      int8_.unshare();
+    }
+  }
+
   /// \brief `C = alpha·A·op(W) + beta·C (+ bias)`, rows shared between threads.
   /// \param C (n, N).  \param A (n, K).  \param bias N scalars, or null.
   /// \throws std::invalid_argument when the shapes disagree with each other or the packed W.
@@ -317,6 +352,49 @@ class MixedRightGemm {
   float a_scale_ = 1.0f;  // int8: A's scale
   Precision precision_ = Precision::float32;
 };
+
+/// \brief The weights of a cell's forward products, each packed once in the cell's
+/// precision (the cells' pack_forward()): what a FrozenCell keeps, and what the passes on it
+/// share (MixedRightGemm::share()) instead of packing their own.
+/// \tparam Scalar element type.
+template <class Scalar>
+struct ForwardPacking {
+  MixedRightGemm<Scalar> input;      ///< W_x, for the input projection.
+  MixedRightGemm<Scalar> recurrent;  ///< The recurrent product's part of W_h.
+  MixedRightGemm<Scalar> extra;      ///< An LSTM's projection, a GRU's candidate part of W_h (reset_before), or unused.
+};
+
+namespace detail {
+
+/// The products of one pass that share a ForwardPacking, ended when the pass ends, however
+/// it ends: no cache is left reading a FrozenCell's packing after the call.
+template <class Scalar>
+class ForwardShares {
+ public:
+  ForwardShares() = default;
+  ForwardShares(const ForwardShares&) = delete;
+  ForwardShares& operator=(const ForwardShares&) = delete;
+
+  /// Makes `gemm` share `*packed` for this pass, with room for `loop_rows` in rows(), or,
+  /// when `packed` is null, packs op(W) into it (MixedRightGemm::pack()).
+  template <class W>
+  void pack(MixedRightGemm<Scalar>& gemm, const MixedRightGemm<Scalar>* packed, const W& w, Op op,
+            Precision precision, Index loop_rows, float a_bound = 1.0f) {
+    if (!packed) return gemm.pack(w, op, precision, loop_rows, a_bound);
+    eigen_assert(count_ < 3 && packed->precision() == precision);
+    gemm.share(*packed, loop_rows);
+    shares_[count_++] = &gemm;
+  }
+  ~ForwardShares() {
+    for (; count_ > 0; --count_) shares_[count_ - 1]->unshare();
+  }
+
+ private:
+  MixedRightGemm<Scalar>* shares_[3] = {};
+  int count_ = 0;
+};
+
+}  // namespace detail
 
 /// \brief A cell's weight-gradient products `C = alpha·Aᵀ·B + beta·C` in a chosen
 /// precision: Gemm<Scalar> in float32; in bfloat16, B (the gate gradients) packed once per

@@ -92,13 +92,17 @@ inline void check_input_gradients(const char* function, InputGradients value) {
 }
 
 // Whether a pass of `cell` in `mode` keeps what backward needs (keeps_for_backward()), for a
-// cell with or without precision().
+// cell that says so itself (FrozenCell), one with precision(), or another. Called with 0.
 template <class Cell>
-auto pass_keeps_for_backward(const Cell& cell, ForwardMode mode, int) -> decltype(cell.precision(), bool()) {
+auto pass_keeps_for_backward(const Cell& cell, ForwardMode mode, int) -> decltype(cell.keeps_for_backward(mode)) {
+  return cell.keeps_for_backward(mode);
+}
+template <class Cell>
+auto pass_keeps_for_backward(const Cell& cell, ForwardMode mode, long) -> decltype(cell.precision(), bool()) {
   return keeps_for_backward(mode, cell.precision());
 }
 template <class Cell>
-bool pass_keeps_for_backward(const Cell&, ForwardMode mode, long) {
+bool pass_keeps_for_backward(const Cell&, ForwardMode mode, ...) {
   return keeps_for_backward(mode, Precision::float32);
 }
 
