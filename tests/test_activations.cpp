@@ -176,9 +176,11 @@ void expect_gate_passes_agree(Index H, bool peepholes, float cell_clip) {
   }
 }
 
+// Units in whole calls of four packets (64), and every tail after them, of one to four
+// packets, the last one whole or cut.
 TEST(LstmGates, TheFusedPassAgreesWithThePortableOne) {
   SKIP_WITHOUT_AVX512();
-  for (Index H : {1, 15, 16, 17, 37, 256}) {
+  for (Index H : {1, 15, 16, 17, 37, 50, 64, 81, 100, 127, 256}) {
     expect_gate_passes_agree(H, false, 0);
     expect_gate_passes_agree(H, true, 0);
     expect_gate_passes_agree(H, true, 0.75f);
