@@ -23,9 +23,10 @@
 // returns logistic(−80), 1.8e-35), where Eigen's float logistic is within 7.1e-4 (near
 // x = −9). NaN stays NaN, and ±∞ gives the limits. tests/test_activations.cpp checks this.
 //
-// The gate pass is bound by the multiply-adds of these functions (about 57 per 16 units of
-// an LSTM). The table takes 3 of each exponential's 10 away from a Taylor polynomial to r^7
-// over [−ln2/2, ln2/2]: a step of 64 rows of 256 units took 16.7 us where it took 19.4.
+// The LSTM's gate pass spends its time in these functions' chains of dependent multiply-adds.
+// The table takes 3 of each exponential's 10 (and 3 links of its chain) away from a Taylor
+// polynomial to r^7 over [−ln2/2, ln2/2]: a step of 64 rows of 256 units took 16.7 us where
+// it took 19.4.
 //
 // Where cpu_isa() is below CpuIsa::avx512_core (a CPU without AVX-512, a compiler that
 // cannot build the kernels, or a lower set_max_cpu_isa()), and always for double, the
