@@ -179,7 +179,8 @@ struct PanelKernel {
         else
           block(kn, cn);
       }
-      for (Index k = k0; k < k0 + kn; ++k) std::fill(panel + k * panel_width + width, panel + (k + 1) * panel_width, Scalar(0));
+      for (Index k = k0; k < k0 + kn; ++k)
+        std::fill(panel + k * panel_width + width, panel + (k + 1) * panel_width, Scalar(0));
     }
   }
 
